@@ -1,0 +1,242 @@
+/* agent: codecs of the agent bodies. Maps are read key by key; a bitmask of
+ * keys seen rejects repeats and finds missing required keys. History is not
+ * copied or counted into an allocation: the decoder validates every entry
+ * once and leaves a cursor, so a peer's count never sizes an allocation. */
+#include "agent.h"
+
+#include <string.h>
+
+const char *agent_strerror(agent_err_t err)
+{
+    switch (err) {
+    case AGENT_OK: return "ok";
+    case AGENT_E_MALFORMED: return "malformed";
+    case AGENT_E_KEY: return "unknown or repeated key";
+    case AGENT_E_MISSING: return "missing key";
+    case AGENT_E_FIELD: return "wrong field type";
+    case AGENT_E_RANGE: return "field out of range";
+    }
+    return "unknown";
+}
+
+static agent_err_t s_err(const mp_reader_t *r)
+{
+    switch (r->err) {
+    case MP_TYPE: return AGENT_E_FIELD;
+    case MP_RANGE: return AGENT_E_RANGE;
+    default: return AGENT_E_MALFORMED;
+    }
+}
+
+/* Reads a key and returns its index in keys[], or -1 (error set in *err). */
+static int s_key(mp_reader_t *r, const char *const *keys, int nkeys, uint32_t *seen,
+                 agent_err_t *err)
+{
+    const char *k;
+    uint32_t klen;
+    if (mp_read_str(r, &k, &klen, 32)) {
+        *err = r->err == MP_RANGE ? AGENT_E_KEY : s_err(r);
+        return -1;
+    }
+    for (int i = 0; i < nkeys; i++) {
+        if (strlen(keys[i]) == klen && memcmp(keys[i], k, klen) == 0) {
+            if (*seen & (1u << i)) {
+                *err = AGENT_E_KEY;
+                return -1;
+            }
+            *seen |= 1u << i;
+            return i;
+        }
+    }
+    *err = AGENT_E_KEY;
+    return -1;
+}
+
+static agent_err_t s_str(mp_reader_t *r, agent_str_t *s, uint32_t max, int nonempty)
+{
+    if (mp_read_str(r, &s->ptr, &s->len, max))
+        return s_err(r);
+    if (nonempty && s->len == 0)
+        return AGENT_E_RANGE;
+    return AGENT_OK;
+}
+
+/* {"role": str, "content": str} */
+static agent_err_t s_msg(mp_reader_t *r, agent_msg_t *m)
+{
+    static const char *const keys[] = {"role", "content"};
+    uint32_t n, seen = 0;
+    if (mp_read_map(r, &n))
+        return s_err(r);
+    for (uint32_t i = 0; i < n; i++) {
+        agent_err_t err = AGENT_OK;
+        int k = s_key(r, keys, 2, &seen, &err);
+        if (k < 0)
+            return err;
+        err = k == 0 ? s_str(r, &m->role, AGENT_ROLE_MAX, 1)
+                     : s_str(r, &m->content, UINT32_MAX, 0);
+        if (err)
+            return err;
+    }
+    return seen == 3 ? AGENT_OK : AGENT_E_MISSING;
+}
+
+agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *out)
+{
+    static const char *const keys[] = {"run_id", "session_id", "agent_id", "input",
+                                       "history", "endpoint", "timeout_ms"};
+    enum { REQUIRED = 0x1f };
+    mp_reader_t r;
+    mp_reader_init(&r, body, len);
+    agent_invoke_t inv;
+    memset(&inv, 0, sizeof inv);
+    uint32_t n, seen = 0;
+    if (mp_read_map(&r, &n))
+        return AGENT_E_MALFORMED;
+    for (uint32_t i = 0; i < n; i++) {
+        agent_err_t err = AGENT_OK;
+        int k = s_key(&r, keys, 7, &seen, &err);
+        if (k < 0)
+            return err;
+        switch (k) {
+        case 0: err = s_str(&r, &inv.run_id, AGENT_ID_MAX, 1); break;
+        case 1: err = s_str(&r, &inv.session_id, AGENT_ID_MAX, 1); break;
+        case 2: err = s_str(&r, &inv.agent_id, AGENT_ID_MAX, 1); break;
+        case 3: err = s_msg(&r, &inv.input); break;
+        case 4: {
+            uint32_t count;
+            if (mp_read_array(&r, &count))
+                return s_err(&r);
+            if (count > AGENT_HISTORY_MAX)
+                return AGENT_E_RANGE;
+            inv.history_count = count;
+            inv.history = r.p;
+            for (uint32_t j = 0; j < count && !err; j++) {
+                agent_msg_t m;
+                err = s_msg(&r, &m);
+            }
+            inv.history_end = r.p;
+            break;
+        }
+        case 5: err = s_str(&r, &inv.endpoint, AGENT_ENDPOINT_MAX, 1); break;
+        case 6:
+            if (mp_read_uint(&r, &inv.timeout_ms))
+                err = s_err(&r);
+            break;
+        }
+        if (err)
+            return err;
+    }
+    if ((seen & REQUIRED) != REQUIRED)
+        return AGENT_E_MISSING;
+    if (mp_left(&r) != 0)
+        return AGENT_E_MALFORMED;
+    *out = inv;
+    return AGENT_OK;
+}
+
+int agent_history_next(const agent_invoke_t *inv, const uint8_t **cursor, agent_msg_t *msg)
+{
+    if (*cursor >= inv->history_end)
+        return -1;
+    mp_reader_t r;
+    mp_reader_init(&r, *cursor, (size_t)(inv->history_end - *cursor));
+    if (s_msg(&r, msg) != AGENT_OK) /* validated by the decoder: cannot fail */
+        return -1;
+    *cursor = r.p;
+    return 0;
+}
+
+agent_err_t agent_decode_delta(const void *body, size_t len, agent_str_t *delta)
+{
+    static const char *const keys[] = {"delta"};
+    mp_reader_t r;
+    mp_reader_init(&r, body, len);
+    uint32_t n, seen = 0;
+    agent_str_t d = {NULL, 0};
+    if (mp_read_map(&r, &n))
+        return AGENT_E_MALFORMED;
+    for (uint32_t i = 0; i < n; i++) {
+        agent_err_t err = AGENT_OK;
+        if (s_key(&r, keys, 1, &seen, &err) < 0)
+            return err;
+        if ((err = s_str(&r, &d, UINT32_MAX, 0)))
+            return err;
+    }
+    if (seen != 1)
+        return AGENT_E_MISSING;
+    if (mp_left(&r) != 0)
+        return AGENT_E_MALFORMED;
+    *delta = d;
+    return AGENT_OK;
+}
+
+agent_err_t agent_decode_done(const void *body, size_t len, agent_msg_t *output)
+{
+    static const char *const keys[] = {"output"};
+    mp_reader_t r;
+    mp_reader_init(&r, body, len);
+    uint32_t n, seen = 0;
+    agent_msg_t m;
+    memset(&m, 0, sizeof m);
+    if (mp_read_map(&r, &n))
+        return AGENT_E_MALFORMED;
+    for (uint32_t i = 0; i < n; i++) {
+        agent_err_t err = AGENT_OK;
+        if (s_key(&r, keys, 1, &seen, &err) < 0)
+            return err;
+        if ((err = s_msg(&r, &m)))
+            return err;
+    }
+    if (seen != 1)
+        return AGENT_E_MISSING;
+    if (mp_left(&r) != 0)
+        return AGENT_E_MALFORMED;
+    *output = m;
+    return AGENT_OK;
+}
+
+static void s_pack_msg(mp_buf_t *b, const agent_msg_t *m)
+{
+    msgpack_pack_map(&b->pk, 2);
+    mp_pack_kv_str(b, "role", m->role.ptr, m->role.len);
+    mp_pack_kv_str(b, "content", m->content.ptr, m->content.len);
+}
+
+int agent_encode_invoke(mp_buf_t *b, const agent_invoke_t *inv, const agent_msg_t *history,
+                        uint32_t history_count)
+{
+    int extra = (inv->endpoint.len > 0) + (inv->timeout_ms > 0);
+    msgpack_pack_map(&b->pk, 5 + extra);
+    mp_pack_kv_str(b, "run_id", inv->run_id.ptr, inv->run_id.len);
+    mp_pack_kv_str(b, "session_id", inv->session_id.ptr, inv->session_id.len);
+    mp_pack_kv_str(b, "agent_id", inv->agent_id.ptr, inv->agent_id.len);
+    mp_pack_cstr(b, "input");
+    s_pack_msg(b, &inv->input);
+    mp_pack_cstr(b, "history");
+    msgpack_pack_array(&b->pk, history_count);
+    for (uint32_t i = 0; i < history_count; i++)
+        s_pack_msg(b, &history[i]);
+    if (inv->endpoint.len)
+        mp_pack_kv_str(b, "endpoint", inv->endpoint.ptr, inv->endpoint.len);
+    if (inv->timeout_ms)
+        mp_pack_kv_int(b, "timeout_ms", (int64_t)inv->timeout_ms);
+    return b->overflow ? -1 : 0;
+}
+
+int agent_encode_delta(mp_buf_t *b, const char *delta, size_t len)
+{
+    msgpack_pack_map(&b->pk, 1);
+    mp_pack_kv_str(b, "delta", delta, len);
+    return b->overflow ? -1 : 0;
+}
+
+int agent_encode_done(mp_buf_t *b, const char *role, const char *content, size_t len)
+{
+    msgpack_pack_map(&b->pk, 1);
+    mp_pack_cstr(b, "output");
+    msgpack_pack_map(&b->pk, 2);
+    mp_pack_kv_cstr(b, "role", role);
+    mp_pack_kv_str(b, "content", content, len);
+    return b->overflow ? -1 : 0;
+}

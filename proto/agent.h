@@ -1,0 +1,75 @@
+/* agent: the bodies exchanged with agent workers (services "agent.<id>" and
+ * "bridge"). Each body is one msgpack map with string keys:
+ *
+ *   invoke (REQUEST body)  {"run_id": str, "session_id": str, "agent_id": str,
+ *                           "input": {"role": str, "content": str},
+ *                           "history": [{"role": str, "content": str}, ...],
+ *                           "endpoint": str   (optional: bridge only),
+ *                           "timeout_ms": uint (optional)}
+ *   delta  (STREAM body)   {"delta": str}
+ *   done   (REPLY body)    {"output": {"role": str, "content": str}}
+ *
+ * A worker fails an invoke with an ERROR frame (code, message), not a body.
+ * Decoders are strict: every key known and present once, every value of its
+ * type and within its maximum, nothing after the map. Decoded strings are
+ * views into the body. */
+#ifndef MAP_AGENT_H
+#define MAP_AGENT_H
+#include "mp.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AGENT_ID_MAX 128        /* run, session and agent ids */
+#define AGENT_ROLE_MAX 32
+#define AGENT_ENDPOINT_MAX 2048
+#define AGENT_HISTORY_MAX 10000 /* messages of history in one invoke */
+#define AGENT_SERVICE_PREFIX "agent."
+
+typedef struct {
+    const char *ptr; /* view, not NUL-terminated */
+    uint32_t len;
+} agent_str_t;
+
+typedef struct {
+    agent_str_t role;
+    agent_str_t content;
+} agent_msg_t;
+
+typedef struct {
+    agent_str_t run_id;
+    agent_str_t session_id;
+    agent_str_t agent_id;
+    agent_msg_t input;
+    agent_str_t endpoint;      /* len 0 when absent */
+    uint64_t timeout_ms;       /* 0 when absent */
+    uint32_t history_count;    /* messages in history */
+    const uint8_t *history;    /* first history message; read with agent_history_next */
+    const uint8_t *history_end;
+} agent_invoke_t;
+
+typedef enum {
+    AGENT_OK = 0,
+    AGENT_E_MALFORMED, /* not a msgpack map, truncated or trailing bytes */
+    AGENT_E_KEY,       /* unknown or repeated key */
+    AGENT_E_MISSING,   /* a required key is absent */
+    AGENT_E_FIELD,     /* a value of the wrong type */
+    AGENT_E_RANGE,     /* a value too long, empty where it must not be */
+} agent_err_t;
+
+const char *agent_strerror(agent_err_t err);
+
+agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *out);
+/* Reads the next history message. Returns 0, or -1 past the last one.
+ * *cursor starts at inv->history. */
+int agent_history_next(const agent_invoke_t *inv, const uint8_t **cursor, agent_msg_t *msg);
+agent_err_t agent_decode_delta(const void *body, size_t len, agent_str_t *delta);
+agent_err_t agent_decode_done(const void *body, size_t len, agent_msg_t *output);
+
+/* Encoders append one body to b (reset it first). Return 0, or -1 on overflow. */
+int agent_encode_invoke(mp_buf_t *b, const agent_invoke_t *inv, const agent_msg_t *history,
+                        uint32_t history_count);
+int agent_encode_delta(mp_buf_t *b, const char *delta, size_t len);
+int agent_encode_done(mp_buf_t *b, const char *role, const char *content, size_t len);
+
+#endif
