@@ -856,7 +856,9 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
     zmq_setsockopt(self->router, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(self->router, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    int64_t maxmsg = cfg->body_max + FRAME_HEADER_MAX;
+    /* Bodies a little over the maximum get a too_large answer; only absurd
+     * sizes are cut at the socket, before they are buffered. */
+    int64_t maxmsg = 2 * (int64_t)cfg->body_max + FRAME_HEADER_MAX;
     zmq_setsockopt(self->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     if (s_bind(self->router, cfg->endpoint, "broker", err, errlen) != 0)
         goto fail;
