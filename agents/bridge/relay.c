@@ -1,0 +1,441 @@
+/* relay: the per-invoke state machine of the HTTP bridge (see relay.h).
+ *
+ * Every way out of STREAMING goes through s_fail or s_done, which set the
+ * state before calling the sink, so exactly one final reaches the sink
+ * whatever arrives afterwards (more bytes, the transfer's end, a timeout).
+ *
+ * The answer is counted as it arrives and cut at max_response; the SSE
+ * parser and the joined deltas are bounded by the same number, so one
+ * invoke never holds more than about twice max_response.
+ *
+ * Delta data is decoded with jansson only when it looks like JSON (starts
+ * with '{' or '"'); anything else, and JSON that is not an object or a
+ * string, is passed on as the plain text it is. */
+#include "relay.h"
+
+#include "agents/bridge/sse.h"
+#include "common/mem.h"
+#include "common/sbuf.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+struct relay_t {
+    relay_state_t state;  /* see relay.h */
+    const relay_sink_t *sink;
+    void *arg;            /* sink argument */
+    size_t max;           /* max_response */
+    size_t received;      /* body bytes so far */
+    int headers_ok;       /* a 2xx event-stream answer */
+    sse_t *sse;           /* parser of the body */
+    sbuf_t joined;        /* deltas so far, for a done without output */
+};
+
+static int s_on_event(void *arg, const sse_event_t *ev);
+
+relay_t *relay_new(size_t max_response, const relay_sink_t *sink, void *arg)
+{
+    relay_t *self = mem_alloc(sizeof *self);
+    self->sink = sink;
+    self->arg = arg;
+    self->max = max_response ? max_response : 1;
+    self->sse = sse_new(self->max, SSE_TYPED_EMPTY, s_on_event, self);
+    sbuf_init(&self->joined, self->max);
+    return self;
+}
+
+void relay_destroy(relay_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    relay_t *self = *self_p;
+    sse_destroy(&self->sse);
+    sbuf_free(&self->joined);
+    mem_free(self);
+    *self_p = NULL;
+}
+
+relay_state_t relay_state(const relay_t *self)
+{
+    return self->state;
+}
+
+/* Copies at most max bytes of s into out without cutting a UTF-8 sequence
+ * and replacing control characters with spaces (messages are one line). */
+static void s_clip(char *out, size_t cap, const char *s, size_t len, size_t max)
+{
+    if (max > cap - 1)
+        max = cap - 1;
+    if (len > max) {
+        len = max;
+        while (len > 0 && ((unsigned char)s[len] & 0xC0) == 0x80)
+            len--;
+    }
+    for (size_t i = 0; i < len; i++)
+        out[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? ' ' : s[i];
+    out[len] = '\0';
+}
+
+static void s_fail(relay_t *self, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void s_fail(relay_t *self, const char *code, const char *fmt, ...)
+{
+    if (self->state != RELAY_STREAMING)
+        return;
+    self->state = RELAY_FAILED;
+    char msg[RELAY_MESSAGE_MAX + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        msg[0] = '\0';
+    self->sink->fail(self->arg, code, msg);
+}
+
+static void s_done(relay_t *self, const char *role, size_t role_len, const char *content,
+                   size_t len)
+{
+    if (self->state != RELAY_STREAMING)
+        return;
+    self->state = RELAY_DONE;
+    self->sink->done(self->arg, role, role_len, content, len);
+}
+
+static void s_delta(relay_t *self, const char *text, size_t len)
+{
+    if (len == 0)
+        return;
+    if (sbuf_cat(&self->joined, text, len)) {
+        s_fail(self, "agent_error", "the agent's deltas are larger than %zu bytes", self->max);
+        return;
+    }
+    if (self->sink->delta(self->arg, text, len))
+        s_fail(self, "internal", "the bridge could not pass a delta on to the broker");
+}
+
+static void s_on_delta_event(relay_t *self, const sse_event_t *ev)
+{
+    const char *d = ev->data;
+    if (ev->data_len == 0 || (d[0] != '{' && d[0] != '"')) {
+        s_delta(self, d, ev->data_len);
+        return;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(d, ev->data_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!j) {
+        s_delta(self, d, ev->data_len); /* plain text that starts like JSON */
+        return;
+    }
+    if (json_is_string(j)) {
+        s_delta(self, json_string_value(j), json_string_length(j));
+    } else if (json_is_object(j)) {
+        static const char *const keys[] = {"delta", "content", "text"};
+        json_t *v = NULL;
+        for (size_t i = 0; i < 3 && !v; i++)
+            v = json_object_get(j, keys[i]);
+        if (json_is_string(v)) {
+            s_delta(self, json_string_value(v), json_string_length(v));
+        } else {
+            char what[81];
+            s_clip(what, sizeof what, d, ev->data_len, 80);
+            s_fail(self, "agent_error",
+                   "malformed %s event: no string delta, content or text in %s", ev->type, what);
+        }
+    } else {
+        s_delta(self, d, ev->data_len);
+    }
+    json_decref(j);
+}
+
+static void s_on_done_event(relay_t *self, const sse_event_t *ev)
+{
+    static const char assistant[] = "assistant";
+    if (ev->data_len == 0) {
+        s_done(self, assistant, sizeof assistant - 1, self->joined.data ? self->joined.data : "",
+               self->joined.len);
+        return;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(ev->data, ev->data_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!j || !json_is_object(j)) {
+        s_fail(self, "agent_error", "malformed done event: %s",
+               j ? "data is not a JSON object" : jerr.text);
+        json_decref(j);
+        return;
+    }
+    json_t *out = json_object_get(j, "output");
+    const char *role = assistant;
+    size_t role_len = sizeof assistant - 1;
+    const char *content = self->joined.data ? self->joined.data : "";
+    size_t len = self->joined.len;
+    if (json_is_string(out)) {
+        content = json_string_value(out);
+        len = json_string_length(out);
+    } else if (json_is_object(out)) {
+        json_t *c = json_object_get(out, "content");
+        json_t *r = json_object_get(out, "role");
+        if (c && !json_is_string(c)) {
+            s_fail(self, "agent_error", "malformed done event: output.content is not a string");
+            json_decref(j);
+            return;
+        }
+        if (c) {
+            content = json_string_value(c);
+            len = json_string_length(c);
+        }
+        if (json_is_string(r) && json_string_length(r) > 0 &&
+            json_string_length(r) <= AGENT_ROLE_MAX) {
+            role = json_string_value(r);
+            role_len = json_string_length(r);
+        }
+    } else if (out && !json_is_null(out)) {
+        s_fail(self, "agent_error", "malformed done event: output is neither an object nor a string");
+        json_decref(j);
+        return;
+    }
+    s_done(self, role, role_len, content, len);
+    json_decref(j);
+}
+
+static void s_on_error_event(relay_t *self, const sse_event_t *ev)
+{
+    char code[65] = "", msg[301];
+    json_error_t jerr;
+    json_t *j = json_loadb(ev->data, ev->data_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *c = json_object_get(j, "code");
+    json_t *m = json_object_get(j, "message");
+    if (json_is_string(m))
+        s_clip(msg, sizeof msg, json_string_value(m), json_string_length(m), 300);
+    else
+        s_clip(msg, sizeof msg, ev->data, ev->data_len, 300);
+    if (json_is_string(c))
+        s_clip(code, sizeof code, json_string_value(c), json_string_length(c), 64);
+    json_decref(j);
+    s_fail(self, "agent_error", "the agent failed: %s%s%s", code, *code ? ": " : "",
+           *msg ? msg : "(no message)");
+}
+
+static int s_on_event(void *arg, const sse_event_t *ev)
+{
+    relay_t *self = arg;
+    if (self->state != RELAY_STREAMING)
+        return 1;
+    if (strcmp(ev->type, "delta") == 0 || strcmp(ev->type, "message") == 0) {
+        /* An unnamed event with no data line is never dispatched, so an
+         * empty data here is a real (empty) delta. */
+        s_on_delta_event(self, ev);
+    } else if (strcmp(ev->type, "done") == 0) {
+        s_on_done_event(self, ev);
+    } else if (strcmp(ev->type, "error") == 0) {
+        s_on_error_event(self, ev);
+    }
+    return self->state != RELAY_STREAMING;
+}
+
+/* "text/event-stream", any case, then nothing, parameters or spaces. */
+static int s_is_event_stream(const char *ct)
+{
+    static const char want[] = "text/event-stream";
+    if (!ct)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, want, sizeof want - 1) != 0)
+        return 0;
+    char next = ct[sizeof want - 1];
+    return next == '\0' || next == ';' || next == ' ' || next == '\t';
+}
+
+int relay_headers(relay_t *self, long status, const char *content_type)
+{
+    if (self->state != RELAY_STREAMING)
+        return self->state == RELAY_DONE ? 0 : -1;
+    if (status < 200)
+        return 0;
+    if (status >= 500)
+        s_fail(self, "agent_unavailable", "the agent answered HTTP %ld (server error)", status);
+    else if (status >= 400)
+        s_fail(self, "agent_error", "the agent answered HTTP %ld (client error)", status);
+    else if (status >= 300)
+        s_fail(self, "agent_error", "the agent answered HTTP %ld (redirects are not followed)",
+               status);
+    else if (!s_is_event_stream(content_type)) {
+        char ct[81];
+        s_clip(ct, sizeof ct, content_type ? content_type : "none",
+               strlen(content_type ? content_type : "none"), 80);
+        s_fail(self, "agent_error",
+               "the agent answered Content-Type %s, expected text/event-stream", ct);
+    } else
+        self->headers_ok = 1;
+    return self->state == RELAY_STREAMING ? 0 : -1;
+}
+
+int relay_body(relay_t *self, const void *buf, size_t len)
+{
+    if (self->state == RELAY_FAILED)
+        return -1;
+    if (len > self->max - self->received) {
+        s_fail(self, "agent_error", "the agent's answer is larger than %zu bytes", self->max);
+        return -1;
+    }
+    self->received += len;
+    if (self->state == RELAY_DONE)
+        return 0;
+    if (!self->headers_ok) {
+        s_fail(self, "agent_error", "the agent sent a body before valid headers");
+        return -1;
+    }
+    sse_err_t rc = sse_feed(self->sse, buf, len);
+    if (rc == SSE_E_LINE || rc == SSE_E_EVENT)
+        s_fail(self, "agent_error", "malformed event stream: %s", sse_strerror(rc));
+    return self->state == RELAY_FAILED ? -1 : 0;
+}
+
+void relay_end(relay_t *self, CURLcode rc, const char *errbuf)
+{
+    if (self->state != RELAY_STREAMING)
+        return;
+    const char *why = errbuf && *errbuf ? errbuf : curl_easy_strerror(rc);
+    char detail[201];
+    s_clip(detail, sizeof detail, why, strlen(why), 200);
+    switch (rc) {
+    case CURLE_OK:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+        if (self->headers_ok) {
+            int pending = 0;
+            sse_finish(self->sse, &pending);
+            s_fail(self, "agent_error", "the agent closed the stream before done%s",
+                   pending ? " (in the middle of an event)" : "");
+        } else {
+            s_fail(self, "agent_error", "the agent's answer was cut: %s", detail);
+        }
+        break;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SEND_ERROR:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        s_fail(self, "agent_unavailable", "cannot reach the agent: %s", detail);
+        break;
+    case CURLE_OPERATION_TIMEDOUT:
+        s_fail(self, "agent_timeout", "the agent timed out: %s", detail);
+        break;
+    default:
+        s_fail(self, "agent_error", "the call to the agent failed: %s", detail);
+        break;
+    }
+}
+
+void relay_timeout(relay_t *self, long timeout_ms)
+{
+    s_fail(self, "agent_timeout", "no byte from the agent for %ld ms", timeout_ms);
+}
+
+static json_t *s_jstr(agent_str_t s)
+{
+    return json_stringn(s.ptr ? s.ptr : "", s.len);
+}
+
+static json_t *s_jmsg(const agent_msg_t *m)
+{
+    json_t *role = s_jstr(m->role), *content = s_jstr(m->content);
+    if (!role || !content) {
+        json_decref(role);
+        json_decref(content);
+        return NULL;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "role", role);
+    json_object_set_new(o, "content", content);
+    return o;
+}
+
+char *relay_request_json(const agent_invoke_t *inv, char *err, size_t errlen)
+{
+    json_t *root = json_object();
+    json_t *run = s_jstr(inv->run_id), *session = s_jstr(inv->session_id),
+           *agent = s_jstr(inv->agent_id), *input = s_jmsg(&inv->input);
+    json_t *history = json_array();
+    char *text = NULL;
+    if (!run || !session || !agent) {
+        snprintf(err, errlen, "an id is not valid UTF-8");
+        goto fail;
+    }
+    if (!input) {
+        snprintf(err, errlen, "the input message is not valid UTF-8");
+        goto fail;
+    }
+    const uint8_t *cur = inv->history;
+    agent_msg_t m;
+    while (inv->history_count && agent_history_next(inv, &cur, &m) == 0) {
+        json_t *o = s_jmsg(&m);
+        if (!o) {
+            snprintf(err, errlen, "a history message is not valid UTF-8");
+            goto fail;
+        }
+        json_array_append_new(history, o);
+    }
+    json_object_set_new(root, "run_id", run);
+    json_object_set_new(root, "session_id", session);
+    json_object_set_new(root, "agent_id", agent);
+    json_object_set_new(root, "input_message", input);
+    json_object_set_new(root, "messages", history);
+    text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    if (!text)
+        snprintf(err, errlen, "the request could not be encoded");
+    return text;
+fail:
+    json_decref(run);
+    json_decref(session);
+    json_decref(agent);
+    json_decref(input);
+    json_decref(history);
+    json_decref(root);
+    return NULL;
+}
+
+int relay_url(agent_str_t endpoint, char *out, size_t cap, char *err, size_t errlen)
+{
+    const char *e = endpoint.ptr;
+    size_t len = endpoint.len;
+    if (!e || len == 0) {
+        snprintf(err, errlen, "the invoke names no endpoint");
+        return -1;
+    }
+    size_t scheme = len >= 7 && strncasecmp(e, "http://", 7) == 0    ? 7
+                    : len >= 8 && strncasecmp(e, "https://", 8) == 0 ? 8
+                                                                     : 0;
+    if (!scheme) {
+        snprintf(err, errlen, "the endpoint is not an http:// or https:// URL");
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)e[i];
+        if (c <= 0x20 || c == 0x7f) {
+            snprintf(err, errlen, "the endpoint contains spaces or control characters");
+            return -1;
+        }
+    }
+    while (len > scheme && e[len - 1] == '/')
+        len--;
+    if (len == scheme || e[scheme] == '/') {
+        snprintf(err, errlen, "the endpoint has no host");
+        return -1;
+    }
+    if (len + sizeof "/invoke" > cap) {
+        snprintf(err, errlen, "the endpoint is too long");
+        return -1;
+    }
+    memcpy(out, e, len);
+    memcpy(out + len, "/invoke", sizeof "/invoke");
+    return 0;
+}
