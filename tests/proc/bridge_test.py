@@ -1,0 +1,428 @@
+"""Process tests of map-bridge: a real map-broker and map-bridge on free
+ports, the faulty agents of fault_agents.py and the FastAPI demo agent, the
+bridge driven directly as a requester over the broker (frames written from
+proto/frame.h: header [1, type, ...] + msgpack body).
+
+Each failure must come back as the right ERROR code while the bridge's own
+timeout is the default 30 s, so a failure not noticed promptly fails the
+test by its wait deadline; other invokes keep being served meanwhile.
+
+Binaries: MAP_BUILD_DIR (default ./build) /broker/map-broker and
+/agents/bridge/map-bridge, or MAP_BIN_BROKER / MAP_BIN_BRIDGE. Python: Debian's
+python3-zmq, python3-msgpack, python3-fastapi, python3-uvicorn, python3-pytest.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import msgpack
+import pytest
+import zmq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BUILD = os.environ.get("MAP_BUILD_DIR", os.path.join(ROOT, "build"))
+PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+V = 1
+READY, HEARTBEAT, DISCONNECT, REQUEST, STREAM, REPLY, ERROR, CANCEL, SERVICES = range(1, 10)
+
+WAIT = 10.0  # seconds: a deadline for conditions, far below the bridge's 30 s timeout
+
+
+def binary(name, sub):
+    return os.environ.get("MAP_BIN_" + name.upper(), os.path.join(BUILD, sub, "map-" + name))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout=WAIT, step=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def http_get_json(url):
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return json.loads(r.read())
+
+
+def http_up(url):
+    try:
+        http_get_json(url)
+        return True
+    except OSError:
+        return False
+
+
+class Procs:
+    """Processes of the tests; killed by PID whatever happens."""
+
+    def __init__(self):
+        self.procs = []
+        self.dir = tempfile.mkdtemp(prefix="map-bridge-test-")
+
+    def start(self, argv, env=None, name="proc"):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("MAP_")}
+        e.update(env or {})
+        log = open(os.path.join(self.dir, "%s-%d.log" % (name, len(self.procs))), "ab")
+        p = subprocess.Popen([str(a) for a in argv], env=e, stdout=log, stderr=subprocess.STDOUT)
+        p.logpath = log.name
+        self.procs.append(p)
+        return p
+
+    def log(self, p):
+        with open(p.logpath, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop_all(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class Requester:
+    """A broker peer that only asks (capacity 0)."""
+
+    def __init__(self, endpoint):
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.next_id = 1
+        self.results = {}
+        self.last_hb = 0.0
+        self._send([V, READY, "bridge-test", 0])
+
+    def close(self):
+        self.sock.close(0)
+
+    def _send(self, header, body=None):
+        parts = [msgpack.packb(header)]
+        if body is not None:
+            parts.append(body if isinstance(body, bytes) else msgpack.packb(body))
+        self.sock.send_multipart(parts)
+
+    def _new(self):
+        rid = self.next_id
+        self.next_id += 1
+        self.results[rid] = {"deltas": [], "final": None, "t0": time.monotonic(), "t_first": None}
+        return rid
+
+    def request(self, service, body):
+        rid = self._new()
+        self._send([V, REQUEST, rid, service], body)
+        return rid
+
+    def invoke(self, endpoint, content="hello big world", history=(), timeout_ms=None,
+               run_id=None, extra=None):
+        body = {"run_id": run_id or "run_%d" % self.next_id, "session_id": "s1",
+                "agent_id": "demo", "input": {"role": "user", "content": content},
+                "history": [{"role": r, "content": c} for r, c in history]}
+        if endpoint is not None:
+            body["endpoint"] = endpoint
+        if timeout_ms is not None:
+            body["timeout_ms"] = timeout_ms
+        body.update(extra or {})
+        return self.request("bridge", body)
+
+    def services(self):
+        rid = self._new()
+        self._send([V, SERVICES, rid])
+        return rid
+
+    def cancel(self, rid):
+        self._send([V, CANCEL, rid])
+
+    def pump(self, timeout=0.05):
+        now = time.monotonic()
+        if now - self.last_hb > 0.3:
+            self._send([V, HEARTBEAT])
+            self.last_hb = now
+        if not self.sock.poll(int(timeout * 1000)):
+            return
+        while True:
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            hdr = msgpack.unpackb(parts[0])
+            body = msgpack.unpackb(parts[1]) if len(parts) > 1 else None
+            kind = hdr[1]
+            if kind not in (STREAM, REPLY, ERROR):
+                continue
+            res = self.results.get(hdr[2])
+            if res is None:
+                continue
+            if kind == STREAM:
+                if res["t_first"] is None:
+                    res["t_first"] = time.monotonic()
+                res["deltas"].append(body["delta"])
+            elif kind == REPLY:
+                res["final"] = ("reply", body)
+                res["t_final"] = time.monotonic()
+            else:
+                res["final"] = ("error", hdr[3], hdr[4])
+                res["t_final"] = time.monotonic()
+
+    def until(self, cond, timeout=WAIT, what="condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = cond()
+            if value:
+                return value
+            self.pump()
+        raise AssertionError("timed out waiting for " + what)
+
+    def wait(self, rid, timeout=WAIT):
+        return self.until(lambda: self.results[rid]["final"], timeout, "request %d" % rid)
+
+    def wait_service(self, name):
+        def known():
+            rid = self.services()
+            final = self.until(lambda: self.results[rid]["final"], what="SERVICES")
+            return final[0] == "reply" and any(s[0] == name and s[1] > 0 for s in final[1])
+        self.until(known, what="service " + name)
+
+
+@pytest.fixture(scope="module")
+def env():
+    procs = Procs()
+    try:
+        broker_ep = "tcp://127.0.0.1:%d" % free_port()
+        procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
+        bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
+                              "--max-response", 65536, "--capacity", 64],
+                             env={"MAP_LOG_LEVEL": "info"}, name="bridge")
+        fport, dport = free_port(), free_port()
+        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
+        procs.start([PY, os.path.join(ROOT, "agents/demo/demo_agent.py")], name="demo",
+                    env={"MAP_DEMO_AGENT_ADDR": "127.0.0.1:%d" % dport, "MAP_DEMO_DELAY_MS": "5"})
+        faults = "http://127.0.0.1:%d" % fport
+        demo = "http://127.0.0.1:%d" % dport
+        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
+        wait_until(lambda: http_up(demo + "/health"), what="demo agent")
+        req = Requester(broker_ep)
+        req.wait_service("bridge")
+        yield {"procs": procs, "req": req, "faults": faults, "demo": demo,
+               "broker": broker_ep, "bridge": bridge}
+        req.close()
+        assert bridge.poll() is None, "the bridge died:\n" + procs.log(bridge)
+    finally:
+        procs.stop_all()
+
+
+def state(env):
+    return http_get_json(env["faults"] + "/state")
+
+
+def expect_error(env, rid, code, contains=""):
+    final = env["req"].wait(rid)
+    assert final[0] == "error", final
+    assert final[1] == code, final
+    assert contains in final[2], final
+    return final
+
+
+def test_demo_agent_word_by_word(env):
+    req = env["req"]
+    rid = req.invoke(env["demo"], "hello  big world")
+    final = req.wait(rid)
+    assert final == ("reply", {"output": {"role": "assistant", "content": "hello  big world"}})
+    assert req.results[rid]["deltas"] == ["hello", "  big", " world"]
+
+
+def test_request_body_and_history(env):
+    req = env["req"]
+    history = [("user", "earlier"), ("assistant", "an answer \u00e9")]
+    rid = req.invoke(env["faults"] + "/history/", "now", history=history, run_id="run_hist")
+    final = req.wait(rid)
+    assert final[0] == "reply"
+    assert json.loads(final[1]["output"]["content"]) == [
+        {"role": "user", "content": "earlier"}, {"role": "assistant", "content": "an answer \u00e9"}]
+    sent = state(env)["requests"]["history"][-1]
+    assert sent["accept"] == "text/event-stream"
+    assert sent["content_type"] == "application/json"
+    assert sent["body"] == {"run_id": "run_hist", "session_id": "s1", "agent_id": "demo",
+                            "input_message": {"role": "user", "content": "now"},
+                            "messages": [{"role": "user", "content": "earlier"},
+                                         {"role": "assistant", "content": "an answer \u00e9"}]}
+    assert json.loads(req.results[rid]["deltas"][0]) == sent["body"]
+
+
+def test_plain_text_deltas_and_empty_done(env):
+    req = env["req"]
+    rid = req.invoke(env["faults"] + "/plain")
+    assert req.wait(rid) == ("reply", {"output": {"role": "assistant", "content": "hello world"}})
+    assert req.results[rid]["deltas"] == ["hello", " world"]
+
+
+def test_error_event(env):
+    rid = env["req"].invoke(env["faults"] + "/error")
+    expect_error(env, rid, "agent_error", "boom: the agent broke")
+    assert env["req"].results[rid]["deltas"] == ["partial"]
+
+
+def test_http_500_is_unavailable(env):
+    expect_error(env, env["req"].invoke(env["faults"] + "/http500"), "agent_unavailable", "HTTP 500")
+
+
+def test_http_404_is_agent_error(env):
+    expect_error(env, env["req"].invoke(env["faults"] + "/nosuchagent"), "agent_error",
+                 "HTTP 404 (client error)")
+
+
+def test_wrong_content_type(env):
+    expect_error(env, env["req"].invoke(env["faults"] + "/json"), "agent_error",
+                 "Content-Type application/json")
+
+
+def test_closed_mid_stream(env):
+    rid = env["req"].invoke(env["faults"] + "/cut")
+    expect_error(env, rid, "agent_error", "closed the stream before done")
+    assert env["req"].results[rid]["deltas"] == ["before the cut"]
+
+
+def test_garbage_done(env):
+    expect_error(env, env["req"].invoke(env["faults"] + "/garbage"), "agent_error",
+                 "malformed done event")
+
+
+def test_delta_without_text(env):
+    expect_error(env, env["req"].invoke(env["faults"] + "/baddelta"), "agent_error",
+                 "malformed delta event")
+
+
+def test_connection_refused(env):
+    expect_error(env, env["req"].invoke("http://127.0.0.1:%d" % free_port()), "agent_unavailable",
+                 "cannot reach the agent")
+
+
+def test_dns_failure(env):
+    expect_error(env, env["req"].invoke("http://no-such-host.invalid:8000"), "agent_unavailable",
+                 "cannot reach the agent")
+
+
+def test_answer_too_large(env):
+    expect_error(env, env["req"].invoke(env["faults"] + "/big"), "agent_error",
+                 "larger than 65536 bytes")
+
+
+def test_bad_invokes(env):
+    req = env["req"]
+    expect_error(env, req.invoke(None), "bad_request", "no endpoint")
+    expect_error(env, req.invoke("ftp://127.0.0.1/x"), "bad_request", "http:// or https://")
+    expect_error(env, req.request("bridge", {"run_id": "r"}), "bad_request", "bad invoke body")
+    expect_error(env, req.request("bridge", b"\xc1garbage"), "bad_request", "bad invoke body")
+
+
+def test_stall_times_out_while_others_are_served(env):
+    req = env["req"]
+    stalled = req.invoke(env["faults"] + "/stall", timeout_ms=400)
+    # Meanwhile, the bridge keeps serving.
+    ok = [req.invoke(env["demo"], "one two three four") for _ in range(5)]
+    for rid in ok:
+        assert req.wait(rid)[0] == "reply"
+    final = expect_error(env, stalled, "agent_timeout", "no byte from the agent for 400 ms")
+    assert req.results[stalled]["deltas"] == ["then nothing"]
+    assert final
+    wait_until(lambda: state(env)["disconnects"].get("stall", 0) >= 1, what="stall agent sees the close")
+
+
+def test_failures_concurrent_with_streams(env):
+    req = env["req"]
+    slow = req.invoke(env["faults"] + "/slow")
+    req.until(lambda: req.results[slow]["deltas"], what="slow agent streaming")
+    kinds = ["error", "http500", "cut", "garbage", "json", "ok", "plain"] * 4
+    rids = {req.invoke(env["faults"] + "/" + k, "a b c"): k for k in kinds}
+    want = {"error": "agent_error", "http500": "agent_unavailable", "cut": "agent_error",
+            "garbage": "agent_error", "json": "agent_error"}
+    for rid, kind in rids.items():
+        final = req.wait(rid)
+        if kind in want:
+            assert final[0] == "error" and final[1] == want[kind], (kind, final)
+        else:
+            assert final[0] == "reply", (kind, final)
+    assert req.results[slow]["final"] is None, "the slow stream goes on"
+    n = len(req.results[slow]["deltas"])
+    req.until(lambda: len(req.results[slow]["deltas"]) > n + 2, what="slow stream still flowing")
+    req.cancel(slow)
+    expect_error(env, slow, "cancelled")
+
+
+def test_cancel_aborts_the_http_request(env):
+    req = env["req"]
+    before = state(env)["disconnects"].get("slow", 0)
+    rid = req.invoke(env["faults"] + "/slow")
+    req.until(lambda: len(req.results[rid]["deltas"]) >= 2, what="slow deltas")
+    req.cancel(rid)
+    expect_error(env, rid, "cancelled")
+    wait_until(lambda: state(env)["disconnects"].get("slow", 0) > before,
+               what="the slow agent to see the disconnect")
+    wait_until(lambda: state(env)["active"].get("slow", 0) == 0, what="no slow stream left")
+    # And the bridge goes on serving.
+    rid = req.invoke(env["demo"], "still here")
+    assert req.wait(rid) == ("reply", {"output": {"role": "assistant", "content": "still here"}})
+
+
+def test_many_at_once(env):
+    req = env["req"]
+    rids = [req.invoke(env["demo"], "w%d x y z" % i) for i in range(60)]
+    for i, rid in enumerate(rids):
+        final = req.wait(rid)
+        assert final == ("reply", {"output": {"role": "assistant", "content": "w%d x y z" % i}})
+        assert "".join(req.results[rid]["deltas"]) == "w%d x y z" % i
+
+
+def test_sigterm_fails_in_flight_with_worker_stopping():
+    procs = Procs()
+    try:
+        broker_ep = "tcp://127.0.0.1:%d" % free_port()
+        procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
+        bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep], name="bridge")
+        fport = free_port()
+        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
+        faults = "http://127.0.0.1:%d" % fport
+        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
+        req = Requester(broker_ep)
+        req.wait_service("bridge")
+        rid = req.invoke(faults + "/slow")
+        req.until(lambda: req.results[rid]["deltas"], what="slow deltas")
+        bridge.send_signal(signal.SIGTERM)
+        final = req.wait(rid)
+        assert final[0] == "error" and final[1] == "worker_stopping", final
+        assert bridge.wait(timeout=WAIT) == 0, procs.log(bridge)
+        req.close()
+    finally:
+        procs.stop_all()
+
+
+def test_help_and_bad_flag():
+    out = subprocess.run([binary("bridge", "agents/bridge"), "--help"], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 0 and "--max-response" in out.stdout
+    out = subprocess.run([binary("bridge", "agents/bridge"), "--capacity", "0"], capture_output=True,
+                         text=True, timeout=10)
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
+    out = subprocess.run([binary("bridge", "agents/bridge"), "--broker", "nope://x"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode != 0 and out.stderr.strip()
