@@ -285,6 +285,9 @@ static void s_xfer_free(xfer_t *x)
     if (x->next)
         x->next->prev = x->prev;
     if (x->easy) {
+        long connects = 0;
+        if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
+            b->stats.connects += (uint64_t)connects;
         curl_multi_remove_handle(b->multi, x->easy);
         curl_easy_cleanup(x->easy);
     }

@@ -54,9 +54,10 @@ int main(int argc, char **argv)
     bridge_run(bridge, &sig_stop);
     bridge_stats_t st;
     bridge_stats(bridge, &st);
-    LOGI("bridge.stop", "invokes=%llu done=%llu failed=%llu cancelled=%llu deltas=%llu",
+    LOGI("bridge.stop", "invokes=%llu done=%llu failed=%llu cancelled=%llu deltas=%llu connects=%llu",
          (unsigned long long)st.invokes, (unsigned long long)st.done, (unsigned long long)st.failed,
-         (unsigned long long)st.cancelled, (unsigned long long)st.deltas);
+         (unsigned long long)st.cancelled, (unsigned long long)st.deltas,
+         (unsigned long long)st.connects);
     bridge_destroy(&bridge);
     return 0;
 }

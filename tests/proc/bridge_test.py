@@ -399,18 +399,29 @@ def test_sigterm_fails_in_flight_with_worker_stopping():
         broker_ep = "tcp://127.0.0.1:%d" % free_port()
         procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep], name="bridge")
-        fport = free_port()
+        fport, dport = free_port(), free_port()
         procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
+        procs.start([PY, os.path.join(ROOT, "agents/demo/demo_agent.py")], name="demo",
+                    env={"MAP_DEMO_AGENT_ADDR": "127.0.0.1:%d" % dport, "MAP_DEMO_DELAY_MS": "0"})
         faults = "http://127.0.0.1:%d" % fport
+        demo = "http://127.0.0.1:%d" % dport
         wait_until(lambda: http_up(faults + "/health"), what="fault agents")
+        wait_until(lambda: http_up(demo + "/health"), what="demo agent")
         req = Requester(broker_ep)
         req.wait_service("bridge")
+        # One after the other, the invokes of the demo agent share one
+        # keep-alive connection (counted in the bridge's stop line).
+        for i in range(5):
+            assert req.wait(req.invoke(demo, "run %d" % i))[0] == "reply"
         rid = req.invoke(faults + "/slow")
         req.until(lambda: req.results[rid]["deltas"], what="slow deltas")
         bridge.send_signal(signal.SIGTERM)
         final = req.wait(rid)
         assert final[0] == "error" and final[1] == "worker_stopping", final
         assert bridge.wait(timeout=WAIT) == 0, procs.log(bridge)
+        stop = [l for l in procs.log(bridge).splitlines() if " bridge.stop " in l]
+        assert stop and "invokes=6 done=5 failed=1" in stop[0], procs.log(bridge)
+        assert "connects=2" in stop[0], stop[0]  # demo: one, reused; slow: one
         req.close()
     finally:
         procs.stop_all()
