@@ -5,11 +5,13 @@
  *
  *   worker_process until 0        (ZMQ_FD is edge-triggered: drain, and
  *                                  drain again after every turn that sent)
+ *   expire idle transfers         (after the drain, so that invokes it just
+ *                                  started count for the wait)
  *   curl_multi_poll(worker fd)    until the nearest of: curl's timeout, the
  *                                  worker's heartbeat, an xfer's deadline
  *   curl_multi_perform            (header/write callbacks feed the relays,
  *                                  which stream, reply or fail at once)
- *   reap finished transfers, then expire idle ones
+ *   reap finished transfers
  *
  * Ownership: the bridge owns every xfer; `live` maps the worker's request id
  * to the xfer until its final answer (done or fail) has been sent. A
@@ -332,10 +334,11 @@ static int64_t s_sweep(bridge_t *b)
 
 int bridge_run(bridge_t *self, volatile sig_atomic_t *stop)
 {
-    int64_t nearest = -1;
     while (!*stop) {
         while (worker_process(self->worker) > 0)
             ;
+        /* After the drain: invokes it just started count for the wait. */
+        int64_t nearest = s_sweep(self);
         long wait = worker_timeout_ms(self->worker);
         long curl_wait = -1;
         curl_multi_timeout(self->multi, &curl_wait);
@@ -353,7 +356,6 @@ int bridge_run(bridge_t *self, volatile sig_atomic_t *stop)
         int running = 0;
         curl_multi_perform(self->multi, &running);
         s_reap(self);
-        nearest = s_sweep(self);
     }
     self->stopping = 1;
     size_t failed = 0;
