@@ -1,0 +1,608 @@
+/* worker: one DEALER to the broker, serving and making requests.
+ *
+ * State:
+ *   asked    our requests in flight: our id → a marker (no per-request
+ *            allocation; the map only says "this id is live").
+ *   serving  the broker's requests we hold: broker id → a marker.
+ *   linked   1 once the broker answered our READY; 0 after a loss.
+ *   ready_sent  READY was accepted by the socket since the last loss or
+ *            DISCONNECT. Frames from the broker count for the link only
+ *            when it is set, so the broker and we agree on what is live.
+ *
+ * Why READY is sent once per loss, not every heartbeat: the broker treats a
+ * READY from a peer it knows as a restart and forgets everything that peer
+ * was part of. Repeating it while the broker is slow to answer would kill
+ * fresh work. Instead, after READY we heartbeat as usual; a broker that does
+ * not know us (READY lost with a dropped connection, a restarted broker, a
+ * reconnect under a new routing id) answers any frame with DISCONNECT, and
+ * DISCONNECT makes us send READY again. While READY cannot be sent at all
+ * (ZMQ_IMMEDIATE: no connection) it is retried with a backoff of 10 ms up
+ * to one heartbeat, and worker_run also waits for POLLOUT.
+ *
+ * Link loss (silence for liveness × heartbeat, or DISCONNECT): both maps are
+ * swapped for empty ones before the callbacks run, so handlers may call any
+ * worker_* function while the old ids are reported.
+ *
+ * Edge-triggered ZMQ_FD: every send outside worker_process re-reads
+ * ZMQ_EVENTS; when a message is waiting, worker_timeout_ms returns 0 so a
+ * foreign loop that waits on the fd still comes back (LIBRARIES.md). Inside
+ * worker_process the drain itself ends on EAGAIN and is followed by one
+ * re-check.
+ *
+ * Hot path: headers are encoded into stack buffers, bodies go to zmq_send
+ * (one copy, the one zmq needs) and received parts reuse two zmq_msg_t per
+ * worker_process call. Nothing is allocated per frame. */
+#include "worker.h"
+
+#include "common/clock.h"
+#include "common/hmap.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "proto/frame.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#define S_BATCH 1000              /* messages handled per worker_process */
+#define S_HWM 100000              /* messages queued each way */
+#define S_HEARTBEAT_DEFAULT 1000  /* ms */
+#define S_LIVENESS_DEFAULT 3
+#define S_REQUESTS_DEFAULT 100000
+#define S_READY_RETRY_MIN 10      /* ms, first retry of an unsent READY */
+#define S_REJECT_LOGS 10          /* reject lines per second before counting */
+#define S_CLOSE_LINGER 200        /* ms the last frames may take to leave at destroy */
+
+static char s_live; /* the marker stored in both maps */
+#define S_LIVE ((void *)&s_live)
+
+struct worker_t {
+    void *ctx;
+    void *sock;                   /* DEALER */
+    int fd;                       /* its ZMQ_FD */
+    worker_handlers_t h;
+    void *arg;
+    char endpoint[256];           /* for logs */
+    char service[FRAME_SERVICE_MAX + 1];
+    uint32_t service_len;
+    uint32_t capacity;
+    long heartbeat_ms;
+    long liveness;
+    size_t body_max;
+    size_t requests_max;
+    hmap_t *asked;                /* our id → S_LIVE */
+    hmap_t *serving;              /* broker id → S_LIVE */
+    uint64_t next_id;             /* last id we gave a request */
+    int linked;
+    int ready_sent;
+    long ready_retry;             /* ms until the next READY attempt */
+    int64_t next_ready;           /* mono ms of the next READY attempt */
+    int64_t next_heartbeat;       /* mono ms of the next HEARTBEAT */
+    int64_t expiry;               /* mono ms: broker lost if silent until then */
+    int in_process;               /* inside worker_process: skip re-checks */
+    int readable;                 /* ZMQ_EVENTS showed POLLIN after a send */
+    int64_t reject_window;        /* second of the reject flood control */
+    unsigned rejects_logged;
+    unsigned rejects_quiet;
+};
+
+/* ---- sending ------------------------------------------------------------- */
+
+static void s_recheck(worker_t *w)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    if (zmq_getsockopt(w->sock, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN))
+        w->readable = 1;
+}
+
+/* Sends header (+ body when has_body). Returns 0, or -1 when the socket
+ * refused the message (no connection, queue full). */
+static int s_send(worker_t *w, const uint8_t *hdr, size_t hdr_len, const void *body,
+                  size_t body_len, int has_body)
+{
+    int rc = zmq_send(w->sock, hdr, hdr_len, ZMQ_DONTWAIT | (has_body ? ZMQ_SNDMORE : 0));
+    /* Once the first part is accepted, the rest of the message is too. */
+    if (rc >= 0 && has_body)
+        zmq_send(w->sock, body_len ? body : "", body_len, ZMQ_DONTWAIT);
+    if (!w->in_process)
+        s_recheck(w);
+    return rc < 0 ? -1 : 0;
+}
+
+static int s_send_id(worker_t *w, frame_type_t type, uint64_t id)
+{
+    uint8_t hdr[32];
+    size_t n = frame_encode_id(type, id, hdr, sizeof hdr);
+    return n ? s_send(w, hdr, n, NULL, 0, 0) : -1;
+}
+
+static int s_send_error(worker_t *w, uint64_t id, const char *code, const char *message)
+{
+    uint8_t hdr[FRAME_HEADER_MAX];
+    size_t n = frame_encode_error(id, code, message ? message : "", hdr, sizeof hdr);
+    return n ? s_send(w, hdr, n, NULL, 0, 0) : -1;
+}
+
+static void s_send_ready(worker_t *w, int64_t now)
+{
+    uint8_t hdr[FRAME_HEADER_MAX];
+    frame_t f = {.type = FRAME_READY,
+                 .service = w->service,
+                 .service_len = w->service_len,
+                 .capacity = w->capacity};
+    size_t n = frame_encode(&f, hdr, sizeof hdr);
+    if (n && s_send(w, hdr, n, NULL, 0, 0) == 0) {
+        w->ready_sent = 1;
+        w->next_heartbeat = now + w->heartbeat_ms;
+        return;
+    }
+    w->next_ready = now + w->ready_retry;
+    w->ready_retry = w->ready_retry * 2 < w->heartbeat_ms ? w->ready_retry * 2 : w->heartbeat_ms;
+}
+
+/* ---- the link -------------------------------------------------------------- */
+
+/* Forgets the broker's view of us and reports every live id. */
+static void s_lost(worker_t *w, const char *reason, int64_t now)
+{
+    int was_linked = w->linked;
+    w->linked = 0;
+    w->ready_sent = 0;
+    w->ready_retry = S_READY_RETRY_MIN;
+    w->next_ready = now;
+    if (was_linked) {
+        LOGW("worker.link_lost", "endpoint=%s reason=%s pending=%zu active=%zu", w->endpoint,
+             reason, hmap_size(w->asked), hmap_size(w->serving));
+        hmap_t *asked = w->asked, *serving = w->serving;
+        w->asked = hmap_new(w->requests_max);
+        w->serving = hmap_new(FRAME_CAPACITY_MAX);
+        size_t pos = 0;
+        uint64_t id;
+        void *value;
+        while (hmap_next(asked, &pos, &id, &value) == 0) {
+            if (w->h.on_error)
+                w->h.on_error(w, id, "broker_lost", "the link to the broker was lost", w->arg);
+        }
+        pos = 0;
+        while (hmap_next(serving, &pos, &id, &value) == 0) {
+            if (w->h.on_cancel)
+                w->h.on_cancel(w, id, w->arg);
+        }
+        hmap_destroy(&asked);
+        hmap_destroy(&serving);
+        if (w->h.on_link)
+            w->h.on_link(w, 0, w->arg);
+    }
+    s_send_ready(w, now);
+}
+
+static void s_up(worker_t *w, int64_t now)
+{
+    w->linked = 1;
+    w->expiry = now + w->heartbeat_ms * w->liveness;
+    LOGI("worker.link_up", "endpoint=%s service=%s capacity=%u", w->endpoint, w->service,
+         w->capacity);
+    if (w->h.on_link)
+        w->h.on_link(w, 1, w->arg);
+}
+
+/* ---- receiving --------------------------------------------------------------- */
+
+static void s_reject(worker_t *w, const char *reason, size_t size, int64_t now)
+{
+    int64_t second = now / 1000;
+    if (second != w->reject_window) {
+        if (w->rejects_quiet)
+            LOGW("frame.reject", "reason=flood count=%u", w->rejects_quiet);
+        w->reject_window = second;
+        w->rejects_logged = 0;
+        w->rejects_quiet = 0;
+    }
+    if (w->rejects_logged++ < S_REJECT_LOGS)
+        LOGW("frame.reject", "endpoint=%s reason=%s size=%zu", w->endpoint, reason, size);
+    else
+        w->rejects_quiet++;
+}
+
+static void s_on_request(worker_t *w, const frame_t *f, const uint8_t *body, size_t len)
+{
+    if (w->capacity == 0 || !w->h.on_request) {
+        s_send_error(w, f->id, "unknown_service", "this peer serves no requests");
+        return;
+    }
+    if (hmap_get(w->serving, f->id)) {
+        LOGW("frame.reject", "endpoint=%s reason=duplicate request id=%llu", w->endpoint,
+             (unsigned long long)f->id);
+        return;
+    }
+    if (hmap_put(w->serving, f->id, S_LIVE) != 0) {
+        s_send_error(w, f->id, "overloaded", "the worker holds too many requests");
+        return;
+    }
+    w->h.on_request(w, f->id, body, len, w->arg);
+}
+
+static void s_on_cancel(worker_t *w, uint64_t id)
+{
+    if (!hmap_del(w->serving, id))
+        return; /* answered already: our final frame is on its way */
+    /* Answering at once frees the broker's credit whatever the handler does. */
+    s_send_error(w, id, "cancelled", "cancelled by requester");
+    if (w->h.on_cancel)
+        w->h.on_cancel(w, id, w->arg);
+}
+
+static void s_on_answer(worker_t *w, const frame_t *f, const uint8_t *body, size_t len)
+{
+    if (!hmap_get(w->asked, f->id))
+        return; /* cancelled or reported lost: late frames are expected */
+    if (f->type == FRAME_STREAM) {
+        if (w->h.on_stream)
+            w->h.on_stream(w, f->id, body, len, w->arg);
+        return;
+    }
+    hmap_del(w->asked, f->id);
+    if (f->type == FRAME_REPLY) {
+        if (w->h.on_reply)
+            w->h.on_reply(w, f->id, body, len, w->arg);
+        return;
+    }
+    char code[FRAME_CODE_MAX + 1], message[FRAME_MESSAGE_MAX + 1];
+    memcpy(code, f->code, f->code_len);
+    code[f->code_len] = '\0';
+    memcpy(message, f->message, f->message_len);
+    message[f->message_len] = '\0';
+    if (w->h.on_error)
+        w->h.on_error(w, f->id, code, message, w->arg);
+}
+
+static void s_on_frame(worker_t *w, const frame_t *f, const uint8_t *body, size_t len, int64_t now)
+{
+    if (f->type == FRAME_DISCONNECT) {
+        /* The broker does not know us (any more): announce again. */
+        s_lost(w, "disconnect", now);
+        return;
+    }
+    if (!w->linked) {
+        if (!w->ready_sent)
+            return; /* sent before the broker could know us: it will forget it */
+        s_up(w, now);
+    }
+    switch (f->type) {
+    case FRAME_HEARTBEAT:
+        break;
+    case FRAME_REQUEST:
+        s_on_request(w, f, body, len);
+        break;
+    case FRAME_CANCEL:
+        s_on_cancel(w, f->id);
+        break;
+    case FRAME_STREAM:
+    case FRAME_REPLY:
+    case FRAME_ERROR:
+        s_on_answer(w, f, body, len);
+        break;
+    default: /* READY, SERVICES: only peers send them */
+        s_reject(w, "unexpected type", 0, now);
+        break;
+    }
+}
+
+/* Receives and handles one message. Returns 0, or -1 when none was ready. */
+static int s_handle_one(worker_t *w, zmq_msg_t *hdr, zmq_msg_t *body, int64_t now)
+{
+    if (zmq_msg_recv(hdr, w->sock, ZMQ_DONTWAIT) < 0)
+        return -1;
+    int has_body = 0, extra = 0;
+    if (zmq_msg_more(hdr)) {
+        /* The rest of a message is there once its first part is. */
+        if (zmq_msg_recv(body, w->sock, 0) >= 0) {
+            has_body = 1;
+            int more = zmq_msg_more(body);
+            while (more) {
+                zmq_msg_t scratch;
+                zmq_msg_init(&scratch);
+                if (zmq_msg_recv(&scratch, w->sock, 0) < 0)
+                    more = 0;
+                else
+                    more = zmq_msg_more(&scratch);
+                zmq_msg_close(&scratch);
+                extra = 1;
+            }
+        }
+    }
+    w->expiry = now + w->heartbeat_ms * w->liveness; /* any frame is a sign of life */
+    const uint8_t *h = zmq_msg_data(hdr);
+    size_t h_len = zmq_msg_size(hdr);
+    const uint8_t *b = has_body ? zmq_msg_data(body) : NULL;
+    size_t b_len = has_body ? zmq_msg_size(body) : 0;
+    frame_t f;
+    frame_err_t err;
+    if (extra)
+        err = FRAME_E_PARTS;
+    else if (b_len > w->body_max)
+        err = FRAME_E_TOO_LARGE;
+    else
+        err = frame_decode(h, h_len, has_body, &f);
+    if (err != FRAME_OK) {
+        s_reject(w, frame_strerror(err), h_len + b_len, now);
+        /* A request too large for us is answered so its credit comes back. */
+        if (err == FRAME_E_TOO_LARGE && w->linked && frame_decode(h, h_len, 1, &f) == FRAME_OK &&
+            f.type == FRAME_REQUEST)
+            s_send_error(w, f.id, "too_large", "body over the worker's maximum");
+        return 0;
+    }
+    s_on_frame(w, &f, b, b_len, now);
+    return 0;
+}
+
+/* ---- the loop ------------------------------------------------------------------ */
+
+int worker_process(worker_t *w)
+{
+    int64_t now = clock_mono_ms();
+    w->in_process = 1;
+    w->readable = 0;
+    if (!w->linked && !w->ready_sent && now >= w->next_ready)
+        s_send_ready(w, now);
+    zmq_msg_t hdr, body;
+    zmq_msg_init(&hdr);
+    zmq_msg_init(&body);
+    int handled = 0;
+    while (handled < S_BATCH && s_handle_one(w, &hdr, &body, now) == 0)
+        handled++;
+    zmq_msg_close(&hdr);
+    zmq_msg_close(&body);
+    now = clock_mono_ms();
+    if (w->linked && now >= w->expiry)
+        s_lost(w, "silent", now);
+    if (w->ready_sent && now >= w->next_heartbeat) {
+        s_send_id(w, FRAME_HEARTBEAT, 0);
+        w->next_heartbeat = now + w->heartbeat_ms;
+    }
+    w->in_process = 0;
+    s_recheck(w);
+    return handled;
+}
+
+long worker_timeout_ms(const worker_t *w)
+{
+    if (w->readable)
+        return 0;
+    int64_t now = clock_mono_ms();
+    int64_t next = w->ready_sent ? w->next_heartbeat : w->next_ready;
+    if (w->linked && w->expiry < next)
+        next = w->expiry;
+    return next > now ? (long)(next - now) : 0;
+}
+
+int worker_run(worker_t *w, volatile sig_atomic_t *stop)
+{
+    while (!*stop) {
+        zmq_pollitem_t item = {w->sock, 0, ZMQ_POLLIN, 0};
+        if (!w->ready_sent)
+            item.events |= ZMQ_POLLOUT; /* the connection is up: READY can go */
+        if (zmq_poll(&item, 1, worker_timeout_ms(w)) < 0 && errno != EINTR) {
+            LOGE("worker.poll", "error=%s", zmq_strerror(errno));
+            return 0;
+        }
+        if (!w->ready_sent && (item.revents & ZMQ_POLLOUT))
+            w->next_ready = 0;
+        while (worker_process(w) > 0 && !*stop)
+            ;
+    }
+    return 0;
+}
+
+/* ---- serving ----------------------------------------------------------------------- */
+
+static int s_answer(worker_t *w, frame_type_t type, uint64_t id, const void *body, size_t len)
+{
+    if (!w->linked || !hmap_get(w->serving, id) || len > w->body_max)
+        return -1;
+    uint8_t hdr[32];
+    size_t n = frame_encode_id(type, id, hdr, sizeof hdr);
+    if (!n || s_send(w, hdr, n, body, len, 1) != 0)
+        return -1;
+    if (type == FRAME_REPLY)
+        hmap_del(w->serving, id);
+    return 0;
+}
+
+int worker_stream(worker_t *w, uint64_t id, const void *body, size_t len)
+{
+    return s_answer(w, FRAME_STREAM, id, body, len);
+}
+
+int worker_reply(worker_t *w, uint64_t id, const void *body, size_t len)
+{
+    return s_answer(w, FRAME_REPLY, id, body, len);
+}
+
+int worker_fail(worker_t *w, uint64_t id, const char *code, const char *message)
+{
+    if (!w->linked || !hmap_get(w->serving, id) || !code)
+        return -1;
+    if (s_send_error(w, id, code, message) != 0)
+        return -1;
+    hmap_del(w->serving, id);
+    return 0;
+}
+
+size_t worker_active(const worker_t *w)
+{
+    return hmap_size(w->serving);
+}
+
+/* ---- requesting ------------------------------------------------------------------- */
+
+uint64_t worker_request(worker_t *w, const char *service, const void *body, size_t len)
+{
+    if (!w->linked || !service || len > w->body_max || hmap_size(w->asked) >= w->requests_max)
+        return 0;
+    size_t service_len = strlen(service);
+    if (service_len == 0 || service_len > FRAME_SERVICE_MAX)
+        return 0;
+    uint64_t id = w->next_id + 1;
+    uint8_t hdr[FRAME_HEADER_MAX];
+    frame_t f = {.type = FRAME_REQUEST,
+                 .id = id,
+                 .service = service,
+                 .service_len = (uint32_t)service_len};
+    size_t n = frame_encode(&f, hdr, sizeof hdr);
+    if (!n || s_send(w, hdr, n, body, len, 1) != 0)
+        return 0;
+    w->next_id = id;
+    hmap_put(w->asked, id, S_LIVE); /* cannot fail: size checked above */
+    return id;
+}
+
+uint64_t worker_services(worker_t *w)
+{
+    if (!w->linked || hmap_size(w->asked) >= w->requests_max)
+        return 0;
+    uint64_t id = w->next_id + 1;
+    if (s_send_id(w, FRAME_SERVICES, id) != 0)
+        return 0;
+    w->next_id = id;
+    hmap_put(w->asked, id, S_LIVE);
+    return id;
+}
+
+int worker_cancel(worker_t *w, uint64_t req)
+{
+    if (!hmap_get(w->asked, req))
+        return -1;
+    /* The request stays live: the broker's ERROR "cancelled" (or the
+     * worker's final frame, if it won the race) ends it. */
+    return s_send_id(w, FRAME_CANCEL, req);
+}
+
+size_t worker_pending(const worker_t *w)
+{
+    return hmap_size(w->asked);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------- */
+
+static int s_setopt_int(void *sock, int option, int value)
+{
+    return zmq_setsockopt(sock, option, &value, sizeof value);
+}
+
+worker_t *worker_new(const worker_config_t *cfg, const worker_handlers_t *handlers, void *arg,
+                     char *err, size_t errlen)
+{
+    if (!cfg || !cfg->endpoint || !*cfg->endpoint) {
+        snprintf(err, errlen, "the broker endpoint is empty");
+        return NULL;
+    }
+    size_t service_len = cfg->service ? strlen(cfg->service) : 0;
+    if (service_len == 0 || service_len > FRAME_SERVICE_MAX) {
+        snprintf(err, errlen, "the service name must have 1 to %d bytes", FRAME_SERVICE_MAX);
+        return NULL;
+    }
+    if (cfg->capacity > FRAME_CAPACITY_MAX) {
+        snprintf(err, errlen, "capacity %u is over the maximum %d", cfg->capacity,
+                 FRAME_CAPACITY_MAX);
+        return NULL;
+    }
+    if (cfg->heartbeat_ms < 0 || cfg->liveness < 0) {
+        snprintf(err, errlen, "heartbeat and liveness must not be negative");
+        return NULL;
+    }
+    if (cfg->curve_server_key && (!cfg->curve_public_key || !cfg->curve_secret_key)) {
+        snprintf(err, errlen, "a CURVE server key needs our public and secret keys too");
+        return NULL;
+    }
+    worker_t *w = mem_alloc(sizeof *w);
+    if (handlers)
+        w->h = *handlers;
+    w->arg = arg;
+    snprintf(w->endpoint, sizeof w->endpoint, "%s", cfg->endpoint);
+    memcpy(w->service, cfg->service, service_len);
+    w->service_len = (uint32_t)service_len;
+    w->capacity = cfg->capacity;
+    w->heartbeat_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : S_HEARTBEAT_DEFAULT;
+    w->liveness = cfg->liveness ? cfg->liveness : S_LIVENESS_DEFAULT;
+    w->body_max = cfg->body_max ? cfg->body_max : FRAME_BODY_MAX_DEFAULT;
+    w->requests_max = cfg->requests_max ? cfg->requests_max : S_REQUESTS_DEFAULT;
+    w->ctx = zmq_ctx_new();
+    w->sock = zmq_socket(w->ctx, ZMQ_DEALER);
+    if (!w->sock) {
+        snprintf(err, errlen, "cannot create a DEALER socket: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    if (s_setopt_int(w->sock, ZMQ_LINGER, 0) || s_setopt_int(w->sock, ZMQ_SNDHWM, S_HWM) ||
+        s_setopt_int(w->sock, ZMQ_RCVHWM, S_HWM) || s_setopt_int(w->sock, ZMQ_IMMEDIATE, 1)) {
+        snprintf(err, errlen, "cannot set socket options: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    if (cfg->curve_server_key) {
+        if (zmq_setsockopt(w->sock, ZMQ_CURVE_SERVERKEY, cfg->curve_server_key,
+                           strlen(cfg->curve_server_key)) ||
+            zmq_setsockopt(w->sock, ZMQ_CURVE_PUBLICKEY, cfg->curve_public_key,
+                           strlen(cfg->curve_public_key)) ||
+            zmq_setsockopt(w->sock, ZMQ_CURVE_SECRETKEY, cfg->curve_secret_key,
+                           strlen(cfg->curve_secret_key))) {
+            snprintf(err, errlen, "invalid CURVE key (40 z85 characters expected): %s",
+                     zmq_strerror(errno));
+            goto fail;
+        }
+    }
+    if (zmq_connect(w->sock, cfg->endpoint) != 0) {
+        snprintf(err, errlen, "cannot connect to broker endpoint '%s': %s", cfg->endpoint,
+                 zmq_strerror(errno));
+        goto fail;
+    }
+    size_t fd_size = sizeof w->fd;
+    zmq_getsockopt(w->sock, ZMQ_FD, &w->fd, &fd_size);
+    w->asked = hmap_new(w->requests_max);
+    w->serving = hmap_new(FRAME_CAPACITY_MAX);
+    int64_t now = clock_mono_ms();
+    w->ready_retry = S_READY_RETRY_MIN;
+    w->next_heartbeat = now + w->heartbeat_ms;
+    s_send_ready(w, now);
+    return w;
+fail:
+    if (w->sock)
+        zmq_close(w->sock);
+    zmq_ctx_term(w->ctx);
+    mem_free(w);
+    return NULL;
+}
+
+void worker_destroy(worker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    worker_t *w = *self_p;
+    if (w->ready_sent)
+        s_send_id(w, FRAME_DISCONNECT, 0);
+    /* A short linger lets the last answers (and DISCONNECT) leave; with no
+     * connection nothing was queued (ZMQ_IMMEDIATE), so this never hangs long. */
+    s_setopt_int(w->sock, ZMQ_LINGER, S_CLOSE_LINGER);
+    zmq_close(w->sock);
+    zmq_ctx_term(w->ctx);
+    hmap_destroy(&w->asked);
+    hmap_destroy(&w->serving);
+    mem_free(w);
+    *self_p = NULL;
+}
+
+void *worker_socket(worker_t *w)
+{
+    return w->sock;
+}
+
+int worker_fd(worker_t *w)
+{
+    return w->fd;
+}
+
+int worker_linked(const worker_t *w)
+{
+    return w->linked;
+}
