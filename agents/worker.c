@@ -17,7 +17,9 @@
  * reconnect under a new routing id) answers any frame with DISCONNECT, and
  * DISCONNECT makes us send READY again. While READY cannot be sent at all
  * (ZMQ_IMMEDIATE: no connection) it is retried with a backoff of 10 ms up
- * to one heartbeat, and worker_run also waits for POLLOUT.
+ * to one heartbeat, and worker_run also waits for POLLOUT. READY is followed
+ * by a SERVICES probe with id 0, which the broker answers at once: the link
+ * is up one round trip after READY, not one heartbeat.
  *
  * Link loss (silence for liveness × heartbeat, or DISCONNECT): both maps are
  * swapped for empty ones before the callbacks run, so handlers may call any
@@ -52,6 +54,7 @@
 #define S_REQUESTS_DEFAULT 100000
 #define S_READY_RETRY_MIN 10      /* ms, first retry of an unsent READY */
 #define S_REJECT_LOGS 10          /* reject lines per second before counting */
+#define S_PROBE_ID 0              /* SERVICES sent after READY (see s_send_ready) */
 #define S_CLOSE_LINGER 200        /* ms the last frames may take to leave at destroy */
 
 static char s_live; /* the marker stored in both maps */
@@ -136,6 +139,10 @@ static void s_send_ready(worker_t *w, int64_t now)
     if (n && s_send(w, hdr, n, NULL, 0, 0) == 0) {
         w->ready_sent = 1;
         w->next_heartbeat = now + w->heartbeat_ms;
+        /* The probe: SERVICES with id 0 (never one of our requests) is
+         * answered at once, so the link comes up without waiting for the
+         * broker's next heartbeat; its REPLY is then ignored as unknown. */
+        s_send_id(w, FRAME_SERVICES, S_PROBE_ID);
         return;
     }
     w->next_ready = now + w->ready_retry;

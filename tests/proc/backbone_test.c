@@ -7,7 +7,9 @@
  *            many in flight: every answer complete and exact, every worker
  *            served at least 20% (each echo reports served=N at SIGTERM).
  *   kill     one echo is SIGKILLed mid-stream: its requests end with
- *            worker_lost within the liveness window, the others complete.
+ *            worker_lost within the liveness window, the others complete;
+ *            then one is SIGTERMed mid-stream: its requests end with
+ *            worker_stopping, it exits 0.
  *   restart  the broker is SIGKILLed and started again on the same port:
  *            in-flight requests end with broker_lost, and the workers and
  *            the requester are back, serving, within 3 s.
@@ -470,9 +472,35 @@ static int s_case_kill(void)
     size_t from = c.count;
     s_run_batch(&c, 20, 20, 2, 3, 30000);
     s_check_all_exact(&c, from);
+    /* SIGTERM stops a worker cleanly: its invokes end with worker_stopping
+     * at once, the other worker's complete, and it exits 0. */
+    from = c.count;
+    for (int i = 0; i < 8; i++)
+        CHECK(s_send(&c, 40) != 0);
+    CHECK(proc_wait_until(s_all_streaming, &c, 10000) == 0);
+    int status;
+    CHECK(proc_stop(echo[1], SIGTERM, 5000, &status) == 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(proc_wait_until(s_all_ended, &c, 30000) == 0);
+    int stopped = 0;
+    done = 0;
+    for (size_t i = from; i < c.count; i++) {
+        s_req_t *r = &c.all[i];
+        CHECK(!r->bad);
+        if (r->ended == 2) {
+            if (strcmp(r->code, "worker_stopping") != 0)
+                fprintf(stderr, "request %zu: code %s\n", i, r->code);
+            CHECK(strcmp(r->code, "worker_stopping") == 0);
+            stopped++;
+        } else {
+            CHECK(r->ended == 1 && r->got_len == r->input_len);
+            done++;
+        }
+    }
+    printf("stopped %d, completed %d\n", stopped, done);
+    CHECK(stopped >= 1 && done >= 1);
     s_client_free(&c);
-    for (int i = 1; i < 3; i++)
-        CHECK(proc_stop(echo[i], SIGTERM, 5000, NULL) == 0);
+    CHECK(proc_stop(echo[2], SIGTERM, 5000, NULL) == 0);
     CHECK(proc_stop(broker, SIGTERM, 5000, NULL) == 0);
     return 0;
 }
