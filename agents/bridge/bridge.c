@@ -353,6 +353,7 @@ int bridge_run(bridge_t *self, volatile sig_atomic_t *stop)
             wait = 1000;
         struct curl_waitfd wfd = {.fd = worker_fd(self->worker), .events = CURL_WAIT_POLLIN};
         curl_multi_poll(self->multi, &wfd, 1, (int)wait, NULL);
+        self->stats.turns++;
         int running = 0;
         curl_multi_perform(self->multi, &running);
         s_reap(self);

@@ -29,6 +29,7 @@ typedef struct {
     uint64_t cancelled;    /* aborted by a cancel */
     uint64_t deltas;       /* deltas passed on */
     uint64_t connects;     /* TCP connections opened (the rest reused one) */
+    uint64_t turns;        /* loop turns */
 } bridge_stats_t;
 
 /* Returns NULL with one sentence in err (bad endpoint, curl setup). */

@@ -1,0 +1,672 @@
+/* bench_bridge: what the HTTP/SSE bridge costs against a native worker.
+ *
+ * One process, threads: a broker (broker.h), the bridge (bridge.h) serving
+ * "bridge", a fast local SSE agent (a tiny HTTP/1.1 keep-alive server that
+ * answers POST /invoke with one `delta` event per word of the input, chunked,
+ * all at once, then `done`), and a native worker serving "agent.bench" that
+ * does the same over the worker library (what map-echo --delay-ms 0 does).
+ * The main thread is a requester on a raw DEALER, so the requesting side is
+ * the same for both paths and costs nothing of the worker library.
+ *
+ * Phases, each on both paths: sequential runs (latency from REQUEST to the
+ * first delta and to the reply), then --concurrency runs in flight until
+ * --runs are done (deltas per second). Every run is checked: exactly the
+ * expected deltas, joined equal to the input, and the reply's content equal
+ * to the input; any mismatch or error fails the bench (exit 1).
+ *
+ * Last line: {"bench":"bridge","deltas_per_s_bridge":..,"deltas_per_s_native":..,
+ * "added_p50_us":..,...} where added_p50_us is the median first-delta
+ * latency through the bridge minus the native one. */
+#include "agents/bridge/bridge.h"
+#include "agents/worker.h"
+#include "broker/broker.h"
+#include "common/clock.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "common/sbuf.h"
+#include "proto/agent.h"
+#include "proto/frame.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define NATIVE_SERVICE "agent.bench"
+#define REQ_BODY_MAX (1u << 20)
+
+/* ---- shared: the words of a text, each with the whitespace before it ---- */
+
+typedef struct {
+    const char *p;
+    size_t len;
+} word_t;
+
+/* Returns the number of words; fills at most max. */
+static size_t s_words(const char *text, size_t len, word_t *out, size_t max)
+{
+    size_t n = 0, i = 0;
+    while (i < len) {
+        size_t start = i;
+        while (i < len && text[i] == ' ')
+            i++;
+        while (i < len && text[i] != ' ')
+            i++;
+        if (n < max)
+            out[n] = (word_t){text + start, i - start};
+        n++;
+    }
+    return n;
+}
+
+/* ---- the fast local SSE agent ------------------------------------------ */
+
+static int s_write_all(int fd, const char *p, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void s_chunk(sbuf_t *out, const char *data, size_t len)
+{
+    sbuf_catf(out, "%zx\r\n", len);
+    sbuf_cat(out, data, len);
+    sbuf_cats(out, "\r\n");
+}
+
+/* Builds the whole chunked SSE answer to one request body. */
+static void s_agent_answer(const char *body, size_t len, sbuf_t *out, sbuf_t *ev)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(body, len, 0, &jerr);
+    const char *content = "";
+    size_t clen = 0;
+    json_t *c = json_object_get(json_object_get(j, "input_message"), "content");
+    if (json_is_string(c)) {
+        content = json_string_value(c);
+        clen = json_string_length(c);
+    }
+    sbuf_cats(out, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                   "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n");
+    size_t i = 0;
+    while (i < clen) {
+        size_t start = i;
+        while (i < clen && content[i] == ' ')
+            i++;
+        while (i < clen && content[i] != ' ')
+            i++;
+        sbuf_reset(ev);
+        sbuf_cats(ev, "event: delta\ndata: {\"delta\":");
+        sbuf_json_str(ev, content + start, i - start);
+        sbuf_cats(ev, "}\n\n");
+        s_chunk(out, ev->data, ev->len);
+    }
+    sbuf_reset(ev);
+    sbuf_cats(ev, "event: done\ndata: {\"output\":{\"role\":\"assistant\",\"content\":");
+    sbuf_json_str(ev, content, clen);
+    sbuf_cats(ev, "}}\n\n");
+    s_chunk(out, ev->data, ev->len);
+    sbuf_cats(out, "0\r\n\r\n");
+    json_decref(j);
+}
+
+static void *s_agent_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    pthread_setname_np(pthread_self(), "agent");
+    size_t cap = REQ_BODY_MAX + 8192, len = 0;
+    char *buf = mem_alloc(cap + 1);
+    sbuf_t out, ev;
+    sbuf_init(&out, 64u << 20);
+    sbuf_init(&ev, 1u << 20);
+    for (;;) {
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        size_t need = 0, hdr_len = 0;
+        if (end) {
+            hdr_len = (size_t)(end - buf) + 4;
+            const char *cl = strcasestr(buf, "\r\ncontent-length:");
+            long body_len = 0;
+            if (cl && cl < end)
+                body_len = strtol(cl + 17, NULL, 10);
+            if (body_len < 0 || (size_t)body_len > REQ_BODY_MAX)
+                break;
+            need = hdr_len + (size_t)body_len;
+        }
+        if (!end || len < need) {
+            if (len == cap)
+                break;
+            ssize_t n = read(fd, buf + len, cap - len);
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            continue;
+        }
+        sbuf_reset(&out);
+        s_agent_answer(buf + hdr_len, need - hdr_len, &out, &ev);
+        if (out.overflow || s_write_all(fd, out.data, out.len))
+            break;
+        memmove(buf, buf + need, len - need);
+        len -= need;
+    }
+    sbuf_free(&out);
+    sbuf_free(&ev);
+    mem_free(buf);
+    close(fd);
+    return NULL;
+}
+
+static void *s_agent_accept(void *arg)
+{
+    int lfd = (int)(intptr_t)arg;
+    for (;;) {
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            return NULL;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        pthread_t t;
+        if (pthread_create(&t, NULL, s_agent_conn, (void *)(intptr_t)fd) == 0)
+            pthread_detach(t);
+        else
+            close(fd);
+    }
+}
+
+/* Listens on 127.0.0.1 (port 0 = any free one). Returns the fd and port. */
+static int s_listen(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 1024) ||
+        getsockname(fd, (struct sockaddr *)&a, &alen)) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* ---- the native worker: map-echo with no delay ------------------------- */
+
+static mp_buf_t s_native_out;
+
+static void s_native_request(worker_t *w, uint64_t id, const uint8_t *body, size_t len, void *arg)
+{
+    agent_invoke_t inv;
+    if (agent_decode_invoke(body, len, &inv) != AGENT_OK) {
+        worker_fail(w, id, "bad_request", "bad invoke body");
+        return;
+    }
+    const char *c = inv.input.content.ptr;
+    size_t clen = inv.input.content.len, i = 0;
+    while (i < clen) {
+        size_t start = i;
+        while (i < clen && c[i] == ' ')
+            i++;
+        while (i < clen && c[i] != ' ')
+            i++;
+        mp_buf_reset(&s_native_out);
+        agent_encode_delta(&s_native_out, c + start, i - start);
+        if (worker_stream(w, id, s_native_out.data, s_native_out.len))
+            return;
+    }
+    mp_buf_reset(&s_native_out);
+    agent_encode_done(&s_native_out, "assistant", c, clen);
+    worker_reply(w, id, s_native_out.data, s_native_out.len);
+}
+
+static volatile sig_atomic_t s_stop_native, s_stop_bridge, s_stop_broker;
+static const char *s_broker_ep;
+
+static void *s_native_thread(void *arg)
+{
+    pthread_setname_np(pthread_self(), "native");
+    worker_handlers_t h = {.on_request = s_native_request};
+    worker_config_t cfg = {.endpoint = s_broker_ep, .service = NATIVE_SERVICE, .capacity = 1000};
+    char err[256];
+    mp_buf_init(&s_native_out, 1u << 20);
+    worker_t *w = worker_new(&cfg, &h, NULL, err, sizeof err);
+    if (!w) {
+        fprintf(stderr, "bench_bridge: native worker: %s\n", err);
+        exit(1);
+    }
+    worker_run(w, &s_stop_native);
+    worker_destroy(&w);
+    mp_buf_free(&s_native_out);
+    return NULL;
+}
+
+static void *s_bridge_thread(void *arg)
+{
+    pthread_setname_np(pthread_self(), "bridge");
+    bridge_run(arg, &s_stop_bridge);
+    return NULL;
+}
+
+static void *s_broker_thread(void *arg)
+{
+    pthread_setname_np(pthread_self(), "broker");
+    broker_run(arg, &s_stop_broker);
+    return NULL;
+}
+
+/* ---- the requester ----------------------------------------------------- */
+
+typedef struct {
+    int64_t t0, t_first, t_done; /* µs */
+    size_t deltas;               /* received */
+    size_t matched;              /* bytes of the input matched so far */
+    int ok;                      /* reply received and checked */
+    int failed;
+} run_t;
+
+typedef struct {
+    void *sock;
+    uint64_t base;               /* request id of runs[0] */
+    run_t *runs;
+    size_t nruns;
+    const char *content;         /* every run sends the same input */
+    size_t clen, words;
+    size_t finished, errors;
+    int64_t last_hb;
+} req_t;
+
+static void s_send(void *sock, const uint8_t *hdr, size_t hlen, const void *body, size_t blen)
+{
+    int flags = body ? ZMQ_SNDMORE : 0;
+    if (zmq_send(sock, hdr, hlen, flags) < 0 || (body && zmq_send(sock, body, blen, 0) < 0)) {
+        fprintf(stderr, "bench_bridge: send failed: %s\n", zmq_strerror(errno));
+        exit(1);
+    }
+}
+
+static void s_heartbeat(req_t *r)
+{
+    int64_t now = clock_mono_ms();
+    if (now - r->last_hb < 300)
+        return;
+    r->last_hb = now;
+    uint8_t hdr[16];
+    size_t n = frame_encode_id(FRAME_HEARTBEAT, 0, hdr, sizeof hdr);
+    s_send(r->sock, hdr, n, NULL, 0);
+}
+
+static void s_invoke(req_t *r, size_t i, const char *service, const char *endpoint, mp_buf_t *b)
+{
+    agent_invoke_t inv = {0};
+    char run_id[32];
+    snprintf(run_id, sizeof run_id, "run_%zu", i);
+    inv.run_id = (agent_str_t){run_id, (uint32_t)strlen(run_id)};
+    inv.session_id = (agent_str_t){"bench", 5};
+    inv.agent_id = (agent_str_t){"bench", 5};
+    inv.input.role = (agent_str_t){"user", 4};
+    inv.input.content = (agent_str_t){r->content, (uint32_t)r->clen};
+    if (endpoint)
+        inv.endpoint = (agent_str_t){endpoint, (uint32_t)strlen(endpoint)};
+    mp_buf_reset(b);
+    agent_encode_invoke(b, &inv, NULL, 0);
+    frame_t f = {.type = FRAME_REQUEST, .id = r->base + i, .service = service,
+                 .service_len = (uint32_t)strlen(service)};
+    uint8_t hdr[FRAME_HEADER_MAX];
+    size_t n = frame_encode(&f, hdr, sizeof hdr);
+    r->runs[i].t0 = clock_mono_us();
+    s_send(r->sock, hdr, n, b->data, b->len);
+}
+
+/* Receives what is ready (waiting up to timeout_ms for the first). */
+static void s_receive(req_t *r, long timeout_ms)
+{
+    zmq_pollitem_t it = {.socket = r->sock, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, timeout_ms) <= 0)
+        return;
+    for (;;) {
+        zmq_msg_t hdr, body;
+        zmq_msg_init(&hdr);
+        if (zmq_msg_recv(&hdr, r->sock, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&hdr);
+            return;
+        }
+        int more = zmq_msg_more(&hdr);
+        zmq_msg_init(&body);
+        if (more)
+            zmq_msg_recv(&body, r->sock, 0);
+        while (zmq_msg_more(&body)) { /* never expected: drop extra parts */
+            zmq_msg_close(&body);
+            zmq_msg_init(&body);
+            zmq_msg_recv(&body, r->sock, 0);
+        }
+        int64_t now = clock_mono_us();
+        frame_t f;
+        if (frame_decode(zmq_msg_data(&hdr), zmq_msg_size(&hdr), more, &f) == FRAME_OK &&
+            f.id >= r->base && f.id < r->base + r->nruns) {
+            run_t *run = &r->runs[f.id - r->base];
+            agent_str_t d;
+            agent_msg_t out;
+            if (run->ok || run->failed) {
+                /* a frame after the final: counts as an error */
+                r->errors++;
+            } else if (f.type == FRAME_STREAM &&
+                       agent_decode_delta(zmq_msg_data(&body), zmq_msg_size(&body), &d) == AGENT_OK) {
+                if (!run->t_first)
+                    run->t_first = now;
+                run->deltas++;
+                if (run->matched + d.len > r->clen || memcmp(r->content + run->matched, d.ptr, d.len))
+                    run->failed = 1;
+                run->matched += d.len;
+            } else if (f.type == FRAME_REPLY &&
+                       agent_decode_done(zmq_msg_data(&body), zmq_msg_size(&body), &out) == AGENT_OK) {
+                run->t_done = now;
+                run->ok = out.content.len == r->clen && !memcmp(out.content.ptr, r->content, r->clen) &&
+                          run->deltas == r->words && run->matched == r->clen;
+                run->failed = !run->ok;
+            } else {
+                if (f.type == FRAME_ERROR && r->errors < 5)
+                    fprintf(stderr, "bench_bridge: run %llu: %.*s: %.*s\n",
+                            (unsigned long long)(f.id - r->base), (int)f.code_len, f.code,
+                            (int)f.message_len, f.message);
+                run->failed = 1;
+            }
+            if (run->ok || run->failed) {
+                r->finished++;
+                if (run->failed)
+                    r->errors++;
+            }
+        }
+        zmq_msg_close(&hdr);
+        zmq_msg_close(&body);
+    }
+}
+
+/* CPU time (ms) of each thread of this process, summed by thread name. */
+typedef struct {
+    char name[8][16];
+    double ms[8];
+    int n;
+} cpu_t;
+
+static void s_cpu(cpu_t *c)
+{
+    memset(c, 0, sizeof *c);
+    char path[64];
+    DIR *ls = opendir("/proc/self/task");
+    struct dirent *de;
+    long tick = sysconf(_SC_CLK_TCK);
+    while (ls && (de = readdir(ls))) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        char line[1024];
+        if (fgets(line, sizeof line, f)) {
+            char *open = strchr(line, '('), *close_ = strrchr(line, ')');
+            unsigned long ut = 0, st = 0;
+            if (open && close_ &&
+                sscanf(close_ + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2) {
+                char name[16];
+                snprintf(name, sizeof name, "%.*s", (int)(close_ - open - 1), open + 1);
+                int k = 0;
+                while (k < c->n && strcmp(c->name[k], name))
+                    k++;
+                if (k == c->n && c->n < 8)
+                    snprintf(c->name[c->n++], 16, "%s", name);
+                if (k < 8)
+                    c->ms[k] += (double)(ut + st) * 1000.0 / (double)tick;
+            }
+        }
+        fclose(f);
+    }
+    if (ls)
+        closedir(ls);
+}
+
+static void s_cpu_print(const char *what, const cpu_t *a, const cpu_t *b, double wall_ms)
+{
+    printf("cpu %s (wall %.0f ms):", what, wall_ms);
+    for (int k = 0; k < b->n; k++) {
+        double before = 0;
+        for (int j = 0; j < a->n; j++)
+            if (!strcmp(a->name[j], b->name[k]))
+                before = a->ms[j];
+        printf(" %s=%.0f", b->name[k], b->ms[k] - before);
+    }
+    printf(" ms\n");
+}
+
+static int s_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct {
+    double deltas_per_s;
+    int64_t first_p50, first_p99, done_p50; /* µs */
+    size_t errors;
+} result_t;
+
+/* n runs, at most inflight at once; returns the measurements. */
+static result_t s_phase(req_t *r, size_t n, size_t inflight, const char *service, const char *endpoint,
+                        mp_buf_t *b)
+{
+    r->base += r->nruns + 1;
+    r->runs = mem_realloc(r->runs, n * sizeof *r->runs);
+    memset(r->runs, 0, n * sizeof *r->runs);
+    r->nruns = n;
+    r->finished = r->errors = 0;
+    size_t sent = 0;
+    int64_t t0 = clock_mono_us(), deadline = clock_mono_ms() + 120000;
+    while (r->finished < n) {
+        while (sent < n && sent - r->finished < inflight)
+            s_invoke(r, sent++, service, endpoint, b);
+        s_receive(r, 100);
+        s_heartbeat(r);
+        if (clock_mono_ms() > deadline) {
+            fprintf(stderr, "bench_bridge: %s: only %zu of %zu runs finished in 120 s\n", service,
+                    r->finished, n);
+            exit(1);
+        }
+    }
+    int64_t elapsed = clock_mono_us() - t0;
+    result_t res = {.errors = r->errors};
+    int64_t *first = mem_alloc(n * sizeof *first), *done = mem_alloc(n * sizeof *done);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        first[i] = r->runs[i].t_first ? r->runs[i].t_first - r->runs[i].t0 : 0;
+        done[i] = r->runs[i].t_done ? r->runs[i].t_done - r->runs[i].t0 : 0;
+        total += r->runs[i].deltas;
+    }
+    qsort(first, n, sizeof *first, s_cmp_i64);
+    qsort(done, n, sizeof *done, s_cmp_i64);
+    res.first_p50 = first[n / 2];
+    res.first_p99 = first[n * 99 / 100];
+    res.done_p50 = done[n / 2];
+    res.deltas_per_s = elapsed > 0 ? (double)total * 1e6 / (double)elapsed : 0;
+    mem_free(first);
+    mem_free(done);
+    return res;
+}
+
+int main(int argc, char **argv)
+{
+    long runs = 2000, words = 20, concurrency = 32, seq_runs = 500;
+    const char *level = "warn";
+    flag_t table[] = {
+        {"runs", NULL, FLAG_INT, &runs, 1, 10000000, "runs of the throughput phase, per path"},
+        {"words", NULL, FLAG_INT, &words, 1, 10000, "words (deltas) per run"},
+        {"concurrency", NULL, FLAG_INT, &concurrency, 1, 10000, "runs in flight in the throughput phase"},
+        {"seq-runs", NULL, FLAG_INT, &seq_runs, 1, 1000000, "sequential runs of the latency phase, per path"},
+        {"log-level", "MAP_LOG_LEVEL", FLAG_STR, &level, 0, 0, "log level of the bridge and broker"},
+    };
+    char err[256];
+    int rc = flags_parse(table, sizeof table / sizeof *table, argc, argv,
+                         "bench_bridge: deltas/s and added latency of the HTTP/SSE bridge against a native worker",
+                         err, sizeof err);
+    if (rc == 1)
+        return 0;
+    log_init("bench");
+    if (rc < 0 || log_set_level(level)) {
+        fprintf(stderr, "bench_bridge: %s\n", rc < 0 ? err : "bad --log-level");
+        return 2;
+    }
+    if ((size_t)words * 12 + 64 > REQ_BODY_MAX / 2) {
+        fprintf(stderr, "bench_bridge: --words too large\n");
+        return 2;
+    }
+
+    /* The fast agent. */
+    int aport = 0, lfd = s_listen(&aport);
+    if (lfd < 0) {
+        fprintf(stderr, "bench_bridge: cannot listen on 127.0.0.1\n");
+        return 1;
+    }
+    pthread_t agent_t;
+    pthread_create(&agent_t, NULL, s_agent_accept, (void *)(intptr_t)lfd);
+    pthread_detach(agent_t);
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d", aport);
+
+    /* The broker, on a port that was free a moment ago. */
+    int bport = 0, tmp = s_listen(&bport);
+    close(tmp);
+    char broker_ep[64];
+    snprintf(broker_ep, sizeof broker_ep, "tcp://127.0.0.1:%d", bport);
+    s_broker_ep = broker_ep;
+    broker_config_t bcfg = {.endpoint = broker_ep, .tap_endpoint = "", .heartbeat_ms = 1000, .liveness = 5,
+                            .queue_max = 100000, .body_max = FRAME_BODY_MAX_DEFAULT, .tap_hwm = 1000};
+    broker_t *broker = broker_new(&bcfg, err, sizeof err);
+    if (!broker) {
+        fprintf(stderr, "bench_bridge: broker: %s\n", err);
+        return 1;
+    }
+    bridge_config_t gcfg = {.broker = broker_ep, .capacity = (uint32_t)(concurrency < 256 ? 256 : concurrency),
+                            .timeout_ms = 30000, .max_response = 8u << 20};
+    bridge_t *bridge = bridge_new(&gcfg, err, sizeof err);
+    if (!bridge) {
+        fprintf(stderr, "bench_bridge: bridge: %s\n", err);
+        return 1;
+    }
+    pthread_t broker_t_, bridge_t_, native_t;
+    pthread_create(&broker_t_, NULL, s_broker_thread, broker);
+    pthread_create(&bridge_t_, NULL, s_bridge_thread, bridge);
+    pthread_create(&native_t, NULL, s_native_thread, NULL);
+
+    /* The requester. */
+    void *ctx = zmq_ctx_new();
+    req_t r = {0};
+    r.sock = zmq_socket(ctx, ZMQ_DEALER);
+    int hwm = 0, linger = 0;
+    zmq_setsockopt(r.sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(r.sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(r.sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_connect(r.sock, broker_ep);
+    {
+        frame_t f = {.type = FRAME_READY, .service = "bench", .service_len = 5, .capacity = 0};
+        uint8_t hdr[FRAME_HEADER_MAX];
+        s_send(r.sock, hdr, frame_encode(&f, hdr, sizeof hdr), NULL, 0);
+    }
+    sbuf_t content;
+    sbuf_init(&content, REQ_BODY_MAX);
+    for (long i = 0; i < words; i++)
+        sbuf_catf(&content, "%sword%ld", i ? " " : "", i);
+    r.content = content.data;
+    r.clen = content.len;
+    r.words = s_words(r.content, r.clen, NULL, 0);
+    mp_buf_t b;
+    mp_buf_init(&b, REQ_BODY_MAX);
+
+    /* Warm-up: both services known to the broker, connections open. Runs
+     * that meet unknown_service are retried for up to 10 s. */
+    int64_t until = clock_mono_ms() + 10000;
+    for (;;) {
+        result_t w1 = s_phase(&r, 20, 20, "bridge", endpoint, &b);
+        result_t w2 = s_phase(&r, 20, 20, NATIVE_SERVICE, NULL, &b);
+        if (!w1.errors && !w2.errors)
+            break;
+        if (clock_mono_ms() > until) {
+            fprintf(stderr, "bench_bridge: warm-up runs keep failing\n");
+            return 1;
+        }
+        usleep(100000);
+    }
+
+    printf("bench_bridge: %ld words per run; latency: %ld sequential runs; throughput: %ld runs, %ld in flight\n",
+           words, seq_runs, runs, concurrency);
+    result_t nl = s_phase(&r, (size_t)seq_runs, 1, NATIVE_SERVICE, NULL, &b);
+    result_t bl = s_phase(&r, (size_t)seq_runs, 1, "bridge", endpoint, &b);
+    printf("sequential  native: first delta p50 %lld us p99 %lld us, reply p50 %lld us\n",
+           (long long)nl.first_p50, (long long)nl.first_p99, (long long)nl.done_p50);
+    printf("sequential  bridge: first delta p50 %lld us p99 %lld us, reply p50 %lld us\n",
+           (long long)bl.first_p50, (long long)bl.first_p99, (long long)bl.done_p50);
+    cpu_t c0, c1, c2;
+    s_cpu(&c0);
+    int64_t w0 = clock_mono_us();
+    result_t nt = s_phase(&r, (size_t)runs, (size_t)concurrency, NATIVE_SERVICE, NULL, &b);
+    int64_t w1 = clock_mono_us();
+    s_cpu(&c1);
+    result_t bt = s_phase(&r, (size_t)runs, (size_t)concurrency, "bridge", endpoint, &b);
+    int64_t w2 = clock_mono_us();
+    s_cpu(&c2);
+    s_cpu_print("native", &c0, &c1, (double)(w1 - w0) / 1000.0);
+    s_cpu_print("bridge", &c1, &c2, (double)(w2 - w1) / 1000.0);
+    printf("throughput  native: %.0f deltas/s (first delta p50 %lld us)\n", nt.deltas_per_s,
+           (long long)nt.first_p50);
+    printf("throughput  bridge: %.0f deltas/s (first delta p50 %lld us)\n", bt.deltas_per_s,
+           (long long)bt.first_p50);
+    size_t errors = nl.errors + bl.errors + nt.errors + bt.errors;
+    double ratio = nt.deltas_per_s > 0 ? bt.deltas_per_s / nt.deltas_per_s : 0;
+    printf("bridge/native throughput: %.2f (target >= 0.5); errors: %zu\n", ratio, errors);
+
+    s_stop_native = s_stop_bridge = 1;
+    pthread_join(native_t, NULL);
+    pthread_join(bridge_t_, NULL);
+    bridge_stats_t gst;
+    bridge_stats(bridge, &gst);
+    printf("bridge: %llu invokes, %llu loop turns (%.1f per invoke), %llu connections\n",
+           (unsigned long long)gst.invokes, (unsigned long long)gst.turns,
+           gst.invokes ? (double)gst.turns / (double)gst.invokes : 0.0, (unsigned long long)gst.connects);
+    bridge_destroy(&bridge);
+    s_stop_broker = 1;
+    pthread_join(broker_t_, NULL);
+    broker_destroy(&broker);
+    zmq_close(r.sock);
+    zmq_ctx_term(ctx);
+    mem_free(r.runs);
+    mp_buf_free(&b);
+    sbuf_free(&content);
+    close(lfd);
+
+    printf("{\"bench\":\"bridge\",\"deltas_per_s_bridge\":%.0f,\"deltas_per_s_native\":%.0f,"
+           "\"added_p50_us\":%lld,\"first_delta_p50_us_bridge\":%lld,\"first_delta_p50_us_native\":%lld,"
+           "\"ratio\":%.2f,\"words\":%ld,\"concurrency\":%ld,\"runs\":%ld,\"errors\":%zu}\n",
+           bt.deltas_per_s, nt.deltas_per_s, (long long)(bl.first_p50 - nl.first_p50), (long long)bl.first_p50,
+           (long long)nl.first_p50, ratio, words, concurrency, runs, errors);
+    return errors ? 1 : 0;
+}
