@@ -50,6 +50,7 @@ struct xfer_t {
     bridge_t *bridge;      /* owner */
     uint64_t id;           /* worker request id */
     int live;              /* in bridge->live: no final sent yet */
+    int aborted;           /* a frame was lost: curl is to end it */
     CURL *easy;            /* the HTTP transfer */
     relay_t *relay;        /* its state machine */
     char *body;            /* JSON request body (free()) */
@@ -61,6 +62,13 @@ struct xfer_t {
     char errbuf[CURL_ERROR_SIZE];      /* curl's last error */
 };
 
+/* One STREAM or REPLY waiting in the outbox: its body is out.data[off..+len]. */
+typedef struct {
+    uint64_t id;                   /* worker request id */
+    int reply;                     /* 1: REPLY (final), 0: STREAM */
+    size_t off, len;               /* body in bridge->out */
+} pending_t;
+
 struct bridge_t {
     worker_t *worker;              /* the DEALER to the broker */
     CURLM *multi;                  /* every transfer, one connection pool */
@@ -71,13 +79,24 @@ struct bridge_t {
     size_t max_response;           /* largest answer */
     size_t body_max;               /* largest invoke accepted */
     int stopping;                  /* refuse new invokes */
-    mp_buf_t out;                  /* STREAM / REPLY body being encoded */
+    mp_buf_t out;                  /* outbox bodies, encoded back to back */
+    pending_t *pending;            /* outbox entries, in order */
+    size_t npending, pending_cap;
     bridge_stats_t stats;
 };
 
 static void s_xfer_free(xfer_t *x);
 
-/* --- the relay's sink: answers go to the broker at once ----------------- */
+/* --- the outbox ----------------------------------------------------------
+ *
+ * Deltas and replies produced while curl's callbacks run are encoded into
+ * one buffer and sent together at the end of the loop turn (or as soon as
+ * OUTBOX_FLUSH bytes wait): a burst of zmq_send calls wakes the ZeroMQ I/O
+ * thread once instead of once per delta, which bench_bridge measured as the
+ * largest cost of the bridge. A fail is rare: the outbox is sent first, so
+ * the answers of one invoke keep their order. */
+
+#define OUTBOX_FLUSH (256u * 1024)
 
 static void s_final(xfer_t *x)
 {
@@ -88,35 +107,93 @@ static void s_final(xfer_t *x)
     x->deadline = clock_mono_ms() + DRAIN_MS;
 }
 
+/* A frame of an invoke could not be sent: the invoke fails with internal
+ * (if the library still has it) and its transfer is stopped. */
+static void s_lost(bridge_t *b, uint64_t id, int reply)
+{
+    if (worker_fail(b->worker, id, "internal",
+                    reply ? "the bridge could not send the agent's output"
+                          : "the bridge could not pass a delta on to the broker") == 0) {
+        b->stats.failed++;
+        LOGW("bridge.fail", "id=%llu code=internal reason=%s", (unsigned long long)id,
+             reply ? "reply_not_sent" : "delta_not_sent");
+    }
+    xfer_t *x = hmap_get(b->live, id);
+    if (x) {
+        x->aborted = 1;
+        s_final(x);
+    }
+}
+
+static void s_flush(bridge_t *b)
+{
+    for (size_t i = 0; i < b->npending; i++) {
+        pending_t *p = &b->pending[i];
+        const uint8_t *body = b->out.data + p->off;
+        int rc = p->reply ? worker_reply(b->worker, p->id, body, p->len)
+                          : worker_stream(b->worker, p->id, body, p->len);
+        if (rc == 0 && p->reply)
+            b->stats.done++;
+        else if (rc == 0)
+            b->stats.deltas++;
+        else
+            s_lost(b, p->id, p->reply);
+    }
+    b->npending = 0;
+    mp_buf_reset(&b->out);
+}
+
+/* Encodes one body with enc into the outbox. Returns 0, or -1 when it does
+ * not fit even in an empty outbox. */
+static int s_queue(bridge_t *b, uint64_t id, int reply, const char *role, const char *text, size_t len)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        size_t off = b->out.len;
+        int rc = reply ? agent_encode_done(&b->out, role, text, len) : agent_encode_delta(&b->out, text, len);
+        if (rc == 0 && !b->out.overflow) {
+            if (b->npending == b->pending_cap) {
+                b->pending_cap = b->pending_cap ? b->pending_cap * 2 : 256;
+                b->pending = mem_realloc(b->pending, b->pending_cap * sizeof *b->pending);
+            }
+            b->pending[b->npending++] = (pending_t){.id = id, .reply = reply, .off = off, .len = b->out.len - off};
+            if (b->out.len >= OUTBOX_FLUSH)
+                s_flush(b);
+            return 0;
+        }
+        b->out.len = off;
+        b->out.overflow = 0;
+        s_flush(b);
+    }
+    return -1;
+}
+
+/* --- the relay's sink ---------------------------------------------------- */
+
 static int s_sink_delta(void *arg, const char *text, size_t len)
 {
     xfer_t *x = arg;
-    bridge_t *b = x->bridge;
-    mp_buf_reset(&b->out);
-    if (agent_encode_delta(&b->out, text, len) || worker_stream(b->worker, x->id, b->out.data, b->out.len))
+    if (!x->live)
         return -1;
-    b->stats.deltas++;
-    return 0;
+    return s_queue(x->bridge, x->id, 0, NULL, text, len);
 }
 
 static void s_sink_done(void *arg, const char *role, size_t role_len, const char *content, size_t len)
 {
     xfer_t *x = arg;
     bridge_t *b = x->bridge;
+    if (!x->live)
+        return;
     char r[AGENT_ROLE_MAX + 1];
     memcpy(r, role, role_len);
     r[role_len] = '\0';
-    mp_buf_reset(&b->out);
-    if (agent_encode_done(&b->out, r, content, len) == 0 &&
-        worker_reply(b->worker, x->id, b->out.data, b->out.len) == 0) {
-        b->stats.done++;
+    if (s_queue(b, x->id, 1, r, content, len) == 0) {
         LOGD("bridge.done", "run=%s id=%llu bytes=%zu us=%lld", x->run, (unsigned long long)x->id, len,
              (long long)(clock_mono_us() - x->started_us));
     } else {
         b->stats.failed++;
-        LOGW("bridge.fail", "run=%s id=%llu code=internal reason=reply_not_sent bytes=%zu", x->run,
+        LOGW("bridge.fail", "run=%s id=%llu code=internal reason=reply_too_large bytes=%zu", x->run,
              (unsigned long long)x->id, len);
-        worker_fail(b->worker, x->id, "internal", "the bridge could not send the agent's output");
+        worker_fail(b->worker, x->id, "internal", "the agent's output is too large to send");
     }
     s_final(x);
 }
@@ -125,9 +202,12 @@ static void s_sink_fail(void *arg, const char *code, const char *message)
 {
     xfer_t *x = arg;
     bridge_t *b = x->bridge;
+    if (!x->live)
+        return;
     b->stats.failed++;
     LOGW("bridge.fail", "run=%s id=%llu code=%s message=\"%s\"", x->run, (unsigned long long)x->id, code,
          message);
+    s_flush(b);
     worker_fail(b->worker, x->id, code, message);
     s_final(x);
 }
@@ -146,6 +226,8 @@ static size_t s_on_header(char *buf, size_t size, size_t n, void *arg)
 {
     xfer_t *x = arg;
     size_t len = size * n;
+    if (x->aborted)
+        return 0;
     s_touch(x);
     if (len == 2 ? (buf[0] == '\r' && buf[1] == '\n') : (len == 1 && buf[0] == '\n')) {
         long status = 0;
@@ -162,6 +244,8 @@ static size_t s_on_body(char *buf, size_t size, size_t n, void *arg)
 {
     xfer_t *x = arg;
     size_t len = size * n;
+    if (x->aborted)
+        return 0;
     s_touch(x);
     if (relay_body(x->relay, buf, len))
         return 0;
@@ -357,8 +441,10 @@ int bridge_run(bridge_t *self, volatile sig_atomic_t *stop)
         int running = 0;
         curl_multi_perform(self->multi, &running);
         s_reap(self);
+        s_flush(self); /* the end of the turn: answers leave together */
     }
     self->stopping = 1;
+    s_flush(self);
     size_t failed = 0;
     while (self->head) {
         xfer_t *x = self->head;
@@ -394,7 +480,7 @@ bridge_t *bridge_new(const bridge_config_t *cfg, char *err, size_t errlen)
     if (self->body_max < FRAME_BODY_MAX_DEFAULT)
         self->body_max = FRAME_BODY_MAX_DEFAULT;
     uint32_t capacity = cfg->capacity ? cfg->capacity : 256;
-    mp_buf_init(&self->out, self->body_max);
+    mp_buf_init(&self->out, self->body_max + OUTBOX_FLUSH);
     self->live = hmap_new((size_t)capacity * 2 + 64);
     self->multi = curl_multi_init();
     if (!self->multi) {
@@ -446,6 +532,7 @@ void bridge_destroy(bridge_t **self_p)
     curl_slist_free_all(self->headers);
     hmap_destroy(&self->live);
     mp_buf_free(&self->out);
+    mem_free(self->pending);
     mem_free(self);
     *self_p = NULL;
     curl_global_cleanup();
