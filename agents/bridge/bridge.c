@@ -43,6 +43,7 @@
 
 #define DRAIN_MS 1000                  /* reading the tail after done */
 #define TIMEOUT_MAX_MS (24L * 3600000) /* cap of an invoke's timeout_ms */
+#define BRIDGE_SPARE_MAX 64            /* finished easy handles kept for reuse */
 
 typedef struct xfer_t xfer_t;
 
@@ -81,6 +82,8 @@ struct bridge_t {
     int stopping;                  /* refuse new invokes */
     mp_buf_t out;                  /* outbox bodies, encoded back to back */
     pending_t *pending;            /* outbox entries, in order */
+    CURL *spare[BRIDGE_SPARE_MAX]; /* finished easy handles, for reuse */
+    size_t nspare;
     size_t npending, pending_cap;
     bridge_stats_t stats;
 };
@@ -261,6 +264,28 @@ static void s_refuse(bridge_t *b, uint64_t id, const char *code, const char *mes
     worker_fail(b->worker, id, code, message);
 }
 
+/* An easy handle with the options every transfer shares: a spare one (a
+ * finished transfer's, which keeps them and curl's per-handle caches), or a
+ * new one. The caller sets the per-transfer options. NULL on failure. */
+static CURL *s_easy(bridge_t *b)
+{
+    if (b->nspare)
+        return b->spare[--b->nspare];
+    CURL *e = curl_easy_init();
+    if (!e)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, b->headers);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_body);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "map-bridge/1");
+    return e;
+}
+
 static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t len, void *arg)
 {
     bridge_t *b = arg;
@@ -300,7 +325,7 @@ static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t l
     x->deadline = clock_mono_ms() + x->timeout_ms;
     memcpy(x->run, inv.run_id.ptr, inv.run_id.len);
     x->relay = relay_new(b->max_response, &s_sink, x);
-    x->easy = curl_easy_init();
+    x->easy = s_easy(b);
     x->next = b->head;
     if (b->head)
         b->head->prev = x;
@@ -312,22 +337,13 @@ static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t l
     }
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(x->body));
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, b->headers);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, s_on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, s_on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, x->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "map-bridge/1");
     if (curl_multi_add_handle(b->multi, e) != CURLM_OK) {
         s_refuse(b, id, "internal", "the bridge could not start an HTTP transfer");
         s_xfer_free(x);
@@ -375,7 +391,11 @@ static void s_xfer_free(xfer_t *x)
         if (curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0)
             b->stats.connects += (uint64_t)connects;
         curl_multi_remove_handle(b->multi, x->easy);
-        curl_easy_cleanup(x->easy);
+        curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL);
+        if (b->nspare < BRIDGE_SPARE_MAX)
+            b->spare[b->nspare++] = x->easy; /* options kept: see s_easy */
+        else
+            curl_easy_cleanup(x->easy);
     }
     relay_destroy(&x->relay);
     free(x->body);
@@ -527,6 +547,8 @@ void bridge_destroy(bridge_t **self_p)
     while (self->head)
         s_xfer_free(self->head);
     worker_destroy(&self->worker);
+    while (self->nspare)
+        curl_easy_cleanup(self->spare[--self->nspare]);
     if (self->multi)
         curl_multi_cleanup(self->multi);
     curl_slist_free_all(self->headers);
