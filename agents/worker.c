@@ -5,6 +5,9 @@
  *            allocation; the map only says "this id is live").
  *   serving  the broker's requests we hold: broker id → a marker.
  *   linked   1 once the broker answered our READY; 0 after a loss.
+ *   expiry   linked: the broker is lost if silent until then; unlinked
+ *            with READY sent: READY is sent again if nothing at all came
+ *            back until then (frames lost without a DISCONNECT).
  *   ready_sent  READY was accepted by the socket since the last loss or
  *            DISCONNECT. Frames from the broker count for the link only
  *            when it is set, so the broker and we agree on what is live.
@@ -82,7 +85,7 @@ struct worker_t {
     long ready_retry;             /* ms until the next READY attempt */
     int64_t next_ready;           /* mono ms of the next READY attempt */
     int64_t next_heartbeat;       /* mono ms of the next HEARTBEAT */
-    int64_t expiry;               /* mono ms: broker lost if silent until then */
+    int64_t expiry;               /* mono ms: silence deadline (see top) */
     int in_process;               /* inside worker_process: skip re-checks */
     int readable;                 /* ZMQ_EVENTS showed POLLIN after a send */
     int64_t reject_window;        /* second of the reject flood control */
@@ -139,6 +142,7 @@ static void s_send_ready(worker_t *w, int64_t now)
     if (n && s_send(w, hdr, n, NULL, 0, 0) == 0) {
         w->ready_sent = 1;
         w->next_heartbeat = now + w->heartbeat_ms;
+        w->expiry = now + w->heartbeat_ms * w->liveness;
         /* The probe: SERVICES with id 0 (never one of our requests) is
          * answered at once, so the link comes up without waiting for the
          * broker's next heartbeat; its REPLY is then ignored as unknown. */
@@ -363,8 +367,14 @@ int worker_process(worker_t *w)
     zmq_msg_close(&hdr);
     zmq_msg_close(&body);
     now = clock_mono_ms();
-    if (w->linked && now >= w->expiry)
+    if (w->linked && now >= w->expiry) {
         s_lost(w, "silent", now);
+    } else if (!w->linked && w->ready_sent && now >= w->expiry) {
+        /* READY went unanswered, even by DISCONNECT: announce again. */
+        LOGD("worker.ready_again", "endpoint=%s", w->endpoint);
+        w->ready_sent = 0;
+        s_send_ready(w, now);
+    }
     if (w->ready_sent && now >= w->next_heartbeat) {
         s_send_id(w, FRAME_HEARTBEAT, 0);
         w->next_heartbeat = now + w->heartbeat_ms;
@@ -380,7 +390,7 @@ long worker_timeout_ms(const worker_t *w)
         return 0;
     int64_t now = clock_mono_ms();
     int64_t next = w->ready_sent ? w->next_heartbeat : w->next_ready;
-    if (w->linked && w->expiry < next)
+    if (w->ready_sent && w->expiry < next)
         next = w->expiry;
     return next > now ? (long)(next - now) : 0;
 }

@@ -411,6 +411,12 @@ int main(void)
     s_send_id(FRAME_DISCONNECT, 0, NULL);
     CHECK(s_recv(w, FRAME_READY, &m) == 0);
     s_expect_events("");
+    /* READY unanswered for liveness x heartbeat, not even by DISCONNECT:
+     * sent again. */
+    int64_t t_ready = clock_mono_ms();
+    CHECK(s_recv(w, FRAME_READY, &m) == 0);
+    CHECK(clock_mono_ms() - t_ready >= 100); /* not before the silence */
+    s_expect_events("");
     s_send_id(FRAME_HEARTBEAT, 0, NULL);
     s_wait_event(w, "link:1;");
     s_expect_events("link:1;");
