@@ -437,3 +437,57 @@ def test_help_and_bad_flag():
     out = subprocess.run([binary("bridge", "agents/bridge"), "--broker", "nope://x"],
                          capture_output=True, text=True, timeout=10)
     assert out.returncode != 0 and out.stderr.strip()
+
+
+def test_capacity_and_broker_restart():
+    """--capacity bounds the HTTP requests in flight (the broker queues the
+    rest); losing the broker aborts the HTTP requests of every invoke; a
+    restarted broker is served again without restarting the bridge."""
+    procs = Procs()
+    try:
+        port = free_port()
+        broker_ep = "tcp://127.0.0.1:%d" % port
+        broker_argv = [binary("broker", "broker"), "--endpoint", broker_ep, "--tap", "",
+                       "--heartbeat-ms", 200]
+        broker = procs.start(broker_argv, name="broker")
+        bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
+                              "--capacity", 2, "--heartbeat-ms", 200], name="bridge")
+        fport = free_port()
+        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
+        faults = "http://127.0.0.1:%d" % fport
+        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
+        req = Requester(broker_ep)
+        req.wait_service("bridge")
+
+        rids = [req.invoke(faults + "/slow") for _ in range(3)]
+        req.until(lambda: sum(1 for r in rids if req.results[r]["deltas"]) == 2, what="two streams")
+        for _ in range(10):  # the third waits at the broker, not at the agent
+            req.pump(0.05)
+            assert state_of(faults)["active"].get("slow", 0) <= 2
+        assert sum(1 for r in rids if req.results[r]["deltas"]) == 2
+        req.cancel(rids[0])
+        req.until(lambda: req.results[rids[2]]["deltas"], what="the third starts after a cancel")
+        wait_until(lambda: state_of(faults)["disconnects"].get("slow", 0) == 1, what="the cancelled one closed")
+        assert state_of(faults)["active"].get("slow", 0) == 2
+
+        before = state_of(faults)["disconnects"].get("slow", 0)
+        broker.kill()
+        broker.wait(timeout=WAIT)
+        wait_until(lambda: state_of(faults)["disconnects"].get("slow", 0) == before + 2,
+                   what="the bridge to abort its HTTP requests when the broker is lost")
+        assert state_of(faults)["active"].get("slow", 0) == 0
+        req.close()
+
+        procs.start(broker_argv, name="broker2")
+        req = Requester(broker_ep)
+        req.wait_service("bridge")
+        rid = req.invoke(faults + "/ok", "back again")
+        assert req.wait(rid) == ("reply", {"output": {"role": "assistant", "content": "back again"}})
+        assert bridge.poll() is None
+        req.close()
+    finally:
+        procs.stop_all()
+
+
+def state_of(faults):
+    return http_get_json(faults + "/state")
