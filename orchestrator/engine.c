@@ -1,0 +1,1561 @@
+/* engine: runs, their events and the requesters that watch them.
+ *
+ * Objects and owners:
+ *   run_t      a queued or running run; owned by self->runs (key run_id).
+ *              Ended runs leave memory at the end of the turn that ended
+ *              them: the store has everything about them.
+ *   session_t  a session with a running run, queued runs or watchers; owned
+ *              by self->sessions; freed when it has none of them.
+ *   follower   a requester streaming one run (follow, invoke with follow);
+ *              watcher: a requester streaming every run of a session.
+ *
+ * The outbox: everything the turn sends to requesters (events, replies,
+ * failures) is queued in self->out and sent by s_flush after the turn's
+ * transaction committed, so no requester ever sees what is not persisted.
+ * If the commit fails, the outbox is dropped: the runs the turn touched are
+ * failed in memory (their requesters get an ERROR `internal`), and a restart
+ * ends them in the store (recovery).
+ *
+ * Sequence numbers: run->seq is the last seq written; events are appended
+ * with seq + 1 inside the turn's transaction, so seq is gapless per run. */
+#include "engine.h"
+
+#include "agents/worker.h"
+#include "common/clock.h"
+#include "common/hmap.h"
+#include "common/ids.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "common/sbuf.h"
+#include "proto/agent.h"
+#include "proto/frame.h"
+#include "proto/orch.h"
+#include "runfsm.h"
+#include "store.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#define S_BODY_MAX (1u << 20)      /* largest body we send */
+#define S_JSON_MAX (8u << 20)      /* largest JSON answer we build */
+#define S_OUT_MAX (256u << 20)     /* bytes queued in one turn's outbox */
+#define S_TICK_MS 100              /* timeout scan interval */
+#define S_SERVICES_MS 1000         /* services cache refresh */
+
+typedef struct session_t session_t;
+
+typedef struct follower_t {
+    uint64_t req;              /* the requester's request we answer */
+    uint64_t next_seq;         /* first seq not yet sent */
+    struct follower_t *next;
+} follower_t;
+
+typedef struct watcher_t {
+    uint64_t req;
+    struct watcher_t *next;
+} watcher_t;
+
+typedef struct run_t {
+    char run_id[IDS_MAX];
+    session_t *session;
+    char *agent_id;
+    char *request_id;          /* NULL when the invoke had none */
+    char *role, *content;      /* the input message */
+    size_t content_len;
+    char created_at[CLOCK_RFC3339_LEN];
+    run_status_t status;
+    uint64_t seq;              /* last seq written */
+    uint64_t agent_req;        /* our request to the agent, 0 if none */
+    int64_t deadline;          /* mono ms: agent timeout while agent_req */
+    int resolving;             /* waiting for the services list */
+    int ended;                 /* terminal: freed at the end of the turn */
+    follower_t *followers;
+    struct run_t *qnext;       /* session queue link */
+    struct run_t *next_ended;  /* self->ended link */
+} run_t;
+
+struct session_t {
+    char *id;
+    run_t *running;
+    run_t *qhead, *qtail;      /* queued runs, in order of acceptance */
+    watcher_t *watchers;
+};
+
+typedef enum { S_OUT_STREAM, S_OUT_REPLY, S_OUT_FAIL } s_out_kind_t;
+
+typedef struct {
+    uint64_t req;
+    s_out_kind_t kind;
+    size_t off, len;           /* body in self->outbuf; FAIL: "code\0message" */
+} s_out_t;
+
+struct engine_t {
+    engine_config_t cfg;
+    store_t *store;
+    worker_t *worker;
+    zhashx_t *runs;            /* run_id → run_t (queued/running) */
+    zhashx_t *sessions;        /* session_id → session_t */
+    zhashx_t *native;          /* agent id → worker count (from the broker) */
+    hmap_t *agent_reqs;        /* our agent request id → run_t */
+    hmap_t *follow_reqs;       /* follower request → run_t */
+    hmap_t *watch_reqs;        /* watcher request → session_t */
+    uint64_t services_req;     /* outstanding SERVICES request, 0 if none */
+    int services_known;        /* a services answer arrived since link up */
+    size_t bridge_workers;     /* workers of the `bridge` service */
+    int64_t next_services;
+    int64_t next_tick;
+    int in_tx;                 /* a transaction is open this turn */
+    int store_failed;          /* a write failed this turn */
+    s_out_t *out;              /* the outbox */
+    size_t out_len, out_cap;
+    sbuf_t outbuf;             /* bodies of the outbox */
+    mp_buf_t mp;               /* scratch encoder */
+    sbuf_t json;               /* scratch JSON: answers and payloads */
+    sbuf_t event;              /* scratch JSON: the event s_emit renders */
+    run_t *ended;              /* runs to free after the flush */
+    int draining;              /* stopping: new invokes refused */
+    uint64_t dropped_frames;   /* agent frames for ended runs */
+};
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static char *s_dup(const agent_str_t *s)
+{
+    return mem_strndup(s->ptr ? s->ptr : "", s->len);
+}
+
+static void s_now(char *buf)
+{
+    clock_rfc3339(clock_wall_ms(), buf);
+}
+
+/* Ids from clients go into JSON and URLs: printable, no quotes or slashes. */
+static int s_valid_id(const agent_str_t *s)
+{
+    if (s->len == 0 || s->len > AGENT_ID_MAX)
+        return 0;
+    for (uint32_t i = 0; i < s->len; i++) {
+        unsigned char c = (unsigned char)s->ptr[i];
+        if (c <= 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/' || c == '?' ||
+            c == '#' || c == '%')
+            return 0;
+    }
+    return 1;
+}
+
+static void s_begin(engine_t *self)
+{
+    if (self->in_tx)
+        return;
+    if (store_begin(self->store) != 0) {
+        LOGE("store.error", "op=begin error=\"%s\"", store_errmsg(self->store));
+        self->store_failed = 1;
+    }
+    self->in_tx = 1;
+}
+
+static void s_store_check(engine_t *self, int rc, const char *op)
+{
+    if (rc != 0 && !self->store_failed) {
+        LOGE("store.error", "op=%s error=\"%s\"", op, store_errmsg(self->store));
+        self->store_failed = 1;
+    }
+}
+
+/* ---- the outbox ----------------------------------------------------------- */
+
+static void s_out_push(engine_t *self, uint64_t req, s_out_kind_t kind, const void *body,
+                       size_t len)
+{
+    if (self->out_len == self->out_cap) {
+        self->out_cap = self->out_cap ? self->out_cap * 2 : 256;
+        self->out = mem_realloc(self->out, self->out_cap * sizeof *self->out);
+    }
+    s_out_t *o = &self->out[self->out_len++];
+    o->req = req;
+    o->kind = kind;
+    o->off = self->outbuf.len;
+    o->len = len;
+    if (sbuf_cat(&self->outbuf, body, len) != 0)
+        LOGE("engine.outbox", "reason=full bytes=%zu", self->outbuf.len);
+}
+
+static void s_out_reply(engine_t *self, uint64_t req, unsigned status, const char *json,
+                        size_t len)
+{
+    mp_buf_reset(&self->mp);
+    orch_encode_reply(&self->mp, status, json, len);
+    s_out_push(self, req, S_OUT_REPLY, self->mp.data, self->mp.len);
+}
+
+static void s_out_error(engine_t *self, uint64_t req, unsigned status, const char *code,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void s_out_error(engine_t *self, uint64_t req, unsigned status, const char *code,
+                        const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sbuf_t j;
+    sbuf_init(&j, 4096);
+    sbuf_cats(&j, "{\"error\":{\"code\":");
+    sbuf_json_str(&j, code, strlen(code));
+    sbuf_cats(&j, ",\"message\":");
+    sbuf_json_str(&j, msg, strlen(msg));
+    sbuf_cats(&j, "}}");
+    s_out_reply(self, req, status, j.data, j.len);
+    sbuf_free(&j);
+}
+
+static void s_out_accepted(engine_t *self, uint64_t req, const char *json, size_t len)
+{
+    mp_buf_reset(&self->mp);
+    orch_encode_accepted(&self->mp, json, len);
+    s_out_push(self, req, S_OUT_STREAM, self->mp.data, self->mp.len);
+}
+
+static void s_out_fail(engine_t *self, uint64_t req, const char *code, const char *message)
+{
+    char buf[600];
+    int n = snprintf(buf, sizeof buf, "%s%c%s", code, '\0', message);
+    s_out_push(self, req, S_OUT_FAIL, buf, (size_t)n + 1);
+}
+
+/* Sends the outbox; called after the commit. */
+static void s_flush(engine_t *self)
+{
+    for (size_t i = 0; i < self->out_len; i++) {
+        s_out_t *o = &self->out[i];
+        const char *body = self->outbuf.data + o->off;
+        switch (o->kind) {
+        case S_OUT_STREAM:
+            worker_stream(self->worker, o->req, body, o->len);
+            break;
+        case S_OUT_REPLY:
+            worker_reply(self->worker, o->req, body, o->len);
+            break;
+        case S_OUT_FAIL:
+            worker_fail(self->worker, o->req, body, body + strlen(body) + 1);
+            break;
+        }
+    }
+    self->out_len = 0;
+    sbuf_reset(&self->outbuf);
+}
+
+/* ---- JSON of runs and events ---------------------------------------------- */
+
+static void s_json_run(sbuf_t *j, const char *run_id, const char *session_id,
+                       const char *agent_id, const char *status, const char *created_at,
+                       const char *ended_at)
+{
+    sbuf_cats(j, "{\"run_id\":");
+    sbuf_json_str(j, run_id, strlen(run_id));
+    sbuf_cats(j, ",\"session_id\":");
+    sbuf_json_str(j, session_id, strlen(session_id));
+    sbuf_cats(j, ",\"agent_id\":");
+    sbuf_json_str(j, agent_id, strlen(agent_id));
+    sbuf_cats(j, ",\"status\":");
+    sbuf_json_str(j, status, strlen(status));
+    sbuf_cats(j, ",\"created_at\":");
+    sbuf_json_str(j, created_at, strlen(created_at));
+    sbuf_cats(j, ",\"ended_at\":");
+    if (ended_at && *ended_at)
+        sbuf_json_str(j, ended_at, strlen(ended_at));
+    else
+        sbuf_cats(j, "null");
+    sbuf_cats(j, "}");
+}
+
+static void s_json_event(sbuf_t *j, int64_t event_id, const char *run_id, const char *session_id,
+                         uint64_t seq, const char *type, const char *payload,
+                         const char *created_at)
+{
+    sbuf_catf(j, "{\"event_id\":%lld,\"run_id\":", (long long)event_id);
+    sbuf_json_str(j, run_id, strlen(run_id));
+    sbuf_cats(j, ",\"session_id\":");
+    sbuf_json_str(j, session_id, strlen(session_id));
+    sbuf_catf(j, ",\"seq\":%llu,\"type\":", (unsigned long long)seq);
+    sbuf_json_str(j, type, strlen(type));
+    sbuf_cats(j, ",\"payload\":");
+    sbuf_cats(j, payload);
+    sbuf_cats(j, ",\"created_at\":");
+    sbuf_json_str(j, created_at, strlen(created_at));
+    sbuf_cats(j, "}");
+}
+
+/* ---- sessions --------------------------------------------------------------- */
+
+static session_t *s_session(engine_t *self, const char *id)
+{
+    session_t *s = zhashx_lookup(self->sessions, id);
+    if (!s) {
+        s = mem_alloc(sizeof *s);
+        s->id = mem_strdup(id);
+        zhashx_insert(self->sessions, id, s);
+    }
+    return s;
+}
+
+static void s_session_maybe_free(engine_t *self, session_t *s)
+{
+    if (s->running || s->qhead || s->watchers)
+        return;
+    zhashx_delete(self->sessions, s->id);
+    mem_free(s->id);
+    mem_free(s);
+}
+
+/* ---- events ----------------------------------------------------------------- */
+
+/* Writes one event of the run and queues it for every follower and watcher.
+ * payload: JSON text. */
+static void s_emit(engine_t *self, run_t *run, const char *type, const char *payload)
+{
+    char created_at[CLOCK_RFC3339_LEN];
+    s_now(created_at);
+    s_begin(self);
+    int64_t event_id = 0;
+    uint64_t seq = run->seq + 1;
+    s_store_check(self,
+                  store_event_append(self->store, run->run_id, seq, type, payload, created_at,
+                                     &event_id),
+                  "event_append");
+    run->seq = seq;
+    int terminal = strcmp(type, "run_done") == 0 || strcmp(type, "run_failed") == 0 ||
+                   strcmp(type, "run_cancelled") == 0;
+    sbuf_reset(&self->event);
+    s_json_event(&self->event, event_id, run->run_id, run->session->id, seq, type, payload,
+                 created_at);
+    orch_stream_t ev = {.run_id = {run->run_id, (uint32_t)strlen(run->run_id)},
+                        .session_id = {run->session->id, (uint32_t)strlen(run->session->id)},
+                        .type = {type, (uint32_t)strlen(type)},
+                        .seq = seq,
+                        .terminal = terminal,
+                        .json = {self->event.data, (uint32_t)self->event.len}};
+    mp_buf_reset(&self->mp);
+    if (orch_encode_event(&self->mp, &ev) != 0) {
+        LOGE("engine.event", "run=%s reason=event over the body maximum", run->run_id);
+        return;
+    }
+    for (follower_t *f = run->followers; f; f = f->next) {
+        if (seq >= f->next_seq) {
+            s_out_push(self, f->req, S_OUT_STREAM, self->mp.data, self->mp.len);
+            f->next_seq = seq + 1;
+        }
+    }
+    for (watcher_t *w = run->session->watchers; w; w = w->next)
+        s_out_push(self, w->req, S_OUT_STREAM, self->mp.data, self->mp.len);
+}
+
+static void s_run_json(engine_t *self, run_t *run, sbuf_t *j, const char *ended_at)
+{
+    s_json_run(j, run->run_id, run->session->id, run->agent_id, runfsm_name(run->status),
+               run->created_at, ended_at);
+}
+
+static void s_start_next(engine_t *self, session_t *s);
+
+/* Ends a run: the terminal event, the store row, the followers' replies. */
+static void s_run_end(engine_t *self, run_t *run, run_input_t input, const char *payload)
+{
+    run_status_t to;
+    if (run->ended || runfsm_next(run->status, input, &to) != 0) {
+        LOGW("run.illegal", "run=%s status=%s input=%d", run->run_id, runfsm_name(run->status),
+             (int)input);
+        return;
+    }
+    if (run->agent_req) {
+        hmap_del(self->agent_reqs, run->agent_req);
+        run->agent_req = 0;
+    }
+    session_t *s = run->session;
+    if (run->status == RUN_QUEUED) {
+        run_t **pp = &s->qhead;
+        while (*pp && *pp != run)
+            pp = &(*pp)->qnext;
+        if (*pp) {
+            *pp = run->qnext;
+            if (s->qtail == run) {
+                s->qtail = NULL;
+                for (run_t *q = s->qhead; q; q = q->qnext)
+                    s->qtail = q;
+            }
+        }
+    }
+    run->status = to;
+    s_emit(self, run, runfsm_terminal_event(to), payload);
+    char ended_at[CLOCK_RFC3339_LEN];
+    s_now(ended_at);
+    s_store_check(self, store_run_set_status(self->store, run->run_id, runfsm_name(to), ended_at),
+                  "run_set_status");
+    sbuf_reset(&self->json);
+    s_run_json(self, run, &self->json, ended_at);
+    for (follower_t *f = run->followers; f;) {
+        follower_t *next = f->next;
+        s_out_reply(self, f->req, 200, self->json.data, self->json.len);
+        hmap_del(self->follow_reqs, f->req);
+        mem_free(f);
+        f = next;
+    }
+    run->followers = NULL;
+    run->ended = 1;
+    run->next_ended = self->ended;
+    self->ended = run;
+    LOGI("run.end", "run=%s session=%s status=%s seq=%llu", run->run_id, s->id,
+         runfsm_name(to), (unsigned long long)run->seq);
+    if (s->running == run) {
+        s->running = NULL;
+        s_start_next(self, s);
+    }
+}
+
+static void s_run_fail(engine_t *self, run_t *run, const char *code, const char *message)
+{
+    sbuf_t p;
+    sbuf_init(&p, 4096);
+    sbuf_cats(&p, "{\"error\":{\"code\":");
+    sbuf_json_str(&p, code, strlen(code));
+    sbuf_cats(&p, ",\"message\":");
+    sbuf_json_str(&p, message, strlen(message));
+    sbuf_cats(&p, "}}");
+    s_run_end(self, run, RUN_FAIL, p.data);
+    sbuf_free(&p);
+}
+
+static void s_runs_free_ended(engine_t *self)
+{
+    while (self->ended) {
+        run_t *run = self->ended;
+        self->ended = run->next_ended;
+        zhashx_delete(self->runs, run->run_id);
+        session_t *s = run->session;
+        mem_free(run->agent_id);
+        mem_free(run->request_id);
+        mem_free(run->role);
+        mem_free(run->content);
+        mem_free(run);
+        s_session_maybe_free(self, s);
+    }
+}
+
+/* ---- agents ----------------------------------------------------------------- */
+
+typedef struct {
+    agent_msg_t *msgs;
+    uint32_t count, cap;
+} s_history_t;
+
+static int s_history_cb(void *arg, const char *role, const char *content, size_t content_len)
+{
+    s_history_t *h = arg;
+    if (h->count == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 16;
+        h->msgs = mem_realloc(h->msgs, h->cap * sizeof *h->msgs);
+    }
+    agent_msg_t *m = &h->msgs[h->count++];
+    m->role.ptr = mem_strdup(role);
+    m->role.len = (uint32_t)strlen(role);
+    m->content.ptr = mem_strndup(content, content_len);
+    m->content.len = (uint32_t)content_len;
+    return 0;
+}
+
+static void s_request_services(engine_t *self)
+{
+    if (self->services_req)
+        return;
+    self->services_req = worker_services(self->worker);
+    self->next_services = clock_mono_ms() + S_SERVICES_MS;
+}
+
+/* Sends the invoke to the agent; the run is running and has its first events. */
+static void s_invoke_agent(engine_t *self, run_t *run)
+{
+    char endpoint[AGENT_ENDPOINT_MAX + 1] = "";
+    char service[FRAME_SERVICE_MAX + 1];
+    int http = store_agent_endpoint(self->store, run->agent_id, endpoint, sizeof endpoint) == 0 &&
+               endpoint[0];
+    int native = zhashx_lookup(self->native, run->agent_id) != NULL;
+    if (!http && !native) {
+        if (!self->services_known) {
+            run->resolving = 1; /* ask the broker before calling it unknown */
+            s_request_services(self);
+            return;
+        }
+        char msg[256];
+        snprintf(msg, sizeof msg, "no agent '%s' is registered or served", run->agent_id);
+        s_run_fail(self, run, "unknown_agent", msg);
+        return;
+    }
+    if (http)
+        snprintf(service, sizeof service, "bridge");
+    else
+        snprintf(service, sizeof service, AGENT_SERVICE_PREFIX "%s", run->agent_id);
+    sbuf_reset(&self->json);
+    sbuf_cats(&self->json, "{\"agent_id\":");
+    sbuf_json_str(&self->json, run->agent_id, strlen(run->agent_id));
+    sbuf_cats(&self->json, "}");
+    s_emit(self, run, "agent_invoke_started", self->json.data);
+
+    s_history_t h = {0};
+    s_store_check(self,
+                  store_history(self->store, run->session->id, (size_t)self->cfg.history_max,
+                                s_history_cb, &h),
+                  "history");
+    agent_invoke_t inv = {
+        .run_id = {run->run_id, (uint32_t)strlen(run->run_id)},
+        .session_id = {run->session->id, (uint32_t)strlen(run->session->id)},
+        .agent_id = {run->agent_id, (uint32_t)strlen(run->agent_id)},
+        .input = {.role = {run->role, (uint32_t)strlen(run->role)},
+                  .content = {run->content, (uint32_t)run->content_len}},
+        .endpoint = {endpoint, http ? (uint32_t)strlen(endpoint) : 0},
+        .timeout_ms = (uint64_t)self->cfg.agent_timeout_ms,
+    };
+    mp_buf_t b;
+    mp_buf_init(&b, S_BODY_MAX);
+    /* Too much history for one body: keep the newest messages that fit. */
+    uint32_t skip = 0;
+    while (agent_encode_invoke(&b, &inv, h.msgs + skip, h.count - skip) != 0 && skip < h.count) {
+        mp_buf_reset(&b);
+        skip = skip + (h.count - skip + 1) / 2;
+    }
+    uint64_t req = b.overflow ? 0 : worker_request(self->worker, service, b.data, b.len);
+    int too_large = b.overflow;
+    mp_buf_free(&b);
+    for (uint32_t i = 0; i < h.count; i++) {
+        mem_free((void *)h.msgs[i].role.ptr);
+        mem_free((void *)h.msgs[i].content.ptr);
+    }
+    mem_free(h.msgs);
+    if (!req) {
+        s_run_fail(self, run, too_large ? "internal" : "agent_unavailable",
+                   too_large ? "the input is over the body maximum"
+                             : "the broker cannot be reached");
+        return;
+    }
+    run->agent_req = req;
+    run->deadline = clock_mono_ms() + self->cfg.agent_timeout_ms;
+    hmap_put(self->agent_reqs, req, run);
+}
+
+/* Starts a queued run: running, run_started, user_input, then the agent. */
+static void s_run_start(engine_t *self, run_t *run)
+{
+    run_status_t to;
+    if (runfsm_next(run->status, RUN_START, &to) != 0)
+        return;
+    session_t *s = run->session;
+    s->qhead = run->qnext;
+    if (!s->qhead)
+        s->qtail = NULL;
+    run->qnext = NULL;
+    s->running = run;
+    run->status = to;
+    s_begin(self);
+    s_store_check(self, store_run_set_status(self->store, run->run_id, "running", NULL),
+                  "run_set_status");
+    LOGI("run.start", "run=%s session=%s agent=%s", run->run_id, s->id, run->agent_id);
+    sbuf_reset(&self->json);
+    sbuf_cats(&self->json, "{\"agent_id\":");
+    sbuf_json_str(&self->json, run->agent_id, strlen(run->agent_id));
+    sbuf_cats(&self->json, "}");
+    s_emit(self, run, "run_started", self->json.data);
+    sbuf_reset(&self->json);
+    sbuf_cats(&self->json, "{\"message\":{\"role\":");
+    sbuf_json_str(&self->json, run->role, strlen(run->role));
+    sbuf_cats(&self->json, ",\"content\":");
+    sbuf_json_str(&self->json, run->content, run->content_len);
+    sbuf_cats(&self->json, "}}");
+    s_emit(self, run, "user_input", self->json.data);
+    s_invoke_agent(self, run);
+}
+
+static void s_start_next(engine_t *self, session_t *s)
+{
+    if (!s->running && s->qhead && !self->draining)
+        s_run_start(self, s->qhead);
+}
+
+/* ---- answers from agents ---------------------------------------------------- */
+
+static const char *s_map_agent_error(const char *code)
+{
+    static const char *passed[] = {"agent_unavailable", "agent_error", "agent_timeout",
+                                   "worker_lost", "unknown_agent", "internal"};
+    for (size_t i = 0; i < sizeof passed / sizeof *passed; i++)
+        if (strcmp(code, passed[i]) == 0)
+            return passed[i];
+    if (strcmp(code, "broker_lost") == 0)
+        return "worker_lost";
+    if (strcmp(code, "unknown_service") == 0 || strcmp(code, "overloaded") == 0 ||
+        strcmp(code, "worker_stopping") == 0)
+        return "agent_unavailable";
+    return "agent_error";
+}
+
+static void s_on_services(engine_t *self, const uint8_t *body, size_t len)
+{
+    mp_reader_t r;
+    mp_reader_init(&r, body, len);
+    uint32_t n;
+    if (mp_read_array(&r, &n))
+        return;
+    zhashx_purge(self->native);
+    self->bridge_workers = 0;
+    size_t plen = strlen(AGENT_SERVICE_PREFIX);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t fields, name_len;
+        const char *name;
+        uint64_t workers, skip;
+        if (mp_read_array(&r, &fields) || fields != 5 ||
+            mp_read_str(&r, &name, &name_len, FRAME_SERVICE_MAX) || mp_read_uint(&r, &workers) ||
+            mp_read_uint(&r, &skip) || mp_read_uint(&r, &skip) || mp_read_uint(&r, &skip))
+            return;
+        if (name_len == 6 && memcmp(name, "bridge", 6) == 0)
+            self->bridge_workers = (size_t)workers;
+        if (name_len > plen && memcmp(name, AGENT_SERVICE_PREFIX, plen) == 0 && workers > 0) {
+            char id[FRAME_SERVICE_MAX + 1];
+            memcpy(id, name + plen, name_len - plen);
+            id[name_len - plen] = '\0';
+            zhashx_insert(self->native, id, (void *)(uintptr_t)workers);
+        }
+    }
+    self->services_known = 1;
+    /* Runs that waited for this answer resolve now. */
+    zlistx_t *keys = zhashx_keys(self->runs);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        run_t *run = zhashx_lookup(self->runs, k);
+        if (run && run->resolving && !run->ended) {
+            run->resolving = 0;
+            s_invoke_agent(self, run);
+        }
+    }
+    zlistx_destroy(&keys);
+}
+
+static void s_on_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
+{
+    engine_t *self = arg;
+    run_t *run = hmap_get(self->agent_reqs, req);
+    if (!run) {
+        self->dropped_frames++;
+        return;
+    }
+    agent_str_t delta;
+    agent_err_t err = agent_decode_delta(body, len, &delta);
+    if (err) {
+        worker_cancel(w, req);
+        char msg[128];
+        snprintf(msg, sizeof msg, "the agent sent a bad delta: %s", agent_strerror(err));
+        s_run_fail(self, run, "agent_error", msg);
+        return;
+    }
+    run->deadline = clock_mono_ms() + self->cfg.agent_timeout_ms;
+    sbuf_reset(&self->json);
+    sbuf_cats(&self->json, "{\"delta\":");
+    sbuf_json_str(&self->json, delta.ptr, delta.len);
+    sbuf_cats(&self->json, "}");
+    if (self->json.overflow) {
+        worker_cancel(w, req);
+        s_run_fail(self, run, "agent_error", "the agent sent a delta over the maximum");
+        return;
+    }
+    s_emit(self, run, "agent_stream_delta", self->json.data);
+}
+
+static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
+{
+    engine_t *self = arg;
+    if (req == self->services_req) {
+        self->services_req = 0;
+        s_on_services(self, body, len);
+        return;
+    }
+    run_t *run = hmap_get(self->agent_reqs, req);
+    if (!run) {
+        self->dropped_frames++;
+        return;
+    }
+    hmap_del(self->agent_reqs, req);
+    run->agent_req = 0;
+    agent_msg_t out;
+    agent_err_t err = agent_decode_done(body, len, &out);
+    if (err) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the agent sent a bad final answer: %s", agent_strerror(err));
+        s_run_fail(self, run, "agent_error", msg);
+        return;
+    }
+    char *role = s_dup(&out.role);
+    char created_at[CLOCK_RFC3339_LEN];
+    s_now(created_at);
+    sbuf_t p;
+    sbuf_init(&p, S_JSON_MAX);
+    sbuf_cats(&p, "{\"output\":{\"role\":");
+    sbuf_json_str(&p, out.role.ptr, out.role.len);
+    sbuf_cats(&p, ",\"content\":");
+    sbuf_json_str(&p, out.content.ptr, out.content.len);
+    sbuf_cats(&p, "}}");
+    s_emit(self, run, "agent_invoke_done", p.data);
+    sbuf_free(&p);
+    s_store_check(self,
+                  store_message_append(self->store, run->session->id, run->run_id, run->role,
+                                       run->content, run->content_len, created_at),
+                  "message_append");
+    char *content = s_dup(&out.content);
+    s_store_check(self,
+                  store_message_append(self->store, run->session->id, run->run_id, role, content,
+                                       out.content.len, created_at),
+                  "message_append");
+    mem_free(content);
+    mem_free(role);
+    s_run_end(self, run, RUN_FINISH, "{}");
+    (void)w;
+}
+
+static void s_on_error(worker_t *w, uint64_t req, const char *code, const char *message,
+                       void *arg)
+{
+    engine_t *self = arg;
+    (void)w;
+    if (req == self->services_req) {
+        self->services_req = 0;
+        return;
+    }
+    run_t *run = hmap_get(self->agent_reqs, req);
+    if (!run)
+        return; /* cancelled by us, or ended */
+    hmap_del(self->agent_reqs, req);
+    run->agent_req = 0;
+    const char *mapped = s_map_agent_error(code);
+    char msg[600];
+    if (strcmp(code, "unknown_service") == 0)
+        snprintf(msg, sizeof msg, "no worker of agent '%s' is connected", run->agent_id);
+    else
+        snprintf(msg, sizeof msg, "%s", *message ? message : code);
+    s_run_fail(self, run, mapped, msg);
+}
+
+/* ---- requests from the edge ------------------------------------------------- */
+
+static run_t *s_find_by_request(session_t *s, const agent_str_t *request_id)
+{
+    if (!s)
+        return NULL;
+    if (s->running && s->running->request_id &&
+        strlen(s->running->request_id) == request_id->len &&
+        memcmp(s->running->request_id, request_id->ptr, request_id->len) == 0)
+        return s->running;
+    for (run_t *q = s->qhead; q; q = q->qnext)
+        if (q->request_id && strlen(q->request_id) == request_id->len &&
+            memcmp(q->request_id, request_id->ptr, request_id->len) == 0)
+            return q;
+    return NULL;
+}
+
+static void s_add_follower(engine_t *self, run_t *run, uint64_t req, uint64_t next_seq)
+{
+    follower_t *f = mem_alloc(sizeof *f);
+    f->req = req;
+    f->next_seq = next_seq;
+    f->next = run->followers;
+    run->followers = f;
+    hmap_put(self->follow_reqs, req, run);
+}
+
+typedef struct {
+    engine_t *self;
+    uint64_t req;
+    uint64_t last_seq;
+    sbuf_t *list;          /* events op: JSON array being built */
+    int count;
+} s_replay_t;
+
+static int s_replay_cb(void *arg, const store_event_t *e)
+{
+    s_replay_t *rp = arg;
+    engine_t *self = rp->self;
+    sbuf_reset(&self->json);
+    s_json_event(&self->json, e->event_id, e->run_id, e->session_id, e->seq, e->type,
+                 e->payload, e->created_at);
+    rp->last_seq = e->seq;
+    if (rp->list) {
+        if (rp->count++)
+            sbuf_cats(rp->list, ",");
+        sbuf_cat(rp->list, self->json.data, self->json.len);
+        return 0;
+    }
+    int terminal = strcmp(e->type, "run_done") == 0 || strcmp(e->type, "run_failed") == 0 ||
+                   strcmp(e->type, "run_cancelled") == 0;
+    orch_stream_t ev = {.run_id = {e->run_id, (uint32_t)strlen(e->run_id)},
+                        .session_id = {e->session_id, (uint32_t)strlen(e->session_id)},
+                        .type = {e->type, (uint32_t)strlen(e->type)},
+                        .seq = e->seq,
+                        .terminal = terminal,
+                        .json = {self->json.data, (uint32_t)self->json.len}};
+    mp_buf_reset(&self->mp);
+    if (orch_encode_event(&self->mp, &ev) == 0)
+        s_out_push(self, rp->req, S_OUT_STREAM, self->mp.data, self->mp.len);
+    return 0;
+}
+
+/* follow: stored events after after_seq, then live ones while the run runs. */
+static void s_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t after_seq)
+{
+    run_t *run = zhashx_lookup(self->runs, run_id);
+    store_run_t row;
+    if (!run) {
+        int rc = store_run_get(self->store, run_id, &row);
+        if (rc != 0) {
+            if (rc < 0)
+                s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+            else
+                s_out_error(self, req, 404, "unknown_run", "no run '%s'", run_id);
+            return;
+        }
+    }
+    sbuf_reset(&self->json);
+    if (run)
+        s_run_json(self, run, &self->json, NULL);
+    else
+        s_json_run(&self->json, row.run_id, row.session_id, row.agent_id, row.status,
+                   row.created_at, row.ended_at);
+    s_out_accepted(self, req, self->json.data, self->json.len);
+    s_replay_t rp = {self, req, after_seq, NULL, 0};
+    if (store_events_read(self->store, run_id, after_seq, 0, s_replay_cb, &rp) != 0) {
+        s_out_fail(self, req, "internal", store_errmsg(self->store));
+        return;
+    }
+    if (run) {
+        uint64_t next = (run->seq > after_seq ? run->seq : after_seq) + 1;
+        s_add_follower(self, run, req, next);
+        return;
+    }
+    sbuf_reset(&self->json);
+    s_json_run(&self->json, row.run_id, row.session_id, row.agent_id, row.status,
+               row.created_at, row.ended_at);
+    s_out_reply(self, req, 200, self->json.data, self->json.len);
+}
+
+static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    if (self->draining) {
+        s_out_error(self, req, 503, "unavailable", "the orchestrator is stopping");
+        return;
+    }
+    if (!s_valid_id(&q->session_id)) {
+        s_out_error(self, req, 400, "bad_request", "session_id must be 1 to 128 printable characters without quotes, slashes, '?', '#' or '%%'");
+        return;
+    }
+    if (q->agent_id.len == 0) {
+        s_out_error(self, req, 400, "bad_request", "agent_id is required");
+        return;
+    }
+    if (!s_valid_id(&q->agent_id)) {
+        s_out_error(self, req, 400, "bad_request", "agent_id is not a valid id");
+        return;
+    }
+    if (q->role.len == 0) {
+        s_out_error(self, req, 400, "bad_request", "input_message.role is required");
+        return;
+    }
+    if (q->request_id.len && !s_valid_id(&q->request_id)) {
+        s_out_error(self, req, 400, "bad_request", "request_id is not a valid id");
+        return;
+    }
+    int reject = 0;
+    if (q->if_busy.len) {
+        if (q->if_busy.len == 6 && memcmp(q->if_busy.ptr, "reject", 6) == 0)
+            reject = 1;
+        else if (!(q->if_busy.len == 7 && memcmp(q->if_busy.ptr, "enqueue", 7) == 0)) {
+            s_out_error(self, req, 400, "bad_request", "if_busy must be \"enqueue\" or \"reject\"");
+            return;
+        }
+    }
+    char *session_id = s_dup(&q->session_id);
+    session_t *s = zhashx_lookup(self->sessions, session_id);
+    if (q->request_id.len) {
+        run_t *prior = s_find_by_request(s, &q->request_id);
+        char found_id[IDS_MAX] = "";
+        if (prior) {
+            snprintf(found_id, sizeof found_id, "%s", prior->run_id);
+        } else {
+            char *rid = s_dup(&q->request_id);
+            int rc = store_run_by_request(self->store, session_id, rid, found_id, sizeof found_id);
+            mem_free(rid);
+            if (rc < 0) {
+                s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+                mem_free(session_id);
+                return;
+            }
+        }
+        if (found_id[0]) {
+            /* A retry: answer with the run it started, start nothing new. */
+            if (q->follow) {
+                s_follow(self, req, found_id, 0);
+            } else {
+                run_t *run = zhashx_lookup(self->runs, found_id);
+                store_run_t row;
+                sbuf_reset(&self->json);
+                if (run)
+                    s_run_json(self, run, &self->json, NULL);
+                else if (store_run_get(self->store, found_id, &row) == 0)
+                    s_json_run(&self->json, row.run_id, row.session_id, row.agent_id,
+                               row.status, row.created_at, row.ended_at);
+                s_out_reply(self, req, 200, self->json.data, self->json.len);
+            }
+            mem_free(session_id);
+            return;
+        }
+    }
+    if (reject && s && (s->running || s->qhead)) {
+        run_t *busy = s->running ? s->running : s->qhead;
+        sbuf_reset(&self->json);
+        sbuf_cats(&self->json, "{\"error\":{\"code\":\"busy\",\"message\":");
+        char msg[300];
+        snprintf(msg, sizeof msg, "session '%s' is busy with run %s", session_id, busy->run_id);
+        sbuf_json_str(&self->json, msg, strlen(msg));
+        sbuf_cats(&self->json, ",\"run_id\":");
+        sbuf_json_str(&self->json, busy->run_id, strlen(busy->run_id));
+        sbuf_cats(&self->json, "}}");
+        s_out_reply(self, req, 409, self->json.data, self->json.len);
+        mem_free(session_id);
+        return;
+    }
+    if (zhashx_size(self->runs) >= (size_t)self->cfg.runs_max) {
+        s_out_error(self, req, 503, "unavailable", "too many runs in progress");
+        mem_free(session_id);
+        return;
+    }
+    run_t *run = mem_alloc(sizeof *run);
+    ids_new("run_", run->run_id);
+    s = s_session(self, session_id);
+    mem_free(session_id);
+    run->session = s;
+    run->agent_id = s_dup(&q->agent_id);
+    run->request_id = q->request_id.len ? s_dup(&q->request_id) : NULL;
+    run->role = s_dup(&q->role);
+    run->content = s_dup(&q->content);
+    run->content_len = q->content.len;
+    run->status = RUN_QUEUED;
+    s_now(run->created_at);
+    zhashx_insert(self->runs, run->run_id, run);
+    s_begin(self);
+    s_store_check(self, store_session_ensure(self->store, s->id, run->created_at),
+                  "session_ensure");
+    s_store_check(self,
+                  store_run_insert(self->store, run->run_id, s->id, run->agent_id,
+                                   run->request_id, run->role, run->content, run->content_len,
+                                   run->created_at),
+                  "run_insert");
+    if (s->qtail)
+        s->qtail->qnext = run;
+    else
+        s->qhead = run;
+    s->qtail = run;
+    LOGD("run.accepted", "run=%s session=%s agent=%s", run->run_id, s->id, run->agent_id);
+    if (q->follow) {
+        sbuf_reset(&self->json);
+        s_run_json(self, run, &self->json, NULL);
+        s_out_accepted(self, req, self->json.data, self->json.len);
+        s_add_follower(self, run, req, 1);
+    }
+    int was_idle = !s->running;
+    s_start_next(self, s);
+    if (!q->follow) {
+        /* The run as accepted: running if it started, queued if it waits. */
+        sbuf_reset(&self->json);
+        s_json_run(&self->json, run->run_id, s->id, run->agent_id,
+                   run->ended ? runfsm_name(run->status) : (was_idle ? "running" : "queued"),
+                   run->created_at, NULL);
+        s_out_reply(self, req, 200, self->json.data, self->json.len);
+    }
+}
+
+static void s_op_watch(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    if (!s_valid_id(&q->session_id)) {
+        s_out_error(self, req, 400, "bad_request", "session_id is required");
+        return;
+    }
+    char *id = s_dup(&q->session_id);
+    session_t *s = s_session(self, id);
+    mem_free(id);
+    watcher_t *w = mem_alloc(sizeof *w);
+    w->req = req;
+    w->next = s->watchers;
+    s->watchers = w;
+    hmap_put(self->watch_reqs, req, s);
+    s_out_accepted(self, req, "{}", 2);
+}
+
+static void s_op_events(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    char *run_id = s_dup(&q->run_id);
+    store_run_t row;
+    int rc = q->run_id.len ? store_run_get(self->store, run_id, &row) : 1;
+    if (rc != 0) {
+        if (rc < 0)
+            s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+        else
+            s_out_error(self, req, 404, "unknown_run", "no run '%s'", run_id);
+        mem_free(run_id);
+        return;
+    }
+    uint64_t limit = q->limit ? q->limit : 1000;
+    if (limit > ORCH_LIMIT_MAX)
+        limit = ORCH_LIMIT_MAX;
+    sbuf_t list;
+    sbuf_init(&list, S_JSON_MAX);
+    sbuf_cats(&list, "{\"run_id\":");
+    sbuf_json_str(&list, run_id, strlen(run_id));
+    sbuf_cats(&list, ",\"events\":[");
+    s_replay_t rp = {self, req, q->after_seq, &list, 0};
+    if (store_events_read(self->store, run_id, q->after_seq, (size_t)limit, s_replay_cb, &rp) != 0)
+        s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+    else if (sbuf_cats(&list, "]}") != 0)
+        s_out_error(self, req, 413, "too_large", "the events are over the answer maximum; use a smaller limit");
+    else
+        s_out_reply(self, req, 200, list.data, list.len);
+    sbuf_free(&list);
+    mem_free(run_id);
+}
+
+static void s_op_run(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    char *run_id = s_dup(&q->run_id);
+    store_run_t row;
+    int rc = q->run_id.len ? store_run_get(self->store, run_id, &row) : 1;
+    if (rc < 0)
+        s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+    else if (rc > 0)
+        s_out_error(self, req, 404, "unknown_run", "no run '%s'", run_id);
+    else {
+        sbuf_reset(&self->json);
+        s_json_run(&self->json, row.run_id, row.session_id, row.agent_id, row.status,
+                   row.created_at, row.ended_at);
+        s_out_reply(self, req, 200, self->json.data, self->json.len);
+    }
+    mem_free(run_id);
+}
+
+typedef struct {
+    sbuf_t *j;
+    int count;
+} s_list_t;
+
+static int s_message_cb(void *arg, const store_message_t *m)
+{
+    s_list_t *l = arg;
+    if (l->count++)
+        sbuf_cats(l->j, ",");
+    sbuf_catf(l->j, "{\"message_id\":%lld,\"run_id\":", (long long)m->message_id);
+    sbuf_json_str(l->j, m->run_id, strlen(m->run_id));
+    sbuf_cats(l->j, ",\"role\":");
+    sbuf_json_str(l->j, m->role, strlen(m->role));
+    sbuf_cats(l->j, ",\"content\":");
+    sbuf_json_str(l->j, m->content, m->content_len);
+    sbuf_cats(l->j, ",\"created_at\":");
+    sbuf_json_str(l->j, m->created_at, strlen(m->created_at));
+    sbuf_cats(l->j, "}");
+    return 0;
+}
+
+static void s_op_messages(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    if (!s_valid_id(&q->session_id)) {
+        s_out_error(self, req, 400, "bad_request", "session_id is required");
+        return;
+    }
+    char *id = s_dup(&q->session_id);
+    uint64_t limit = q->limit ? q->limit : 1000;
+    if (limit > ORCH_LIMIT_MAX)
+        limit = ORCH_LIMIT_MAX;
+    sbuf_t j;
+    sbuf_init(&j, S_JSON_MAX);
+    sbuf_cats(&j, "{\"session_id\":");
+    sbuf_json_str(&j, id, strlen(id));
+    sbuf_cats(&j, ",\"messages\":[");
+    s_list_t l = {&j, 0};
+    if (store_messages_read(self->store, id, (size_t)limit, s_message_cb, &l) != 0)
+        s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+    else if (sbuf_cats(&j, "]}") != 0)
+        s_out_error(self, req, 413, "too_large", "the messages are over the answer maximum; use a smaller limit");
+    else
+        s_out_reply(self, req, 200, j.data, j.len);
+    sbuf_free(&j);
+    mem_free(id);
+}
+
+static void s_json_agent(sbuf_t *j, const store_agent_t *a, size_t workers)
+{
+    sbuf_cats(j, "{\"agent_id\":");
+    sbuf_json_str(j, a->agent_id, strlen(a->agent_id));
+    sbuf_cats(j, ",\"name\":");
+    sbuf_json_str(j, a->name, strlen(a->name));
+    sbuf_cats(j, ",\"endpoint\":");
+    sbuf_json_str(j, a->endpoint, strlen(a->endpoint));
+    sbuf_catf(j, ",\"kind\":\"http\",\"workers\":%zu,\"created_at\":", workers);
+    sbuf_json_str(j, a->created_at, strlen(a->created_at));
+    sbuf_cats(j, "}");
+}
+
+static int s_valid_endpoint(const agent_str_t *e)
+{
+    if (e->len < 8 || e->len > AGENT_ENDPOINT_MAX)
+        return 0;
+    size_t scheme = 0;
+    if (e->len > 7 && memcmp(e->ptr, "http://", 7) == 0)
+        scheme = 7;
+    else if (e->len > 8 && memcmp(e->ptr, "https://", 8) == 0)
+        scheme = 8;
+    if (!scheme || e->len == scheme)
+        return 0;
+    for (uint32_t i = 0; i < e->len; i++) {
+        unsigned char c = (unsigned char)e->ptr[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\')
+            return 0;
+    }
+    return e->ptr[scheme] != '/';
+}
+
+static void s_op_register(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    if (!s_valid_id(&q->agent_id)) {
+        s_out_error(self, req, 400, "bad_request", "agent_id must be 1 to 128 printable characters without quotes, slashes, '?', '#' or '%%'");
+        return;
+    }
+    if (!s_valid_endpoint(&q->endpoint)) {
+        s_out_error(self, req, 400, "bad_request", "endpoint must be an http:// or https:// URL");
+        return;
+    }
+    char *id = s_dup(&q->agent_id);
+    if (zhashx_lookup(self->native, id)) {
+        s_out_error(self, req, 409, "conflict", "agent '%s' is served by native workers", id);
+        mem_free(id);
+        return;
+    }
+    char *name = q->name.len ? s_dup(&q->name) : mem_strdup(id);
+    char *endpoint = s_dup(&q->endpoint);
+    while (strlen(endpoint) > 0 && endpoint[strlen(endpoint) - 1] == '/')
+        endpoint[strlen(endpoint) - 1] = '\0'; /* {endpoint}/invoke stays one slash */
+    char now[CLOCK_RFC3339_LEN];
+    s_now(now);
+    int created = 0;
+    s_begin(self);
+    int rc = store_agent_upsert(self->store, id, name, endpoint, now, &created);
+    store_agent_t a;
+    if (rc == 0)
+        rc = store_agent_get(self->store, id, &a);
+    if (rc != 0) {
+        s_store_check(self, -1, "agent_upsert");
+        s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+    } else {
+        sbuf_reset(&self->json);
+        s_json_agent(&self->json, &a, self->bridge_workers);
+        s_out_reply(self, req, created ? 201 : 200, self->json.data, self->json.len);
+        LOGI("agent.registered", "agent=%s endpoint=%s new=%d", id, endpoint, created);
+    }
+    mem_free(id);
+    mem_free(name);
+    mem_free(endpoint);
+}
+
+typedef struct {
+    s_list_t list;
+    size_t workers;
+} s_agents_t;
+
+static int s_agent_cb(void *arg, const store_agent_t *a)
+{
+    s_agents_t *l = arg;
+    if (l->list.count++)
+        sbuf_cats(l->list.j, ",");
+    s_json_agent(l->list.j, a, l->workers);
+    return 0;
+}
+
+static void s_op_agents(engine_t *self, uint64_t req)
+{
+    sbuf_t j;
+    sbuf_init(&j, S_JSON_MAX);
+    sbuf_cats(&j, "{\"agents\":[");
+    s_agents_t l = {{&j, 0}, self->bridge_workers};
+    for (void *v = zhashx_first(self->native); v; v = zhashx_next(self->native)) {
+        const char *id = zhashx_cursor(self->native);
+        if (l.list.count++)
+            sbuf_cats(&j, ",");
+        sbuf_cats(&j, "{\"agent_id\":");
+        sbuf_json_str(&j, id, strlen(id));
+        sbuf_cats(&j, ",\"name\":");
+        sbuf_json_str(&j, id, strlen(id));
+        sbuf_catf(&j, ",\"endpoint\":null,\"kind\":\"native\",\"workers\":%zu,\"created_at\":null}",
+                  (size_t)(uintptr_t)v);
+    }
+    if (store_agents_list(self->store, s_agent_cb, &l) != 0)
+        s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+    else {
+        sbuf_cats(&j, "]}");
+        s_out_reply(self, req, 200, j.data, j.len);
+    }
+    sbuf_free(&j);
+}
+
+static void s_op_cancel(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    char *run_id = s_dup(&q->run_id);
+    run_t *run = zhashx_lookup(self->runs, run_id);
+    if (run && !run->ended) {
+        if (run->agent_req) {
+            worker_cancel(self->worker, run->agent_req); /* tell the agent to stop */
+            hmap_del(self->agent_reqs, run->agent_req);
+            run->agent_req = 0;
+        }
+        run->resolving = 0;
+        s_run_end(self, run, RUN_CANCEL, "{}");
+        sbuf_reset(&self->json);
+        sbuf_cats(&self->json, "{\"run_id\":");
+        sbuf_json_str(&self->json, run_id, strlen(run_id));
+        sbuf_cats(&self->json, ",\"status\":\"cancelled\"}");
+        s_out_reply(self, req, 202, self->json.data, self->json.len);
+        mem_free(run_id);
+        return;
+    }
+    store_run_t row;
+    int rc = q->run_id.len ? store_run_get(self->store, run_id, &row) : 1;
+    if (rc < 0)
+        s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+    else if (rc > 0)
+        s_out_error(self, req, 404, "unknown_run", "no run '%s'", run_id);
+    else
+        s_out_error(self, req, 409, "conflict", "run '%s' has already ended (%s)", run_id,
+                    row.status);
+    mem_free(run_id);
+}
+
+static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t len, void *arg)
+{
+    engine_t *self = arg;
+    (void)w;
+    orch_request_t q;
+    agent_err_t err = orch_decode_request(body, len, &q);
+    if (err) {
+        s_out_fail(self, id, "bad_request", agent_strerror(err));
+        return;
+    }
+#define S_OP(name) (q.op.len == strlen(name) && memcmp(q.op.ptr, name, q.op.len) == 0)
+    if (S_OP("invoke")) {
+        s_op_invoke(self, id, &q);
+    } else if (S_OP("watch")) {
+        s_op_watch(self, id, &q);
+    } else if (S_OP("follow")) {
+        char *run_id = s_dup(&q.run_id);
+        s_follow(self, id, run_id, q.after_seq);
+        mem_free(run_id);
+    } else if (S_OP("events")) {
+        s_op_events(self, id, &q);
+    } else if (S_OP("run")) {
+        s_op_run(self, id, &q);
+    } else if (S_OP("messages")) {
+        s_op_messages(self, id, &q);
+    } else if (S_OP("register")) {
+        s_op_register(self, id, &q);
+    } else if (S_OP("agents")) {
+        s_op_agents(self, id);
+    } else if (S_OP("cancel")) {
+        s_op_cancel(self, id, &q);
+    } else if (S_OP("health")) {
+        const char *ok = "{\"status\":\"ok\",\"store\":\"ok\"}";
+        s_out_reply(self, id, 200, ok, strlen(ok));
+    } else {
+        s_out_error(self, id, 400, "bad_request", "unknown op '%.*s'", (int)q.op.len, q.op.ptr);
+    }
+#undef S_OP
+}
+
+/* A requester stopped following (cancelled, or the link dropped). */
+static void s_on_cancel(worker_t *w, uint64_t id, void *arg)
+{
+    engine_t *self = arg;
+    (void)w;
+    session_t *s = hmap_del(self->watch_reqs, id);
+    if (s) {
+        for (watcher_t **pp = &s->watchers; *pp; pp = &(*pp)->next) {
+            if ((*pp)->req == id) {
+                watcher_t *dead = *pp;
+                *pp = dead->next;
+                mem_free(dead);
+                break;
+            }
+        }
+        s_session_maybe_free(self, s);
+        return;
+    }
+    run_t *run = hmap_del(self->follow_reqs, id);
+    if (run) {
+        for (follower_t **pp = &run->followers; *pp; pp = &(*pp)->next) {
+            if ((*pp)->req == id) {
+                follower_t *dead = *pp;
+                *pp = dead->next;
+                mem_free(dead);
+                break;
+            }
+        }
+    }
+    /* Queued answers for this request are refused by the library: harmless. */
+}
+
+static void s_on_link(worker_t *w, int up, void *arg)
+{
+    engine_t *self = arg;
+    (void)w;
+    LOGI(up ? "broker.up" : "broker.lost", "endpoint=%s", self->cfg.broker);
+    self->services_known = 0;
+    self->services_req = 0;
+    if (up)
+        s_request_services(self);
+}
+
+/* ---- the loop --------------------------------------------------------------- */
+
+/* Ends the turn: commit, then send (or fail what the turn touched). */
+static int s_end_turn(engine_t *self)
+{
+    if (self->in_tx) {
+        int rc = self->store_failed ? -1 : store_commit(self->store);
+        self->in_tx = 0;
+        if (rc != 0) {
+            if (!self->store_failed)
+                LOGE("store.error", "op=commit error=\"%s\"", store_errmsg(self->store));
+            store_rollback(self->store);
+            self->store_failed = 0;
+            /* Nothing of the turn is persisted: its answers must not go out.
+             * Every requester waiting in this turn learns it failed. */
+            hmap_t *failed = hmap_new(1u << 24);
+            for (size_t i = 0; i < self->out_len; i++) {
+                uint64_t req = self->out[i].req;
+                if (!hmap_get(failed, req)) {
+                    hmap_put(failed, req, (void *)1);
+                    worker_fail(self->worker, req, "internal", "the store could not commit");
+                }
+            }
+            hmap_destroy(&failed);
+            self->out_len = 0;
+            sbuf_reset(&self->outbuf);
+            return -1;
+        }
+    }
+    s_flush(self);
+    s_runs_free_ended(self);
+    return 0;
+}
+
+static void s_tick(engine_t *self, int64_t now)
+{
+    zlistx_t *keys = zhashx_keys(self->runs);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        run_t *run = zhashx_lookup(self->runs, k);
+        if (run && !run->ended && run->agent_req && now >= run->deadline) {
+            worker_cancel(self->worker, run->agent_req);
+            hmap_del(self->agent_reqs, run->agent_req);
+            run->agent_req = 0;
+            char msg[128];
+            snprintf(msg, sizeof msg, "the agent sent nothing for %ld ms",
+                     self->cfg.agent_timeout_ms);
+            s_run_fail(self, run, "agent_timeout", msg);
+        }
+    }
+    zlistx_destroy(&keys);
+    if (now >= self->next_services && worker_linked(self->worker))
+        s_request_services(self);
+}
+
+static void s_fail_all(engine_t *self, const char *message)
+{
+    zlistx_t *keys = zhashx_keys(self->runs);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        run_t *run = zhashx_lookup(self->runs, k);
+        if (!run || run->ended)
+            continue;
+        if (run->agent_req) {
+            worker_cancel(self->worker, run->agent_req);
+            hmap_del(self->agent_reqs, run->agent_req);
+            run->agent_req = 0;
+        }
+        s_run_fail(self, run, "internal", message);
+    }
+    zlistx_destroy(&keys);
+}
+
+int engine_run(engine_t *self, volatile sig_atomic_t *stop)
+{
+    zmq_pollitem_t item = {worker_socket(self->worker), 0, ZMQ_POLLIN, 0};
+    int64_t drain_until = 0;
+    for (;;) {
+        int64_t now = clock_mono_ms();
+        if (*stop && !self->draining) {
+            self->draining = 1;
+            drain_until = now + self->cfg.drain_ms;
+            LOGI("engine.draining", "runs=%zu drain_ms=%ld", zhashx_size(self->runs),
+                 self->cfg.drain_ms);
+        }
+        if (self->draining && (zhashx_size(self->runs) == 0 || now >= drain_until))
+            break;
+        long timeout = worker_timeout_ms(self->worker);
+        long until_tick = (long)(self->next_tick - now);
+        if (until_tick < timeout)
+            timeout = until_tick < 0 ? 0 : until_tick;
+        if (zmq_poll(&item, 1, timeout) < 0 && errno != EINTR) {
+            LOGE("engine.poll", "error=%s", zmq_strerror(errno));
+            return -1;
+        }
+        while (worker_process(self->worker) > 0) {
+            if (self->outbuf.len > S_OUT_MAX / 2)
+                break; /* commit and send before taking more */
+        }
+        now = clock_mono_ms();
+        if (now >= self->next_tick) {
+            s_tick(self, now);
+            self->next_tick = now + S_TICK_MS;
+        }
+        s_end_turn(self);
+    }
+    s_fail_all(self, "the orchestrator stopped before the run ended");
+    s_end_turn(self);
+    /* Watchers: their streams end with the process. */
+    size_t pos = 0;
+    uint64_t key;
+    void *value;
+    while (hmap_next(self->watch_reqs, &pos, &key, &value) == 0)
+        worker_fail(self->worker, key, "unavailable", "the orchestrator is stopping");
+    return 0;
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+/* Ends the runs a crash left unfinished with run_failed/internal. */
+static int s_recover_cb(void *arg, const store_run_t *row, uint64_t last_seq)
+{
+    engine_t *self = arg;
+    char now[CLOCK_RFC3339_LEN];
+    s_now(now);
+    const char *payload =
+        "{\"error\":{\"code\":\"internal\",\"message\":\"the orchestrator restarted before the run ended\"}}";
+    int64_t event_id;
+    if (store_event_append(self->store, row->run_id, last_seq + 1, "run_failed", payload, now,
+                           &event_id) != 0 ||
+        store_run_set_status(self->store, row->run_id, "failed", now) != 0)
+        return -1;
+    LOGW("run.recovered", "run=%s session=%s status=failed was=%s", row->run_id,
+         row->session_id, row->status);
+    return 0;
+}
+
+engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
+{
+    engine_t *self = mem_alloc(sizeof *self);
+    self->cfg = *cfg;
+    self->store = store_new(cfg->db, cfg->durability_full ? STORE_FULL : STORE_NORMAL, err, errlen);
+    if (!self->store) {
+        mem_free(self);
+        return NULL;
+    }
+    if (store_begin(self->store) != 0 ||
+        store_runs_unfinished(self->store, s_recover_cb, self) != 0 ||
+        store_commit(self->store) != 0) {
+        snprintf(err, errlen, "cannot recover unfinished runs in '%s': %s", cfg->db,
+                 store_errmsg(self->store));
+        store_destroy(&self->store);
+        mem_free(self);
+        return NULL;
+    }
+    worker_handlers_t h = {.on_request = s_on_request,
+                           .on_cancel = s_on_cancel,
+                           .on_stream = s_on_stream,
+                           .on_reply = s_on_reply,
+                           .on_error = s_on_error,
+                           .on_link = s_on_link};
+    worker_config_t wc = {.endpoint = cfg->broker,
+                          .service = "orchestrator",
+                          .capacity = FRAME_CAPACITY_MAX,
+                          .heartbeat_ms = cfg->heartbeat_ms,
+                          .body_max = S_BODY_MAX};
+    self->worker = worker_new(&wc, &h, self, err, errlen);
+    if (!self->worker) {
+        store_destroy(&self->store);
+        mem_free(self);
+        return NULL;
+    }
+    self->runs = zhashx_new();
+    self->sessions = zhashx_new();
+    self->native = zhashx_new();
+    self->agent_reqs = hmap_new(1000000);
+    self->follow_reqs = hmap_new(1000000);
+    self->watch_reqs = hmap_new(1000000);
+    sbuf_init(&self->outbuf, S_OUT_MAX);
+    sbuf_init(&self->json, S_JSON_MAX);
+    sbuf_init(&self->event, S_JSON_MAX);
+    mp_buf_init(&self->mp, S_JSON_MAX + 4096);
+    self->next_tick = clock_mono_ms() + S_TICK_MS;
+    return self;
+}
+
+void engine_destroy(engine_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    engine_t *self = *self_p;
+    /* Runs still in memory (only if engine_run was not called to the end). */
+    zlistx_t *keys = zhashx_keys(self->runs);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        run_t *run = zhashx_lookup(self->runs, k);
+        for (follower_t *f = run->followers; f;) {
+            follower_t *next = f->next;
+            mem_free(f);
+            f = next;
+        }
+        run->followers = NULL;
+        run->ended = 1;
+        run->next_ended = self->ended;
+        self->ended = run;
+        if (run->session->running == run)
+            run->session->running = NULL;
+        run->session->qhead = run->session->qtail = NULL;
+    }
+    zlistx_destroy(&keys);
+    s_runs_free_ended(self);
+    keys = zhashx_keys(self->sessions);
+    for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
+        session_t *s = zhashx_lookup(self->sessions, k);
+        for (watcher_t *w = s->watchers; w;) {
+            watcher_t *next = w->next;
+            mem_free(w);
+            w = next;
+        }
+        mem_free(s->id);
+        mem_free(s);
+    }
+    zlistx_destroy(&keys);
+    zhashx_destroy(&self->runs);
+    zhashx_destroy(&self->sessions);
+    zhashx_destroy(&self->native);
+    hmap_destroy(&self->agent_reqs);
+    hmap_destroy(&self->follow_reqs);
+    hmap_destroy(&self->watch_reqs);
+    worker_destroy(&self->worker);
+    store_destroy(&self->store);
+    sbuf_free(&self->outbuf);
+    sbuf_free(&self->json);
+    sbuf_free(&self->event);
+    mp_buf_free(&self->mp);
+    mem_free(self->out);
+    mem_free(self);
+    *self_p = NULL;
+}

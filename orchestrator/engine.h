@@ -1,0 +1,34 @@
+/* engine: the orchestrator. Serves the `orchestrator` service over the
+ * broker (proto/ORCHESTRATOR.md), owns the runs' state machine and the
+ * store, invokes agents (native `agent.<id>` workers or the `bridge` for
+ * HTTP agents) and streams every event to the requesters that follow it.
+ *
+ * One thread, one loop: wait on the broker link, handle what is ready, then
+ * at the end of the turn commit the turn's writes in one transaction and only
+ * then send what the turn produced (persist, then send). */
+#ifndef MAP_ENGINE_H
+#define MAP_ENGINE_H
+#include <signal.h>
+
+typedef struct engine_t engine_t;
+
+typedef struct {
+    const char *broker;        /* broker endpoint */
+    const char *db;            /* SQLite path */
+    int durability_full;       /* 1: fsync every commit */
+    long agent_timeout_ms;     /* no frame from the agent for this long: agent_timeout */
+    long heartbeat_ms;         /* broker heartbeat */
+    long history_max;          /* messages of history sent with an invoke */
+    long drain_ms;             /* on stop: time given to running runs */
+    long runs_max;             /* runs in memory (queued + running) */
+} engine_config_t;
+
+/* Opens the store (recovering runs a crash left unfinished) and connects.
+ * Returns NULL with one sentence in err on a bad database or endpoint. */
+engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen);
+void engine_destroy(engine_t **self_p);
+/* Runs until *stop; then drains (drain_ms) and fails what is left with a
+ * terminal event. Returns 0, or -1 on a fatal store error. */
+int engine_run(engine_t *self, volatile sig_atomic_t *stop);
+
+#endif

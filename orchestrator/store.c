@@ -1,0 +1,578 @@
+/* store: SQLite behind the store_* interface.
+ *
+ * Schema versions live in PRAGMA user_version and migrate forward one step
+ * at a time, each step in its own transaction:
+ *   1  the first schema: sessions, runs, events, messages, agents
+ *   2  idempotent invokes (runs.request_id, unique per session), agents'
+ *      updated_at, the index recovery reads runs by
+ *
+ * Why these choices:
+ *   - events.event_id is the rowid: global, increasing, free to assign.
+ *     (run_id, seq) is unique, which is also the index replay reads.
+ *   - WAL with synchronous=NORMAL survives a process crash (what a client was
+ *     shown was committed first); FULL adds an fsync per commit for power
+ *     loss. Batching a loop turn per transaction matters far more than the
+ *     sync mode (LIBRARIES.md).
+ *   - Hot statements are prepared once and reset after each use.
+ *   - Opening checks the file for real (reads the schema, switches to WAL,
+ *     which writes), so a corrupt or read-only file fails at start with a
+ *     sentence naming it, not at the first event. */
+#include "store.h"
+
+#include "common/mem.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef enum {
+    S_SESSION_ENSURE,
+    S_RUN_INSERT,
+    S_RUN_STATUS,
+    S_RUN_STATUS_ENDED,
+    S_EVENT_APPEND,
+    S_MESSAGE_APPEND,
+    S_RUN_GET,
+    S_RUN_BY_REQUEST,
+    S_EVENTS_READ,
+    S_MESSAGES_READ,
+    S_AGENT_GET,
+    S_AGENT_INSERT,
+    S_AGENT_UPDATE,
+    S_STMT_COUNT
+} s_stmt_id_t;
+
+static const char *s_sql[S_STMT_COUNT] = {
+    [S_SESSION_ENSURE] = "INSERT OR IGNORE INTO sessions(session_id, created_at) VALUES(?1, ?2)",
+    [S_RUN_INSERT] = "INSERT INTO runs(run_id, session_id, agent_id, status, request_id, "
+                     "input_role, input_content, created_at) VALUES(?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7)",
+    [S_RUN_STATUS] = "UPDATE runs SET status = ?2 WHERE run_id = ?1",
+    [S_RUN_STATUS_ENDED] = "UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id = ?1",
+    [S_EVENT_APPEND] = "INSERT INTO events(run_id, seq, type, payload, created_at) "
+                       "VALUES(?1, ?2, ?3, ?4, ?5)",
+    [S_MESSAGE_APPEND] = "INSERT INTO messages(session_id, run_id, role, content, created_at) "
+                         "VALUES(?1, ?2, ?3, ?4, ?5)",
+    [S_RUN_GET] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
+                  "created_at, COALESCE(ended_at, '') FROM runs WHERE run_id = ?1",
+    [S_RUN_BY_REQUEST] = "SELECT run_id FROM runs WHERE session_id = ?1 AND request_id = ?2",
+    [S_EVENTS_READ] = "SELECT e.event_id, e.run_id, r.session_id, e.seq, e.type, e.payload, "
+                      "e.created_at FROM events e JOIN runs r ON r.run_id = e.run_id "
+                      "WHERE e.run_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
+    [S_MESSAGES_READ] = "SELECT message_id, run_id, role, content, created_at FROM "
+                        "(SELECT * FROM messages WHERE session_id = ?1 "
+                        "ORDER BY message_id DESC LIMIT ?2) ORDER BY message_id",
+    [S_AGENT_GET] = "SELECT agent_id, name, endpoint, created_at, updated_at FROM agents "
+                    "WHERE agent_id = ?1",
+    [S_AGENT_INSERT] = "INSERT INTO agents(agent_id, name, endpoint, created_at, updated_at) "
+                       "VALUES(?1, ?2, ?3, ?4, ?4)",
+    [S_AGENT_UPDATE] = "UPDATE agents SET name = ?2, endpoint = ?3, updated_at = ?4 "
+                       "WHERE agent_id = ?1",
+};
+
+/* Migration i brings a database from version i to i + 1. */
+static const char *s_migrations[] = {
+    /* 0 → 1: the first schema. */
+    "CREATE TABLE sessions(session_id TEXT PRIMARY KEY, created_at TEXT NOT NULL);"
+    "CREATE TABLE runs(run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, agent_id TEXT NOT NULL,"
+    " status TEXT NOT NULL, input_role TEXT NOT NULL, input_content TEXT NOT NULL,"
+    " created_at TEXT NOT NULL, ended_at TEXT);"
+    "CREATE INDEX runs_session ON runs(session_id, created_at);"
+    "CREATE TABLE events(event_id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " type TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, UNIQUE(run_id, seq));"
+    "CREATE TABLE messages(message_id INTEGER PRIMARY KEY, session_id TEXT NOT NULL,"
+    " run_id TEXT NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, created_at TEXT NOT NULL);"
+    "CREATE INDEX messages_session ON messages(session_id, message_id);"
+    "CREATE TABLE agents(agent_id TEXT PRIMARY KEY, name TEXT NOT NULL, endpoint TEXT NOT NULL,"
+    " created_at TEXT NOT NULL);",
+    /* 1 → 2: idempotent invokes, agent updates, recovery's index. */
+    "ALTER TABLE runs ADD COLUMN request_id TEXT;"
+    "CREATE UNIQUE INDEX runs_request ON runs(session_id, request_id) WHERE request_id IS NOT NULL;"
+    "CREATE INDEX runs_status ON runs(status);"
+    "ALTER TABLE agents ADD COLUMN updated_at TEXT;"
+    "UPDATE agents SET updated_at = created_at;",
+};
+
+struct store_t {
+    sqlite3 *db;
+    char *path;
+    sqlite3_stmt *stmts[S_STMT_COUNT];
+    char errmsg[512];
+};
+
+static int s_fail(store_t *self, const char *what)
+{
+    int code = sqlite3_extended_errcode(self->db);
+    const char *hint = "";
+    switch (code & 0xff) {
+    case SQLITE_FULL: hint = " (the disk is full)"; break;
+    case SQLITE_READONLY: hint = " (the file or its directory is read-only)"; break;
+    case SQLITE_CORRUPT: case SQLITE_NOTADB: hint = " (the file is damaged or not a database)"; break;
+    case SQLITE_IOERR: hint = " (an I/O error)"; break;
+    case SQLITE_CANTOPEN: hint = " (does its directory exist and is it writable?)"; break;
+    default: break;
+    }
+    snprintf(self->errmsg, sizeof self->errmsg, "database '%s': %s: %s%s", self->path, what,
+             sqlite3_errmsg(self->db), hint);
+    return -1;
+}
+
+const char *store_errmsg(const store_t *self)
+{
+    return self->errmsg;
+}
+
+static int s_exec(store_t *self, const char *sql, const char *what)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(self->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        sqlite3_free(msg);
+        return s_fail(self, what);
+    }
+    return 0;
+}
+
+static sqlite3_stmt *s_stmt(store_t *self, s_stmt_id_t id)
+{
+    sqlite3_stmt *st = self->stmts[id];
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return st;
+}
+
+/* Steps a statement that returns no row. */
+static int s_done(store_t *self, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : s_fail(self, what);
+}
+
+static void s_text(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void s_copy(char *dst, size_t cap, sqlite3_stmt *st, int col)
+{
+    const char *v = (const char *)sqlite3_column_text(st, col);
+    snprintf(dst, cap, "%s", v ? v : "");
+}
+
+int store_schema_version(store_t *self)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(self->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return s_fail(self, "reading the schema version");
+    int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int s_migrate(store_t *self)
+{
+    int version = store_schema_version(self);
+    if (version < 0)
+        return -1;
+    if (version > STORE_SCHEMA_VERSION) {
+        snprintf(self->errmsg, sizeof self->errmsg,
+                 "database '%s' has schema version %d, newer than this build's %d", self->path,
+                 version, STORE_SCHEMA_VERSION);
+        return -1;
+    }
+    for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
+        if (s_exec(self, "BEGIN IMMEDIATE", "starting a migration") != 0)
+            return -1;
+        if (s_exec(self, s_migrations[v], "migrating the schema") != 0 ||
+            s_exec(self, sql, "recording the schema version") != 0) {
+            s_exec(self, "ROLLBACK", "rolling back a migration");
+            return -1;
+        }
+        if (s_exec(self, "COMMIT", "committing a migration") != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ./data/map.db works on a fresh checkout: make the last directory only. */
+static void s_make_parent(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return;
+    *slash = '\0';
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        mkdir(dir, 0755); /* failure shows up as the open's error */
+}
+
+store_t *store_new(const char *path, store_durability_t durability, char *err, size_t errlen)
+{
+    if (!path || !*path) {
+        snprintf(err, errlen, "the database path is empty");
+        return NULL;
+    }
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(err, errlen, "database '%s' is a directory, not a file", path);
+        return NULL;
+    }
+    s_make_parent(path);
+    store_t *self = mem_alloc(sizeof *self);
+    self->path = mem_strdup(path);
+    int rc = sqlite3_open_v2(path, &self->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        if (self->db)
+            s_fail(self, "cannot open");
+        else
+            snprintf(self->errmsg, sizeof self->errmsg, "database '%s': cannot open", path);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(self->db, 1);
+    sqlite3_busy_timeout(self->db, 5000);
+    if (s_exec(self, "PRAGMA journal_mode = WAL", "switching to WAL") != 0)
+        goto fail;
+    if (s_exec(self, durability == STORE_FULL ? "PRAGMA synchronous = FULL"
+                                              : "PRAGMA synchronous = NORMAL",
+               "setting durability") != 0)
+        goto fail;
+    s_exec(self, "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY", "setting pragmas");
+    /* A write proves the file can be written (a read-only file fails here). */
+    if (s_exec(self, "BEGIN IMMEDIATE; COMMIT", "checking the file can be written") != 0)
+        goto fail;
+    if (s_migrate(self) != 0)
+        goto fail;
+    for (int i = 0; i < S_STMT_COUNT; i++) {
+        if (sqlite3_prepare_v3(self->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                               &self->stmts[i], NULL) != SQLITE_OK) {
+            s_fail(self, "preparing statements");
+            goto fail;
+        }
+    }
+    return self;
+fail:
+    snprintf(err, errlen, "%s", self->errmsg);
+    store_destroy(&self);
+    return NULL;
+}
+
+void store_destroy(store_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    store_t *self = *self_p;
+    for (int i = 0; i < S_STMT_COUNT; i++)
+        sqlite3_finalize(self->stmts[i]);
+    if (self->db)
+        sqlite3_close(self->db); /* the last connection checkpoints the WAL */
+    mem_free(self->path);
+    mem_free(self);
+    *self_p = NULL;
+}
+
+int store_begin(store_t *self)
+{
+    return s_exec(self, "BEGIN", "beginning a transaction");
+}
+
+int store_commit(store_t *self)
+{
+    return s_exec(self, "COMMIT", "committing");
+}
+
+void store_rollback(store_t *self)
+{
+    if (!sqlite3_get_autocommit(self->db))
+        sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int store_session_ensure(store_t *self, const char *session_id, const char *created_at)
+{
+    sqlite3_stmt *st = s_stmt(self, S_SESSION_ENSURE);
+    s_text(st, 1, session_id);
+    s_text(st, 2, created_at);
+    return s_done(self, st, "writing a session");
+}
+
+int store_run_insert(store_t *self, const char *run_id, const char *session_id,
+                     const char *agent_id, const char *request_id, const char *role,
+                     const char *content, size_t content_len, const char *created_at)
+{
+    sqlite3_stmt *st = s_stmt(self, S_RUN_INSERT);
+    s_text(st, 1, run_id);
+    s_text(st, 2, session_id);
+    s_text(st, 3, agent_id);
+    s_text(st, 4, request_id);
+    s_text(st, 5, role);
+    sqlite3_bind_text(st, 6, content, (int)content_len, SQLITE_STATIC);
+    s_text(st, 7, created_at);
+    return s_done(self, st, "writing a run");
+}
+
+int store_run_set_status(store_t *self, const char *run_id, const char *status,
+                         const char *ended_at)
+{
+    sqlite3_stmt *st = s_stmt(self, ended_at ? S_RUN_STATUS_ENDED : S_RUN_STATUS);
+    s_text(st, 1, run_id);
+    s_text(st, 2, status);
+    if (ended_at)
+        s_text(st, 3, ended_at);
+    return s_done(self, st, "writing a run's status");
+}
+
+int store_event_append(store_t *self, const char *run_id, uint64_t seq, const char *type,
+                       const char *payload, const char *created_at, int64_t *event_id)
+{
+    sqlite3_stmt *st = s_stmt(self, S_EVENT_APPEND);
+    s_text(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
+    s_text(st, 3, type);
+    s_text(st, 4, payload);
+    s_text(st, 5, created_at);
+    if (s_done(self, st, "writing an event") != 0)
+        return -1;
+    *event_id = sqlite3_last_insert_rowid(self->db);
+    return 0;
+}
+
+int store_message_append(store_t *self, const char *session_id, const char *run_id,
+                         const char *role, const char *content, size_t content_len,
+                         const char *created_at)
+{
+    sqlite3_stmt *st = s_stmt(self, S_MESSAGE_APPEND);
+    s_text(st, 1, session_id);
+    s_text(st, 2, run_id);
+    s_text(st, 3, role);
+    sqlite3_bind_text(st, 4, content, (int)content_len, SQLITE_STATIC);
+    s_text(st, 5, created_at);
+    return s_done(self, st, "writing a message");
+}
+
+static void s_run_row(sqlite3_stmt *st, store_run_t *out)
+{
+    s_copy(out->run_id, sizeof out->run_id, st, 0);
+    s_copy(out->session_id, sizeof out->session_id, st, 1);
+    s_copy(out->agent_id, sizeof out->agent_id, st, 2);
+    s_copy(out->status, sizeof out->status, st, 3);
+    s_copy(out->request_id, sizeof out->request_id, st, 4);
+    s_copy(out->created_at, sizeof out->created_at, st, 5);
+    s_copy(out->ended_at, sizeof out->ended_at, st, 6);
+}
+
+int store_run_get(store_t *self, const char *run_id, store_run_t *out)
+{
+    sqlite3_stmt *st = s_stmt(self, S_RUN_GET);
+    s_text(st, 1, run_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        s_run_row(st, out);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? 1 : s_fail(self, "reading a run");
+}
+
+int store_run_by_request(store_t *self, const char *session_id, const char *request_id,
+                         char *out, size_t outlen)
+{
+    sqlite3_stmt *st = s_stmt(self, S_RUN_BY_REQUEST);
+    s_text(st, 1, session_id);
+    s_text(st, 2, request_id);
+    out[0] = '\0';
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        s_copy(out, outlen, st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : s_fail(self, "reading a run by request");
+}
+
+int store_events_read(store_t *self, const char *run_id, uint64_t after_seq, size_t limit,
+                      int (*cb)(void *arg, const store_event_t *e), void *arg)
+{
+    sqlite3_stmt *st = s_stmt(self, S_EVENTS_READ);
+    s_text(st, 1, run_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)after_seq);
+    sqlite3_bind_int64(st, 3, limit ? (sqlite3_int64)limit : -1);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_event_t e = {
+            .event_id = sqlite3_column_int64(st, 0),
+            .run_id = (const char *)sqlite3_column_text(st, 1),
+            .session_id = (const char *)sqlite3_column_text(st, 2),
+            .seq = (uint64_t)sqlite3_column_int64(st, 3),
+            .type = (const char *)sqlite3_column_text(st, 4),
+            .payload = (const char *)sqlite3_column_text(st, 5),
+            .created_at = (const char *)sqlite3_column_text(st, 6),
+        };
+        if (cb(arg, &e) != 0) {
+            sqlite3_reset(st);
+            snprintf(self->errmsg, sizeof self->errmsg, "reading events: stopped by the reader");
+            return -1;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : s_fail(self, "reading events");
+}
+
+int store_messages_read(store_t *self, const char *session_id, size_t limit,
+                        int (*cb)(void *arg, const store_message_t *m), void *arg)
+{
+    sqlite3_stmt *st = s_stmt(self, S_MESSAGES_READ);
+    s_text(st, 1, session_id);
+    sqlite3_bind_int64(st, 2, limit ? (sqlite3_int64)limit : -1);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_message_t m = {
+            .message_id = sqlite3_column_int64(st, 0),
+            .run_id = (const char *)sqlite3_column_text(st, 1),
+            .role = (const char *)sqlite3_column_text(st, 2),
+            .content = (const char *)sqlite3_column_text(st, 3),
+            .content_len = (size_t)sqlite3_column_bytes(st, 3),
+            .created_at = (const char *)sqlite3_column_text(st, 4),
+        };
+        if (cb(arg, &m) != 0) {
+            sqlite3_reset(st);
+            snprintf(self->errmsg, sizeof self->errmsg, "reading messages: stopped by the reader");
+            return -1;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : s_fail(self, "reading messages");
+}
+
+typedef struct {
+    int (*cb)(void *arg, const char *role, const char *content, size_t len);
+    void *arg;
+} s_history_t;
+
+static int s_history_cb(void *arg, const store_message_t *m)
+{
+    s_history_t *h = arg;
+    return h->cb(h->arg, m->role, m->content, m->content_len);
+}
+
+int store_history(store_t *self, const char *session_id, size_t max,
+                  int (*cb)(void *arg, const char *role, const char *content, size_t len),
+                  void *arg)
+{
+    if (max == 0)
+        return 0;
+    s_history_t h = {cb, arg};
+    return store_messages_read(self, session_id, max, s_history_cb, &h);
+}
+
+static void s_agent_row(sqlite3_stmt *st, store_agent_t *a)
+{
+    s_copy(a->agent_id, sizeof a->agent_id, st, 0);
+    s_copy(a->name, sizeof a->name, st, 1);
+    s_copy(a->endpoint, sizeof a->endpoint, st, 2);
+    s_copy(a->created_at, sizeof a->created_at, st, 3);
+    s_copy(a->updated_at, sizeof a->updated_at, st, 4);
+}
+
+int store_agent_get(store_t *self, const char *agent_id, store_agent_t *out)
+{
+    sqlite3_stmt *st = s_stmt(self, S_AGENT_GET);
+    s_text(st, 1, agent_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        s_agent_row(st, out);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? 1 : s_fail(self, "reading an agent");
+}
+
+int store_agent_upsert(store_t *self, const char *agent_id, const char *name,
+                       const char *endpoint, const char *now, int *created)
+{
+    sqlite3_stmt *st = s_stmt(self, S_AGENT_UPDATE);
+    s_text(st, 1, agent_id);
+    s_text(st, 2, name);
+    s_text(st, 3, endpoint);
+    s_text(st, 4, now);
+    if (s_done(self, st, "updating an agent") != 0)
+        return -1;
+    *created = sqlite3_changes(self->db) == 0;
+    if (!*created)
+        return 0;
+    st = s_stmt(self, S_AGENT_INSERT);
+    s_text(st, 1, agent_id);
+    s_text(st, 2, name);
+    s_text(st, 3, endpoint);
+    s_text(st, 4, now);
+    return s_done(self, st, "writing an agent");
+}
+
+int store_agent_endpoint(store_t *self, const char *agent_id, char *buf, size_t buflen)
+{
+    store_agent_t a;
+    int rc = store_agent_get(self, agent_id, &a);
+    if (rc == 0)
+        snprintf(buf, buflen, "%s", a.endpoint);
+    return rc;
+}
+
+int store_agents_list(store_t *self, int (*cb)(void *arg, const store_agent_t *a), void *arg)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(self->db,
+                           "SELECT agent_id, name, endpoint, created_at, updated_at FROM agents "
+                           "ORDER BY agent_id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return s_fail(self, "listing agents");
+    int rc;
+    store_agent_t a;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        s_agent_row(st, &a);
+        if (cb(arg, &a) != 0)
+            break;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "listing agents");
+}
+
+int store_runs_unfinished(store_t *self,
+                          int (*cb)(void *arg, const store_run_t *run, uint64_t last_seq),
+                          void *arg)
+{
+    /* Collect first: the callback writes to the rows being read. */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(self->db,
+                           "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''),"
+                           " created_at, COALESCE(ended_at, ''),"
+                           " (SELECT COALESCE(MAX(seq), 0) FROM events e WHERE e.run_id = r.run_id)"
+                           " FROM runs r WHERE status IN ('queued', 'running') ORDER BY created_at",
+                           -1, &st, NULL) != SQLITE_OK)
+        return s_fail(self, "listing unfinished runs");
+    store_run_t *runs = NULL;
+    uint64_t *seqs = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            runs = mem_realloc(runs, cap * sizeof *runs);
+            seqs = mem_realloc(seqs, cap * sizeof *seqs);
+        }
+        s_run_row(st, &runs[n]);
+        seqs[n++] = (uint64_t)sqlite3_column_int64(st, 7);
+    }
+    sqlite3_finalize(st);
+    int result = rc == SQLITE_DONE ? 0 : s_fail(self, "listing unfinished runs");
+    for (size_t i = 0; i < n && result == 0; i++)
+        if (cb(arg, &runs[i], seqs[i]) != 0)
+            result = -1;
+    mem_free(runs);
+    mem_free(seqs);
+    return result;
+}

@@ -1,0 +1,117 @@
+/* store: the orchestrator's database (SPEC §6), one module behind a small
+ * interface so that another backend (PostgreSQL) can follow without touching
+ * the run logic. SQLite here: WAL, prepared statements, group commit.
+ *
+ * Writes happen between store_begin and store_commit (one transaction per
+ * loop turn); a failed commit is rolled back whole, so no half-written turn
+ * survives. Reads may run inside or outside a transaction.
+ *
+ * Every function returns 0, or -1 with the reason in store_errmsg (one
+ * sentence naming the file for I/O errors). Lookups return 1 for "not found".
+ * Strings handed to callbacks are valid only during the call. */
+#ifndef MAP_STORE_H
+#define MAP_STORE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_SCHEMA_VERSION 2
+
+typedef struct store_t store_t;
+typedef enum { STORE_NORMAL = 0, STORE_FULL = 1 } store_durability_t;
+
+typedef struct {
+    char run_id[129];
+    char session_id[129];
+    char agent_id[129];
+    char status[16];      /* queued, running, done, failed, cancelled */
+    char request_id[129]; /* "" when none */
+    char created_at[32];
+    char ended_at[32];    /* "" while not ended */
+} store_run_t;
+
+typedef struct {
+    int64_t event_id;
+    const char *run_id;
+    const char *session_id;
+    uint64_t seq;
+    const char *type;
+    const char *payload;  /* JSON text */
+    const char *created_at;
+} store_event_t;
+
+typedef struct {
+    int64_t message_id;
+    const char *run_id;
+    const char *role;
+    const char *content;
+    size_t content_len;
+    const char *created_at;
+} store_message_t;
+
+typedef struct {
+    char agent_id[129];
+    char name[257];
+    char endpoint[2049];
+    char created_at[32];
+    char updated_at[32];
+} store_agent_t;
+
+/* Opens (creating it and, if missing, its last directory), sets WAL and the
+ * durability (NORMAL: survives a process crash; FULL: fsync each commit),
+ * checks the file and migrates it to STORE_SCHEMA_VERSION. NULL + err when
+ * the path is bad, the file is not a database or cannot be written. */
+store_t *store_new(const char *path, store_durability_t durability, char *err, size_t errlen);
+void store_destroy(store_t **self_p);
+const char *store_errmsg(const store_t *self);
+int store_schema_version(store_t *self); /* the file's version, -1 on error */
+
+int store_begin(store_t *self);
+int store_commit(store_t *self);   /* on failure the caller rolls back */
+void store_rollback(store_t *self);
+
+int store_session_ensure(store_t *self, const char *session_id, const char *created_at);
+int store_run_insert(store_t *self, const char *run_id, const char *session_id,
+                     const char *agent_id, const char *request_id /* NULL: none */,
+                     const char *role, const char *content, size_t content_len,
+                     const char *created_at);
+/* ended_at NULL leaves it unset. */
+int store_run_set_status(store_t *self, const char *run_id, const char *status,
+                         const char *ended_at);
+/* OUT event_id: the new event's global id (increasing). */
+int store_event_append(store_t *self, const char *run_id, uint64_t seq, const char *type,
+                       const char *payload, const char *created_at, int64_t *event_id);
+int store_message_append(store_t *self, const char *session_id, const char *run_id,
+                         const char *role, const char *content, size_t content_len,
+                         const char *created_at);
+
+/* 0 and *out filled, 1 when unknown. */
+int store_run_get(store_t *self, const char *run_id, store_run_t *out);
+/* The run a (session, request_id) started: 0 with out filled, or 0 with
+ * out[0] == '\0' when none. */
+int store_run_by_request(store_t *self, const char *session_id, const char *request_id,
+                         char *out, size_t outlen);
+/* Events with seq > after_seq in seq order, at most limit (0: all). */
+int store_events_read(store_t *self, const char *run_id, uint64_t after_seq, size_t limit,
+                      int (*cb)(void *arg, const store_event_t *e), void *arg);
+/* The last `limit` messages of the session, oldest first. */
+int store_messages_read(store_t *self, const char *session_id, size_t limit,
+                        int (*cb)(void *arg, const store_message_t *m), void *arg);
+/* The session's last `max` messages oldest first, for an agent's history. */
+int store_history(store_t *self, const char *session_id, size_t max,
+                  int (*cb)(void *arg, const char *role, const char *content, size_t len),
+                  void *arg);
+
+/* OUT created: 1 when the agent is new, 0 when it was updated. */
+int store_agent_upsert(store_t *self, const char *agent_id, const char *name,
+                       const char *endpoint, const char *now, int *created);
+int store_agent_get(store_t *self, const char *agent_id, store_agent_t *out); /* 0, 1, -1 */
+/* 0 with the endpoint in buf, 1 when no HTTP agent has that id. */
+int store_agent_endpoint(store_t *self, const char *agent_id, char *buf, size_t buflen);
+int store_agents_list(store_t *self, int (*cb)(void *arg, const store_agent_t *a), void *arg);
+
+/* Runs left queued or running (a crash), with the last seq each wrote. */
+int store_runs_unfinished(store_t *self,
+                          int (*cb)(void *arg, const store_run_t *run, uint64_t last_seq),
+                          void *arg);
+
+#endif

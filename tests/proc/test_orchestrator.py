@@ -1,0 +1,379 @@
+"""Process-level tests of the orchestrator (issue 4): real map-broker,
+map-orchestrator and map-echo processes on loopback, driven over the
+broker with the documented protocol (mapclient.py)."""
+import json
+import signal
+import sqlite3
+import threading
+import time
+
+import msgpack
+import pytest
+
+from mapclient import (CANCEL, ERROR, REPLY, REQUEST, STREAM, V, Orch, Peer, Stack,
+                       wait_until)
+
+TERMINAL = ("run_done", "run_failed", "run_cancelled")
+
+
+@pytest.fixture
+def stack(request):
+    s = Stack(echo_workers=2)
+    yield s
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print(s.procs.logs())
+    s.close()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def invoke(c, session, agent, content, **kw):
+    return c.call("invoke", session_id=session, agent_id=agent, role="user", content=content, **kw)
+
+
+def check_run_events(events, run_id):
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), events
+    ids = [e["event_id"] for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(e["run_id"] == run_id for e in events)
+    assert sum(e["type"] in TERMINAL for e in events) == 1
+    assert events[-1]["type"] in TERMINAL
+    for e in events:
+        assert e["created_at"].endswith("Z") and len(e["created_at"]) == 24
+
+
+class FakeAgent(threading.Thread):
+    """A worker of service agent.<name> whose behaviour the test chooses."""
+
+    def __init__(self, endpoint, name, behave):
+        super().__init__(daemon=True)
+        self.peer = Peer(endpoint, "agent." + name, 4)
+        self.behave = behave
+        self.seen = []
+        self.cancels = []
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            try:
+                h, body = self.peer.recv(timeout=0.2)
+            except TimeoutError:
+                continue
+            if h[1] == REQUEST:
+                inv = msgpack.unpackb(body)
+                self.seen.append(inv)
+                self.behave(self, h[2], inv)
+            elif h[1] == CANCEL:
+                self.cancels.append(h[2])
+
+    def stream(self, rid, delta):
+        self.peer.send([V, STREAM, rid], {"delta": delta})
+
+    def done(self, rid, content):
+        self.peer.send([V, REPLY, rid], {"output": {"role": "assistant", "content": content}})
+
+
+def test_invoke_streams_persisted_events_in_order(stack):
+    c = stack.client()
+    stack.wait_agent(c, "echo")
+    rid = invoke(c, "s1", "echo", "hello big  world", follow=True)
+    status, run = c.reply(rid)
+    assert status == 200 and run["status"] == "done" and run["ended_at"]
+    acc = c.accepted(rid)
+    assert acc["run_id"] == run["run_id"] and acc["session_id"] == "s1"
+    events = c.events(rid)
+    check_run_events(events, run["run_id"])
+    types = [e["type"] for e in events]
+    assert types[:3] == ["run_started", "user_input", "agent_invoke_started"]
+    assert types[-2:] == ["agent_invoke_done", "run_done"]
+    assert events[0]["payload"] == {"agent_id": "echo"}
+    assert events[1]["payload"] == {"message": {"role": "user", "content": "hello big  world"}}
+    deltas = [e["payload"]["delta"] for e in events if e["type"] == "agent_stream_delta"]
+    assert deltas == ["hello", " big", "  world"]
+    assert events[-2]["payload"] == {"output": {"role": "assistant", "content": "hello big  world"}}
+    # The same events, replayed from the store, are identical.
+    status, doc = c.reply(c.call("events", run_id=run["run_id"]))
+    assert status == 200 and doc["events"] == events
+    status, doc = c.reply(c.call("events", run_id=run["run_id"], after_seq=2, limit=3))
+    assert doc["events"] == events[2:5]
+    f = c.call("follow", run_id=run["run_id"], after_seq=4)
+    c.reply(f)
+    assert c.events(f) == events[4:]
+    # Messages: the input and the output, oldest first.
+    status, doc = c.reply(c.call("messages", session_id="s1"))
+    assert [(m["role"], m["content"]) for m in doc["messages"]] == [
+        ("user", "hello big  world"), ("assistant", "hello big  world")]
+    assert all(m["run_id"] == run["run_id"] for m in doc["messages"])
+    status, got = c.reply(c.call("run", run_id=run["run_id"]))
+    assert got == run
+
+
+def test_history_reaches_the_agent(stack):
+    def behave(agent, rid, inv):
+        agent.done(rid, json.dumps(inv["history"]))
+    agent = FakeAgent(stack.endpoint, "hist", behave)
+    agent.start()
+    c = stack.client()
+    stack.wait_agent(c, "hist")
+    status, first = c.reply(invoke(c, "h1", "hist", "first question", follow=True))
+    assert first["status"] == "done"
+    status, second = c.reply(invoke(c, "h1", "hist", "second question", follow=True))
+    assert agent.seen[0]["history"] == []
+    assert agent.seen[1]["history"] == [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "[]"}]
+    assert agent.seen[1]["input"] == {"role": "user", "content": "second question"}
+    assert agent.seen[1]["session_id"] == "h1" and agent.seen[1]["run_id"] == second["run_id"]
+    agent.stop = True
+
+
+def test_runs_of_a_session_run_one_at_a_time_in_order():
+    s = Stack(echo_workers=1, echo_delay_ms=30)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        w = c.call("watch", session_id="q1")
+        sent = [invoke(c, "q1", "echo", "one two three %d" % i) for i in range(4)]
+        runs = []
+        for rid in sent:
+            status, run = c.reply(rid)
+            assert status == 200
+            runs.append(run)
+        assert runs[0]["status"] == "running"
+        assert all(r["status"] == "queued" for r in runs[1:])
+        def all_ended():
+            ev = c.events(w)
+            return sum(e["type"] in TERMINAL for e in ev) == 4 or c.pump(5) and False
+        wait_until(all_ended, timeout=20, what="four runs to end")
+        ev = c.events(w)
+        order = [(e["run_id"], e["type"]) for e in ev if e["type"] in ("run_started",) + TERMINAL]
+        expected = []
+        for r in runs:
+            expected += [(r["run_id"], "run_started"), (r["run_id"], "run_done")]
+        assert order == expected
+        for r in runs:
+            check_run_events([e for e in ev if e["run_id"] == r["run_id"]], r["run_id"])
+        # Each run saw the history of the one before: messages grow in order.
+        status, doc = c.reply(c.call("messages", session_id="q1"))
+        assert [m["content"] for m in doc["messages"] if m["role"] == "user"] == [
+            "one two three %d" % i for i in range(4)]
+    finally:
+        s.close()
+
+
+def test_busy_reject_names_the_running_run():
+    s = Stack(echo_workers=1, echo_delay_ms=100)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        status, first = c.reply(invoke(c, "b2", "echo", "a b c d e f g h"))
+        status, doc = c.reply(invoke(c, "b2", "echo", "hi", if_busy="reject"))
+        assert status == 409 and doc["error"]["code"] == "busy"
+        assert doc["error"]["run_id"] == first["run_id"]
+        assert first["run_id"] in doc["error"]["message"]
+        # Nothing was created for the refused invoke.
+        db = sqlite3.connect(s.db)
+        assert db.execute("select count(*) from runs where session_id='b2'").fetchone()[0] == 1
+    finally:
+        s.close()
+
+
+def test_repeated_request_id_returns_the_same_run(stack):
+    c = stack.client()
+    stack.wait_agent(c, "echo")
+    status, a = c.reply(invoke(c, "r1", "echo", "once", request_id="c1"))
+    status, b = c.reply(invoke(c, "r1", "echo", "once", request_id="c1"))
+    assert a["run_id"] == b["run_id"]
+    f = invoke(c, "r1", "echo", "once", request_id="c1", follow=True)
+    status, run = c.reply(f)
+    assert run["run_id"] == a["run_id"] and run["status"] == "done"
+    check_run_events(c.events(f), a["run_id"])
+    # Another session may use the same request id for its own run.
+    status, other = c.reply(invoke(c, "r2", "echo", "once", request_id="c1"))
+    assert other["run_id"] != a["run_id"]
+    db = sqlite3.connect(stack.db)
+    assert db.execute("select count(*) from runs where session_id='r1'").fetchone()[0] == 1
+
+
+def test_unknown_agent_fails_the_run(stack):
+    c = stack.client()
+    stack.wait_agent(c, "echo")
+    rid = invoke(c, "u1", "nobody", "hi", follow=True)
+    status, run = c.reply(rid)
+    assert run["status"] == "failed"
+    events = c.events(rid)
+    check_run_events(events, run["run_id"])
+    assert [e["type"] for e in events] == ["run_started", "user_input", "run_failed"]
+    assert events[-1]["payload"]["error"]["code"] == "unknown_agent"
+
+
+def test_agent_timeout():
+    s = Stack(echo_workers=0, orch_args=("--agent-timeout-ms", "400"))
+    try:
+        agent = FakeAgent(s.endpoint, "mute", lambda a, rid, inv: None)
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "mute")
+        rid = invoke(c, "t1", "mute", "hello?", follow=True)
+        status, run = c.reply(rid)
+        assert run["status"] == "failed"
+        events = c.events(rid)
+        assert events[-1]["payload"]["error"]["code"] == "agent_timeout"
+        check_run_events(events, run["run_id"])
+        wait_until(lambda: agent.cancels, timeout=5, what="the agent to be told to stop")
+        agent.stop = True
+    finally:
+        s.close()
+
+
+def test_worker_lost():
+    s = Stack(echo_workers=0)
+    try:
+        victim = s.start_echo(500)
+        c = s.client()
+        s.wait_agent(c, "echo")
+        rid = invoke(c, "w1", "echo", "a b c d e f g h i j", follow=True)
+        wait_until(lambda: any(e["type"] == "agent_stream_delta" for e in c.events(rid))
+                   or c.pump(5) and False, timeout=10, what="a delta")
+        s.procs.kill(victim)
+        status, run = c.reply(rid, timeout=10)
+        events = c.events(rid)
+        assert run["status"] == "failed"
+        assert events[-1]["payload"]["error"]["code"] == "worker_lost"
+        check_run_events(events, run["run_id"])
+    finally:
+        s.close()
+
+
+def test_cancel_running_and_queued():
+    s = Stack(echo_workers=0)
+    try:
+        seen = []
+        agent = FakeAgent(s.endpoint, "slow", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "slow")
+        running = invoke(c, "c1", "slow", "go", follow=True)
+        queued = invoke(c, "c1", "slow", "later", follow=True)
+        wait_until(lambda: c.accepted(queued) or c.pump(5) and False, what="second accepted")
+        q_id = c.accepted(queued)["run_id"]
+        r_id = c.accepted(running)["run_id"]
+        status, doc = c.reply(c.call("cancel", run_id=q_id))
+        assert status == 202 and doc["status"] == "cancelled"
+        status, run = c.reply(queued)
+        assert run["status"] == "cancelled"
+        assert [e["type"] for e in c.events(queued)] == ["run_cancelled"]
+        status, doc = c.reply(c.call("cancel", run_id=r_id))
+        assert status == 202
+        status, run = c.reply(running)
+        assert run["status"] == "cancelled"
+        events = c.events(running)
+        check_run_events(events, r_id)
+        assert events[-1]["type"] == "run_cancelled" and events[-1]["payload"] == {}
+        wait_until(lambda: agent.cancels, timeout=5, what="the agent to be told to stop")
+        # Cancelling again: the run has ended.
+        status, doc = c.reply(c.call("cancel", run_id=r_id))
+        assert status == 409 and doc["error"]["code"] == "conflict"
+        status, doc = c.reply(c.call("cancel", run_id="run_nope"))
+        assert status == 404 and doc["error"]["code"] == "unknown_run"
+        agent.stop = True
+    finally:
+        s.close()
+
+
+def test_bad_requests_are_answered_and_change_nothing(stack):
+    c = stack.client()
+    stack.wait_agent(c, "echo")
+    # Not a map, unknown key, wrong type: ERROR bad_request from the orchestrator.
+    for body in (b"\x01", msgpack.packb({"op": "run", "nope": 1}), msgpack.packb({"op": 5})):
+        rid = c.peer.request("orchestrator", body)
+        got = c.wait_final(rid)
+        assert got[-1][0] == ERROR and got[-1][1]["code"] == "bad_request"
+    status, doc = c.reply(c.call("frobnicate"))
+    assert status == 400 and doc["error"]["code"] == "bad_request"
+    status, doc = c.reply(c.call("invoke", session_id="x1", role="user", content="hi"))
+    assert status == 400 and "agent_id" in doc["error"]["message"]
+    status, doc = c.reply(invoke(c, "bad/session", "echo", "hi"))
+    assert status == 400
+    status, doc = c.reply(invoke(c, "x1", "echo", "hi", if_busy="maybe"))
+    assert status == 400
+    status, doc = c.reply(c.call("run", run_id="run_unknown"))
+    assert status == 404 and doc["error"]["code"] == "unknown_run"
+    status, doc = c.reply(c.call("events", run_id="run_unknown"))
+    assert status == 404
+    status, doc = c.reply(c.call("follow", run_id="run_unknown"))
+    assert status == 404
+    status, doc = c.reply(c.call("messages", session_id="never-seen"))
+    assert status == 200 and doc["messages"] == []
+    db = sqlite3.connect(stack.db)
+    assert db.execute("select count(*) from runs").fetchone()[0] == 0
+
+
+def test_agent_registry(stack):
+    c = stack.client()
+    stack.wait_agent(c, "echo", workers=2)
+    status, a = c.reply(c.call("register", agent_id="ext", name="Ext", endpoint="http://127.0.0.1:9/"))
+    assert status == 201 and a["kind"] == "http" and a["endpoint"] == "http://127.0.0.1:9"
+    status, b = c.reply(c.call("register", agent_id="ext", name="Ext 2", endpoint="http://127.0.0.1:10"))
+    assert status == 200 and b["name"] == "Ext 2" and b["created_at"] == a["created_at"]
+    status, doc = c.reply(c.call("register", agent_id="echo", name="x", endpoint="http://127.0.0.1:9"))
+    assert status == 409 and doc["error"]["code"] == "conflict"
+    for bad in ("ftp://x", "http://", "not a url", "http:///path"):
+        status, doc = c.reply(c.call("register", agent_id="bad", name="b", endpoint=bad))
+        assert status == 400, bad
+    status, doc = c.reply(c.call("agents"))
+    by_id = {x["agent_id"]: x for x in doc["agents"]}
+    assert by_id["echo"]["kind"] == "native" and by_id["echo"]["workers"] == 2
+    assert by_id["ext"]["kind"] == "http" and by_id["ext"]["name"] == "Ext 2"
+    assert "bad" not in by_id
+
+
+def test_crash_recovery_loses_no_shown_event():
+    s = Stack(echo_workers=2, echo_delay_ms=20)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo", workers=2)
+        text = " ".join("w%d" % i for i in range(60))
+        reqs = [invoke(c, "crash%d" % i, "echo", text, follow=True) for i in range(50)]
+        # Let them stream for a while, then kill -9 the orchestrator.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                c.pump(0.2)
+            except TimeoutError:
+                pass
+        s.procs.kill(s.orch, signal.SIGKILL)
+        # Drain what was already on its way.
+        while True:
+            try:
+                c.pump(0.5)
+            except TimeoutError:
+                break
+        shown = {}
+        for r in reqs:
+            for e in c.events(r):
+                shown.setdefault(e["run_id"], []).append(e)
+        assert sum(len(v) for v in shown.values()) > 100, "the runs did not stream"
+        s.orch = s.start_orchestrator()
+        c2 = s.client()
+        s.wait_agent(c2, "echo", workers=2)
+        for run_id, events in shown.items():
+            status, doc = c2.reply(c2.call("events", run_id=run_id, limit=10000), timeout=20)
+            stored = doc["events"]
+            check_run_events(stored, run_id)
+            by_seq = {e["seq"]: e for e in stored}
+            for e in events:
+                assert by_seq[e["seq"]] == e, "shown event not stored as shown"
+            status, run = c2.reply(c2.call("run", run_id=run_id))
+            assert run["status"] in ("done", "failed")
+            if run["status"] == "failed":
+                assert stored[-1]["payload"]["error"]["code"] == "internal"
+        db = sqlite3.connect(s.db)
+        assert db.execute("select count(*) from runs where status in ('queued','running')").fetchone()[0] == 0
+    finally:
+        s.close()
