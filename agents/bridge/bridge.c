@@ -10,8 +10,8 @@
  *   curl_multi_poll(worker fd)    until the nearest of: curl's timeout, the
  *                                  worker's heartbeat, an xfer's deadline
  *   curl_multi_perform            (header/write callbacks feed the relays,
- *                                  which stream, reply or fail at once)
- *   reap finished transfers
+ *                                  whose deltas and replies go to the outbox)
+ *   reap finished transfers, send the outbox (see "the outbox" below)
  *
  * Ownership: the bridge owns every xfer; `live` maps the worker's request id
  * to the xfer until its final answer (done or fail) has been sent. A
@@ -146,8 +146,8 @@ static void s_flush(bridge_t *b)
     mp_buf_reset(&b->out);
 }
 
-/* Encodes one body with enc into the outbox. Returns 0, or -1 when it does
- * not fit even in an empty outbox. */
+/* Encodes a delta (reply 0) or a done body (reply 1, with role) into the
+ * outbox. Returns 0, or -1 when it does not fit even in an empty outbox. */
 static int s_queue(bridge_t *b, uint64_t id, int reply, const char *role, const char *text, size_t len)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
