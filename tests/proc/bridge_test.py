@@ -421,7 +421,10 @@ def test_sigterm_fails_in_flight_with_worker_stopping():
         assert bridge.wait(timeout=WAIT) == 0, procs.log(bridge)
         stop = [l for l in procs.log(bridge).splitlines() if " bridge.stop " in l]
         assert stop and "invokes=6 done=5 failed=1" in stop[0], procs.log(bridge)
-        assert "connects=2" in stop[0], stop[0]  # demo: one, reused; slow: one
+        # Without reuse: 6. The demo's five share one connection, or two when
+        # the next invoke starts while the last one's chunked end is in flight.
+        connects = int(stop[0].split("connects=")[1].split()[0])
+        assert 2 <= connects <= 3, stop[0]
         req.close()
     finally:
         procs.stop_all()
@@ -442,7 +445,8 @@ def test_help_and_bad_flag():
 def test_capacity_and_broker_restart():
     """--capacity bounds the HTTP requests in flight (the broker queues the
     rest); losing the broker aborts the HTTP requests of every invoke; a
-    restarted broker is served again without restarting the bridge."""
+    restarted broker is served again without restarting the bridge;
+    --timeout-ms is the default idle timeout."""
     procs = Procs()
     try:
         port = free_port()
@@ -451,7 +455,8 @@ def test_capacity_and_broker_restart():
                        "--heartbeat-ms", 200]
         broker = procs.start(broker_argv, name="broker")
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
-                              "--capacity", 2, "--heartbeat-ms", 200], name="bridge")
+                              "--capacity", 2, "--heartbeat-ms", 200, "--timeout-ms", 700],
+                             name="bridge")
         fport = free_port()
         procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
         faults = "http://127.0.0.1:%d" % fport
@@ -483,6 +488,10 @@ def test_capacity_and_broker_restart():
         req.wait_service("bridge")
         rid = req.invoke(faults + "/ok", "back again")
         assert req.wait(rid) == ("reply", {"output": {"role": "assistant", "content": "back again"}})
+        # --timeout-ms applies when the invoke names no timeout_ms (the slow
+        # agent above, a delta every 50 ms, never met it).
+        expect_error({"req": req}, req.invoke(faults + "/stall"), "agent_timeout",
+                     "no byte from the agent for 700 ms")
         assert bridge.poll() is None
         req.close()
     finally:
