@@ -39,11 +39,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
-#define NATIVE_SERVICE "agent.bench"
+#define NATIVE_AGENT "bench"
+#define NATIVE_SERVICE "agent." NATIVE_AGENT
 #define REQ_BODY_MAX (1u << 20)
 
 /* ---- shared: the words of a text, each with the whitespace before it ---- */
@@ -274,6 +277,28 @@ static void *s_broker_thread(void *arg)
     pthread_setname_np(pthread_self(), "broker");
     broker_run(arg, &s_stop_broker);
     return NULL;
+}
+
+/* ---- processes (--echo-bin, --bridge-bin) ------------------------------ */
+
+static pid_t s_spawn(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(argv[0], argv);
+        fprintf(stderr, "bench_bridge: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static void s_reap_child(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
 }
 
 /* ---- the requester ----------------------------------------------------- */
@@ -520,8 +545,12 @@ static result_t s_phase(req_t *r, size_t n, size_t inflight, const char *service
 int main(int argc, char **argv)
 {
     long runs = 10000, words = 20, concurrency = 32, seq_runs = 1000;
-    const char *level = "warn";
+    const char *level = "warn", *echo_bin = "", *bridge_bin = "";
     flag_t table[] = {
+        {"echo-bin", NULL, FLAG_STR, &echo_bin, 0, 0,
+         "run this map-echo (--delay-ms 0) as the native worker instead of one in this process"},
+        {"bridge-bin", NULL, FLAG_STR, &bridge_bin, 0, 0,
+         "run this map-bridge instead of the bridge in this process"},
         {"runs", NULL, FLAG_INT, &runs, 1, 10000000, "runs of the throughput phase, per path"},
         {"words", NULL, FLAG_INT, &words, 1, 10000, "words (deltas) per run"},
         {"concurrency", NULL, FLAG_INT, &concurrency, 1, 10000, "runs in flight in the throughput phase"},
@@ -569,17 +598,36 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_bridge: broker: %s\n", err);
         return 1;
     }
-    bridge_config_t gcfg = {.broker = broker_ep, .capacity = (uint32_t)(concurrency < 256 ? 256 : concurrency),
-                            .timeout_ms = 30000, .max_response = 8u << 20};
-    bridge_t *bridge = bridge_new(&gcfg, err, sizeof err);
-    if (!bridge) {
-        fprintf(stderr, "bench_bridge: bridge: %s\n", err);
-        return 1;
+    bridge_t *bridge = NULL;
+    pid_t bridge_pid = 0, echo_pid = 0;
+    char cap_text[24];
+    snprintf(cap_text, sizeof cap_text, "%ld", concurrency < 256 ? 256 : concurrency);
+    if (*bridge_bin) {
+        char *argv_[] = {(char *)bridge_bin, "--broker", broker_ep, "--capacity", cap_text,
+                         "--log-level", (char *)level, NULL};
+        bridge_pid = s_spawn(argv_);
+    } else {
+        bridge_config_t gcfg = {.broker = broker_ep, .capacity = (uint32_t)atol(cap_text),
+                                .timeout_ms = 30000, .max_response = 8u << 20};
+        bridge = bridge_new(&gcfg, err, sizeof err);
+        if (!bridge) {
+            fprintf(stderr, "bench_bridge: bridge: %s\n", err);
+            return 1;
+        }
+    }
+    if (*echo_bin) {
+        char *argv_[] = {(char *)echo_bin, "--broker", broker_ep, "--agent", NATIVE_AGENT,
+                         "--delay-ms", "0", "--capacity", "1000", "--log-level", (char *)level, NULL};
+        echo_pid = s_spawn(argv_);
     }
     pthread_t broker_t_, bridge_t_, native_t;
     pthread_create(&broker_t_, NULL, s_broker_thread, broker);
-    pthread_create(&bridge_t_, NULL, s_bridge_thread, bridge);
-    pthread_create(&native_t, NULL, s_native_thread, NULL);
+    if (bridge)
+        pthread_create(&bridge_t_, NULL, s_bridge_thread, bridge);
+    if (!echo_pid)
+        pthread_create(&native_t, NULL, s_native_thread, NULL);
+    printf("bench_bridge: bridge %s, native worker %s\n", bridge ? "in this process" : bridge_bin,
+           echo_pid ? echo_bin : "in this process (what map-echo --delay-ms 0 does)");
 
     /* The requester. */
     void *ctx = zmq_ctx_new();
@@ -668,14 +716,19 @@ int main(int argc, char **argv)
     printf("bridge/native throughput: %.2f (target >= 0.5); errors: %zu\n", ratio, errors);
 
     s_stop_native = s_stop_bridge = 1;
-    pthread_join(native_t, NULL);
-    pthread_join(bridge_t_, NULL);
-    bridge_stats_t gst;
-    bridge_stats(bridge, &gst);
-    printf("bridge: %llu invokes, %llu loop turns (%.1f per invoke), %llu connections\n",
-           (unsigned long long)gst.invokes, (unsigned long long)gst.turns,
-           gst.invokes ? (double)gst.turns / (double)gst.invokes : 0.0, (unsigned long long)gst.connects);
-    bridge_destroy(&bridge);
+    if (!echo_pid)
+        pthread_join(native_t, NULL);
+    if (bridge) {
+        pthread_join(bridge_t_, NULL);
+        bridge_stats_t gst;
+        bridge_stats(bridge, &gst);
+        printf("bridge: %llu invokes, %llu loop turns (%.1f per invoke), %llu connections\n",
+               (unsigned long long)gst.invokes, (unsigned long long)gst.turns,
+               gst.invokes ? (double)gst.turns / (double)gst.invokes : 0.0, (unsigned long long)gst.connects);
+        bridge_destroy(&bridge);
+    }
+    s_reap_child(bridge_pid);
+    s_reap_child(echo_pid);
     s_stop_broker = 1;
     pthread_join(broker_t_, NULL);
     broker_destroy(&broker);
