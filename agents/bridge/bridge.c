@@ -78,7 +78,7 @@ struct bridge_t {
     xfer_t *head;                  /* every xfer */
     long timeout_ms;               /* default idle timeout */
     size_t max_response;           /* largest answer */
-    size_t body_max;               /* largest invoke accepted */
+    size_t body_max;               /* the worker library's largest body */
     int stopping;                  /* refuse new invokes */
     mp_buf_t out;                  /* outbox bodies, encoded back to back */
     pending_t *pending;            /* outbox entries, in order */
@@ -295,8 +295,12 @@ static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t l
         return;
     }
     char err[256], url[RELAY_URL_MAX];
-    if (len > b->body_max) {
-        s_refuse(b, id, "bad_request", "the invoke body is too large");
+    if (len > b->max_response) {
+        /* The request to the agent is held to the answer's maximum (larger
+         * bodies, up to the library's body_max, get here; past it the
+         * library answers too_large itself). */
+        snprintf(err, sizeof err, "the invoke body is larger than %zu bytes", b->max_response);
+        s_refuse(b, id, "bad_request", err);
         return;
     }
     agent_invoke_t inv;

@@ -6,7 +6,10 @@
  * all at once, then `done`), and a native worker serving "agent.bench" that
  * does the same over the worker library (what map-echo --delay-ms 0 does).
  * The main thread is a requester on a raw DEALER, so the requesting side is
- * the same for both paths and costs nothing of the worker library.
+ * the same for both paths and costs nothing of the worker library. With
+ * --echo-bin and --bridge-bin, the real map-echo (--delay-ms 0) and
+ * map-bridge run as processes instead (scripts/bench.sh can pass them).
+ * The CPU lines show where the time goes, per thread of this process.
  *
  * Phases, each on both paths: sequential runs (latency from REQUEST to the
  * first delta and to the reply), then --concurrency runs in flight until

@@ -333,6 +333,8 @@ def test_bad_invokes(env):
     expect_error(env, req.invoke("ftp://127.0.0.1/x"), "bad_request", "http:// or https://")
     expect_error(env, req.request("bridge", {"run_id": "r"}), "bad_request", "bad invoke body")
     expect_error(env, req.request("bridge", b"\xc1garbage"), "bad_request", "bad invoke body")
+    expect_error(env, req.invoke(env["faults"] + "/ok", "x" * 70000), "bad_request",
+                 "larger than 65536 bytes")
 
 
 def test_stall_times_out_while_others_are_served(env):
