@@ -82,6 +82,17 @@ int sbuf_catf(sbuf_t *s, const char *fmt, ...)
     return 0;
 }
 
+int sbuf_cat_u64(sbuf_t *s, unsigned long long v)
+{
+    char digits[24];
+    size_t n = sizeof digits;
+    do {
+        digits[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return sbuf_cat(s, digits + n, sizeof digits - n);
+}
+
 /* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
 static size_t s_utf8_len(const unsigned char *p, size_t left)
 {

@@ -20,6 +20,8 @@ void sbuf_free(sbuf_t *s);
 int sbuf_cat(sbuf_t *s, const void *data, size_t len); /* 0, or -1 on overflow */
 int sbuf_cats(sbuf_t *s, const char *str);
 int sbuf_catf(sbuf_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends an integer in decimal (no printf on hot paths). */
+int sbuf_cat_u64(sbuf_t *s, unsigned long long v);
 /* Appends str as a quoted, escaped JSON string. */
 int sbuf_json_str(sbuf_t *s, const char *str, size_t len);
 const char *sbuf_cstr(sbuf_t *s);      /* data, never NULL */

@@ -127,9 +127,17 @@ static char *s_dup(const agent_str_t *s)
     return mem_strndup(s->ptr ? s->ptr : "", s->len);
 }
 
+/* Every event has a timestamp: format each millisecond once. */
 static void s_now(char *buf)
 {
-    clock_rfc3339(clock_wall_ms(), buf);
+    static int64_t last_ms = -1;
+    static char last[CLOCK_RFC3339_LEN];
+    int64_t ms = clock_wall_ms();
+    if (ms != last_ms) {
+        clock_rfc3339(ms, last);
+        last_ms = ms;
+    }
+    memcpy(buf, last, CLOCK_RFC3339_LEN);
 }
 
 /* Ids from clients go into JSON and URLs: printable, no quotes or slashes. */
@@ -277,11 +285,15 @@ static void s_json_event(sbuf_t *j, int64_t event_id, const char *run_id, const 
                          uint64_t seq, const char *type, const char *payload,
                          const char *created_at)
 {
-    sbuf_catf(j, "{\"event_id\":%lld,\"run_id\":", (long long)event_id);
+    sbuf_cats(j, "{\"event_id\":");
+    sbuf_cat_u64(j, (unsigned long long)event_id);
+    sbuf_cats(j, ",\"run_id\":");
     sbuf_json_str(j, run_id, strlen(run_id));
     sbuf_cats(j, ",\"session_id\":");
     sbuf_json_str(j, session_id, strlen(session_id));
-    sbuf_catf(j, ",\"seq\":%llu,\"type\":", (unsigned long long)seq);
+    sbuf_cats(j, ",\"seq\":");
+    sbuf_cat_u64(j, seq);
+    sbuf_cats(j, ",\"type\":");
     sbuf_json_str(j, type, strlen(type));
     sbuf_cats(j, ",\"payload\":");
     sbuf_cats(j, payload);
