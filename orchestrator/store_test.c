@@ -1,0 +1,306 @@
+/* store_test: the store as the orchestrator uses it, and every way opening a
+ * database can fail. Each case works in its own temporary directory. */
+#include "store.h"
+
+#include <assert.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char s_dir[] = "/tmp/map-store-test-XXXXXX";
+
+static void s_path(char *buf, size_t cap, const char *name)
+{
+    snprintf(buf, cap, "%s/%s", s_dir, name);
+}
+
+static store_t *s_open(const char *name)
+{
+    char path[256], err[512];
+    s_path(path, sizeof path, name);
+    store_t *st = store_new(path, STORE_NORMAL, err, sizeof err);
+    if (!st)
+        fprintf(stderr, "open %s: %s\n", path, err);
+    assert(st);
+    return st;
+}
+
+typedef struct {
+    int count;
+    uint64_t seqs[64];
+    char types[64][32];
+    int64_t ids[64];
+    char last_session[64];
+} s_events_t;
+
+static int s_event_cb(void *arg, const store_event_t *e)
+{
+    s_events_t *ev = arg;
+    ev->seqs[ev->count] = e->seq;
+    ev->ids[ev->count] = e->event_id;
+    snprintf(ev->types[ev->count], sizeof ev->types[0], "%s", e->type);
+    snprintf(ev->last_session, sizeof ev->last_session, "%s", e->session_id);
+    ev->count++;
+    return 0;
+}
+
+static void test_round_trip_and_group_commit(void)
+{
+    store_t *st = s_open("a.db");
+    assert(store_schema_version(st) == STORE_SCHEMA_VERSION);
+    const char *t = "2026-11-24T10:00:00.123Z";
+    /* One turn: a session, a run, 50 events, in one transaction. */
+    assert(store_begin(st) == 0);
+    assert(store_session_ensure(st, "s1", t) == 0);
+    assert(store_session_ensure(st, "s1", t) == 0); /* idempotent */
+    assert(store_run_insert(st, "run_1", "s1", "echo", "c1", "user", "hi", 2, t) == 0);
+    int64_t last = 0;
+    for (uint64_t seq = 1; seq <= 50; seq++) {
+        int64_t id;
+        assert(store_event_append(st, "run_1", seq, seq == 50 ? "run_done" : "agent_stream_delta",
+                                  "{\"delta\":\"x\"}", t, &id) == 0);
+        assert(id > last); /* event ids are global and increasing */
+        last = id;
+    }
+    assert(store_run_set_status(st, "run_1", "done", t) == 0);
+    assert(store_commit(st) == 0);
+    /* Reads: all, after a seq, with a limit. */
+    s_events_t ev = {0};
+    assert(store_events_read(st, "run_1", 0, 0, s_event_cb, &ev) == 0);
+    assert(ev.count == 50 && ev.seqs[0] == 1 && ev.seqs[49] == 50);
+    assert(strcmp(ev.types[49], "run_done") == 0 && strcmp(ev.last_session, "s1") == 0);
+    memset(&ev, 0, sizeof ev);
+    assert(store_events_read(st, "run_1", 10, 5, s_event_cb, &ev) == 0);
+    assert(ev.count == 5 && ev.seqs[0] == 11 && ev.seqs[4] == 15);
+    memset(&ev, 0, sizeof ev);
+    assert(store_events_read(st, "run_nope", 0, 0, s_event_cb, &ev) == 0 && ev.count == 0);
+    /* The run, and the request id that started it. */
+    store_run_t run;
+    assert(store_run_get(st, "run_1", &run) == 0);
+    assert(!strcmp(run.status, "done") && !strcmp(run.ended_at, t) && !strcmp(run.request_id, "c1"));
+    assert(store_run_get(st, "run_nope", &run) == 1);
+    char found[64];
+    assert(store_run_by_request(st, "s1", "c1", found, sizeof found) == 0 && !strcmp(found, "run_1"));
+    assert(store_run_by_request(st, "s2", "c1", found, sizeof found) == 0 && found[0] == '\0');
+    /* The same request id twice in one session is refused by the schema. */
+    assert(store_begin(st) == 0);
+    assert(store_run_insert(st, "run_2", "s1", "echo", "c1", "user", "hi", 2, t) == -1);
+    assert(strstr(store_errmsg(st), "a.db") != NULL); /* names the file */
+    store_rollback(st);
+    store_destroy(&st);
+    assert(st == NULL);
+}
+
+static void test_rollback_leaves_nothing(void)
+{
+    store_t *st = s_open("b.db");
+    const char *t = "2026-11-24T10:00:00.000Z";
+    assert(store_begin(st) == 0);
+    assert(store_run_insert(st, "run_x", "s1", "echo", NULL, "user", "hi", 2, t) == 0);
+    int64_t id;
+    assert(store_event_append(st, "run_x", 1, "run_started", "{}", t, &id) == 0);
+    /* A second event with the same seq fails: the whole turn goes. */
+    assert(store_event_append(st, "run_x", 1, "user_input", "{}", t, &id) == -1);
+    store_rollback(st);
+    store_run_t run;
+    assert(store_run_get(st, "run_x", &run) == 1);
+    s_events_t ev = {0};
+    assert(store_events_read(st, "run_x", 0, 0, s_event_cb, &ev) == 0 && ev.count == 0);
+    store_destroy(&st);
+}
+
+typedef struct {
+    int count;
+    char contents[16][32];
+} s_msgs_t;
+
+static int s_msg_cb(void *arg, const store_message_t *m)
+{
+    s_msgs_t *ms = arg;
+    snprintf(ms->contents[ms->count++], 32, "%.*s", (int)m->content_len, m->content);
+    return 0;
+}
+
+static void test_messages_newest_window_oldest_first(void)
+{
+    store_t *st = s_open("c.db");
+    assert(store_begin(st) == 0);
+    for (int i = 0; i < 10; i++) {
+        char c[16];
+        int n = snprintf(c, sizeof c, "m%d", i);
+        assert(store_message_append(st, "s1", "run_1", i % 2 ? "assistant" : "user", c, (size_t)n,
+                                    "2026-11-24T10:00:00.000Z") == 0);
+    }
+    assert(store_message_append(st, "s2", "run_2", "user", "other", 5, "2026-11-24T10:00:00.000Z") == 0);
+    assert(store_commit(st) == 0);
+    s_msgs_t ms = {0};
+    assert(store_messages_read(st, "s1", 3, s_msg_cb, &ms) == 0);
+    assert(ms.count == 3 && !strcmp(ms.contents[0], "m7") && !strcmp(ms.contents[2], "m9"));
+    memset(&ms, 0, sizeof ms);
+    assert(store_messages_read(st, "s1", 0, s_msg_cb, &ms) == 0 && ms.count == 10);
+    memset(&ms, 0, sizeof ms);
+    assert(store_messages_read(st, "nobody", 10, s_msg_cb, &ms) == 0 && ms.count == 0);
+    store_destroy(&st);
+}
+
+static void test_agents_upsert(void)
+{
+    store_t *st = s_open("d.db");
+    int created = -1;
+    assert(store_begin(st) == 0);
+    assert(store_agent_upsert(st, "demo", "Demo", "http://127.0.0.1:8000", "T1", &created) == 0);
+    assert(created == 1);
+    assert(store_agent_upsert(st, "demo", "Demo 2", "http://127.0.0.1:8001", "T2", &created) == 0);
+    assert(created == 0);
+    assert(store_commit(st) == 0);
+    store_agent_t a;
+    assert(store_agent_get(st, "demo", &a) == 0);
+    assert(!strcmp(a.name, "Demo 2") && !strcmp(a.endpoint, "http://127.0.0.1:8001"));
+    assert(!strcmp(a.created_at, "T1") && !strcmp(a.updated_at, "T2"));
+    char ep[64];
+    assert(store_agent_endpoint(st, "demo", ep, sizeof ep) == 0 && !strcmp(ep, a.endpoint));
+    assert(store_agent_endpoint(st, "echo", ep, sizeof ep) == 1);
+    store_destroy(&st);
+}
+
+typedef struct {
+    int count;
+    char ids[8][129];
+    uint64_t seqs[8];
+} s_unfinished_t;
+
+static int s_unfinished_cb(void *arg, const store_run_t *run, uint64_t last_seq)
+{
+    s_unfinished_t *u = arg;
+    snprintf(u->ids[u->count], sizeof u->ids[0], "%s", run->run_id);
+    u->seqs[u->count++] = last_seq;
+    return 0;
+}
+
+static void test_unfinished_runs(void)
+{
+    store_t *st = s_open("e.db");
+    const char *t = "2026-11-24T10:00:00.000Z";
+    int64_t id;
+    assert(store_begin(st) == 0);
+    assert(store_run_insert(st, "run_q", "s1", "echo", NULL, "user", "a", 1, "T1") == 0);
+    assert(store_run_insert(st, "run_r", "s2", "echo", NULL, "user", "b", 1, "T2") == 0);
+    assert(store_run_insert(st, "run_d", "s3", "echo", NULL, "user", "c", 1, "T3") == 0);
+    assert(store_run_set_status(st, "run_r", "running", NULL) == 0);
+    assert(store_run_set_status(st, "run_d", "done", t) == 0);
+    for (uint64_t s = 1; s <= 3; s++)
+        assert(store_event_append(st, "run_r", s, "x", "{}", t, &id) == 0);
+    assert(store_commit(st) == 0);
+    s_unfinished_t u = {0};
+    assert(store_runs_unfinished(st, s_unfinished_cb, &u) == 0);
+    assert(u.count == 2);
+    assert(!strcmp(u.ids[0], "run_q") && u.seqs[0] == 0);
+    assert(!strcmp(u.ids[1], "run_r") && u.seqs[1] == 3);
+    store_destroy(&st);
+}
+
+/* The first schema, exactly as a build of version 1 wrote it. */
+static const char *s_v1 =
+    "CREATE TABLE sessions(session_id TEXT PRIMARY KEY, created_at TEXT NOT NULL);"
+    "CREATE TABLE runs(run_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, agent_id TEXT NOT NULL,"
+    " status TEXT NOT NULL, input_role TEXT NOT NULL, input_content TEXT NOT NULL,"
+    " created_at TEXT NOT NULL, ended_at TEXT);"
+    "CREATE INDEX runs_session ON runs(session_id, created_at);"
+    "CREATE TABLE events(event_id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " type TEXT NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, UNIQUE(run_id, seq));"
+    "CREATE TABLE messages(message_id INTEGER PRIMARY KEY, session_id TEXT NOT NULL,"
+    " run_id TEXT NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, created_at TEXT NOT NULL);"
+    "CREATE INDEX messages_session ON messages(session_id, message_id);"
+    "CREATE TABLE agents(agent_id TEXT PRIMARY KEY, name TEXT NOT NULL, endpoint TEXT NOT NULL,"
+    " created_at TEXT NOT NULL);"
+    "INSERT INTO runs VALUES('run_old','s1','echo','done','user','hi','T0','T1');"
+    "INSERT INTO events(run_id, seq, type, payload, created_at) VALUES('run_old',1,'run_done','{}','T1');"
+    "INSERT INTO agents VALUES('demo','Demo','http://127.0.0.1:8000','T0');"
+    "PRAGMA user_version = 1;";
+
+static void test_migrates_a_v1_database(void)
+{
+    char path[256], err[512];
+    s_path(path, sizeof path, "v1.db");
+    sqlite3 *db;
+    assert(sqlite3_open(path, &db) == SQLITE_OK);
+    assert(sqlite3_exec(db, s_v1, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    store_t *st = store_new(path, STORE_FULL, err, sizeof err);
+    assert(st);
+    assert(store_schema_version(st) == STORE_SCHEMA_VERSION);
+    /* Old rows are there, and the new columns work. */
+    store_run_t run;
+    assert(store_run_get(st, "run_old", &run) == 0 && !strcmp(run.status, "done"));
+    assert(run.request_id[0] == '\0');
+    store_agent_t a;
+    assert(store_agent_get(st, "demo", &a) == 0 && !strcmp(a.updated_at, "T0"));
+    assert(store_begin(st) == 0);
+    assert(store_run_insert(st, "run_new", "s1", "echo", "c9", "user", "x", 1, "T2") == 0);
+    assert(store_commit(st) == 0);
+    char found[64];
+    assert(store_run_by_request(st, "s1", "c9", found, sizeof found) == 0 && !strcmp(found, "run_new"));
+    store_destroy(&st);
+    /* Opening again is a no-op. */
+    st = store_new(path, STORE_NORMAL, err, sizeof err);
+    assert(st && store_schema_version(st) == STORE_SCHEMA_VERSION);
+    store_destroy(&st);
+}
+
+static void test_open_errors_name_the_file(void)
+{
+    char path[256], err[512];
+    /* A directory where the file should be. */
+    s_path(path, sizeof path, "adir");
+    assert(mkdir(path, 0755) == 0);
+    assert(store_new(path, STORE_NORMAL, err, sizeof err) == NULL);
+    assert(strstr(err, path) && strstr(err, "directory"));
+    /* A path whose parent's parent does not exist. */
+    s_path(path, sizeof path, "no/such/dir/map.db");
+    assert(store_new(path, STORE_NORMAL, err, sizeof err) == NULL);
+    assert(strstr(err, path));
+    /* A missing last directory is made (./data/map.db on a fresh checkout). */
+    s_path(path, sizeof path, "data/map.db");
+    store_t *st = store_new(path, STORE_NORMAL, err, sizeof err);
+    assert(st);
+    store_destroy(&st);
+    /* A file that is not a database. */
+    s_path(path, sizeof path, "garbage.db");
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 512; i++)
+        fputs("this is not a database ", f);
+    fclose(f);
+    assert(store_new(path, STORE_NORMAL, err, sizeof err) == NULL);
+    assert(strstr(err, path) && strstr(err, "not a database"));
+    /* A database from a newer build is refused, not damaged. */
+    s_path(path, sizeof path, "future.db");
+    sqlite3 *db;
+    assert(sqlite3_open(path, &db) == SQLITE_OK);
+    assert(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    assert(store_new(path, STORE_NORMAL, err, sizeof err) == NULL);
+    assert(strstr(err, path) && strstr(err, "newer"));
+    /* An empty path. */
+    assert(store_new("", STORE_NORMAL, err, sizeof err) == NULL);
+}
+
+int main(void)
+{
+    assert(mkdtemp(s_dir));
+    test_round_trip_and_group_commit();
+    test_rollback_leaves_nothing();
+    test_messages_newest_window_oldest_first();
+    test_agents_upsert();
+    test_unfinished_runs();
+    test_migrates_a_v1_database();
+    test_open_errors_name_the_file();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", s_dir);
+    if (system(cmd) != 0)
+        return 1;
+    printf("store_test: ok\n");
+    return 0;
+}
