@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-log_level_t log_threshold = LOG_INFO;
+log_level_t log_threshold = LOG_LEVEL_INFO;
 static char s_component[32] = "map";
 static int s_json;
 
@@ -56,6 +56,8 @@ void log_write(log_level_t level, const char *tag, const char *fmt, ...)
 {
     static const char letters[] = "DIWE";
     static const char *names[] = {"debug", "info", "warn", "error"};
+    if ((unsigned)level > LOG_LEVEL_ERROR)
+        level = LOG_LEVEL_ERROR;
     char when[CLOCK_RFC3339_LEN];
     char fields[1536];
     char line[2048];

@@ -8,7 +8,8 @@
 #ifndef MAP_LOG_H
 #define MAP_LOG_H
 
-typedef enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR } log_level_t;
+/* Not LOG_INFO & co: <syslog.h> (pulled in by czmq) defines those. */
+typedef enum { LOG_LEVEL_DEBUG = 0, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR } log_level_t;
 
 extern log_level_t log_threshold;
 
@@ -25,9 +26,9 @@ void log_write(log_level_t level, const char *tag, const char *fmt, ...)
         if ((level) >= log_threshold)                                          \
             log_write((level), (tag), __VA_ARGS__);                            \
     } while (0)
-#define LOGD(tag, ...) LOG(LOG_DEBUG, tag, __VA_ARGS__)
-#define LOGI(tag, ...) LOG(LOG_INFO, tag, __VA_ARGS__)
-#define LOGW(tag, ...) LOG(LOG_WARN, tag, __VA_ARGS__)
-#define LOGE(tag, ...) LOG(LOG_ERROR, tag, __VA_ARGS__)
+#define LOGD(tag, ...) LOG(LOG_LEVEL_DEBUG, tag, __VA_ARGS__)
+#define LOGI(tag, ...) LOG(LOG_LEVEL_INFO, tag, __VA_ARGS__)
+#define LOGW(tag, ...) LOG(LOG_LEVEL_WARN, tag, __VA_ARGS__)
+#define LOGE(tag, ...) LOG(LOG_LEVEL_ERROR, tag, __VA_ARGS__)
 
 #endif
