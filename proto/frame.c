@@ -186,7 +186,8 @@ static int s_fixed_write(void *data, const char *buf, size_t len)
         w->full = 1;
         return -1;
     }
-    memcpy(w->buf + w->len, buf, len);
+    if (len) /* an empty string may come with a NULL pointer */
+        memcpy(w->buf + w->len, buf, len);
     w->len += len;
     return 0;
 }

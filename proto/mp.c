@@ -501,7 +501,8 @@ static int s_buf_write(void *data, const char *buf, size_t len)
         b->data = mem_realloc(b->data, cap);
         b->cap = cap;
     }
-    memcpy(b->data + b->len, buf, len);
+    if (len) /* an empty string may come with a NULL pointer */
+        memcpy(b->data + b->len, buf, len);
     b->len += len;
     return 0;
 }
