@@ -219,8 +219,10 @@ int agent_encode_invoke(mp_buf_t *b, const agent_invoke_t *inv, const agent_msg_
         s_pack_msg(b, &history[i]);
     if (inv->endpoint.len)
         mp_pack_kv_str(b, "endpoint", inv->endpoint.ptr, inv->endpoint.len);
-    if (inv->timeout_ms)
-        mp_pack_kv_int(b, "timeout_ms", (int64_t)inv->timeout_ms);
+    if (inv->timeout_ms) {
+        mp_pack_cstr(b, "timeout_ms");
+        msgpack_pack_uint64(&b->pk, inv->timeout_ms);
+    }
     return b->overflow ? -1 : 0;
 }
 

@@ -205,10 +205,14 @@ int orch_encode_request(mp_buf_t *b, const orch_request_t *q)
         s_kv(b, names[i], strs[i]);
     if (empty_content)
         mp_pack_kv_str(b, "content", "", 0);
-    if (q->after_seq)
-        mp_pack_kv_int(b, "after_seq", (int64_t)q->after_seq);
-    if (q->limit)
-        mp_pack_kv_int(b, "limit", (int64_t)q->limit);
+    if (q->after_seq) {
+        mp_pack_cstr(b, "after_seq");
+        msgpack_pack_uint64(&b->pk, q->after_seq);
+    }
+    if (q->limit) {
+        mp_pack_cstr(b, "limit");
+        msgpack_pack_uint64(&b->pk, q->limit);
+    }
     if (q->follow) {
         mp_pack_cstr(b, "follow");
         msgpack_pack_true(&b->pk);
@@ -236,7 +240,8 @@ int orch_encode_event(mp_buf_t *b, const orch_stream_t *ev)
     msgpack_pack_map(&b->pk, 6);
     mp_pack_kv_str(b, "run_id", ev->run_id.ptr, ev->run_id.len);
     mp_pack_kv_str(b, "session_id", ev->session_id.ptr, ev->session_id.len);
-    mp_pack_kv_int(b, "seq", (int64_t)ev->seq);
+    mp_pack_cstr(b, "seq");
+    msgpack_pack_uint64(&b->pk, ev->seq);
     mp_pack_kv_str(b, "type", ev->type.ptr, ev->type.len);
     mp_pack_cstr(b, "terminal");
     if (ev->terminal)
