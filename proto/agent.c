@@ -19,7 +19,7 @@ const char *agent_strerror(agent_err_t err)
     return "unknown";
 }
 
-static agent_err_t s_err(const mp_reader_t *r)
+agent_err_t agent_err_of(const mp_reader_t *r)
 {
     switch (r->err) {
     case MP_TYPE: return AGENT_E_FIELD;
@@ -28,14 +28,13 @@ static agent_err_t s_err(const mp_reader_t *r)
     }
 }
 
-/* Reads a key and returns its index in keys[], or -1 (error set in *err). */
-static int s_key(mp_reader_t *r, const char *const *keys, int nkeys, uint32_t *seen,
-                 agent_err_t *err)
+int agent_read_key(mp_reader_t *r, const char *const *keys, int nkeys, uint32_t *seen,
+                   agent_err_t *err)
 {
     const char *k;
     uint32_t klen;
     if (mp_read_str(r, &k, &klen, 32)) {
-        *err = r->err == MP_RANGE ? AGENT_E_KEY : s_err(r);
+        *err = r->err == MP_RANGE ? AGENT_E_KEY : agent_err_of(r);
         return -1;
     }
     for (int i = 0; i < nkeys; i++) {
@@ -55,7 +54,7 @@ static int s_key(mp_reader_t *r, const char *const *keys, int nkeys, uint32_t *s
 static agent_err_t s_str(mp_reader_t *r, agent_str_t *s, uint32_t max, int nonempty)
 {
     if (mp_read_str(r, &s->ptr, &s->len, max))
-        return s_err(r);
+        return agent_err_of(r);
     if (nonempty && s->len == 0)
         return AGENT_E_RANGE;
     return AGENT_OK;
@@ -67,10 +66,10 @@ static agent_err_t s_msg(mp_reader_t *r, agent_msg_t *m)
     static const char *const keys[] = {"role", "content"};
     uint32_t n, seen = 0;
     if (mp_read_map(r, &n))
-        return s_err(r);
+        return agent_err_of(r);
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = s_key(r, keys, 2, &seen, &err);
+        int k = agent_read_key(r, keys, 2, &seen, &err);
         if (k < 0)
             return err;
         err = k == 0 ? s_str(r, &m->role, AGENT_ROLE_MAX, 1)
@@ -95,7 +94,7 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = s_key(&r, keys, 7, &seen, &err);
+        int k = agent_read_key(&r, keys, 7, &seen, &err);
         if (k < 0)
             return err;
         switch (k) {
@@ -106,7 +105,7 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
         case 4: {
             uint32_t count;
             if (mp_read_array(&r, &count))
-                return s_err(&r);
+                return agent_err_of(&r);
             if (count > AGENT_HISTORY_MAX)
                 return AGENT_E_RANGE;
             inv.history_count = count;
@@ -121,7 +120,7 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
         case 5: err = s_str(&r, &inv.endpoint, AGENT_ENDPOINT_MAX, 1); break;
         case 6:
             if (mp_read_uint(&r, &inv.timeout_ms))
-                err = s_err(&r);
+                err = agent_err_of(&r);
             break;
         }
         if (err)
@@ -158,7 +157,7 @@ agent_err_t agent_decode_delta(const void *body, size_t len, agent_str_t *delta)
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        if (s_key(&r, keys, 1, &seen, &err) < 0)
+        if (agent_read_key(&r, keys, 1, &seen, &err) < 0)
             return err;
         if ((err = s_str(&r, &d, UINT32_MAX, 0)))
             return err;
@@ -183,7 +182,7 @@ agent_err_t agent_decode_done(const void *body, size_t len, agent_msg_t *output)
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        if (s_key(&r, keys, 1, &seen, &err) < 0)
+        if (agent_read_key(&r, keys, 1, &seen, &err) < 0)
             return err;
         if ((err = s_msg(&r, &m)))
             return err;

@@ -59,6 +59,14 @@ typedef enum {
 
 const char *agent_strerror(agent_err_t err);
 
+/* For the body decoders of proto/ (agent.c, orch.c): the reason of a
+ * reader's error, and one map key looked up in keys (at most 32; *seen
+ * marks the keys met, so a repeat is an error). Returns the key's index, or
+ * -1 with *err set. */
+agent_err_t agent_err_of(const mp_reader_t *r);
+int agent_read_key(mp_reader_t *r, const char *const *keys, int nkeys, uint32_t *seen,
+                   agent_err_t *err);
+
 agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *out);
 /* Reads the next history message. Returns 0, or -1 past the last one.
  * *cursor starts at inv->history. */

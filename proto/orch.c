@@ -6,43 +6,10 @@
 
 #include <string.h>
 
-static agent_err_t s_err(const mp_reader_t *r)
-{
-    switch (r->err) {
-    case MP_TYPE: return AGENT_E_FIELD;
-    case MP_RANGE: return AGENT_E_RANGE;
-    default: return AGENT_E_MALFORMED;
-    }
-}
-
-/* Reads a key; returns its index in keys or -1 with *err set. */
-static int s_key(mp_reader_t *r, const char *const *keys, int nkeys, uint32_t *seen,
-                 agent_err_t *err)
-{
-    const char *k;
-    uint32_t klen;
-    if (mp_read_str(r, &k, &klen, 32)) {
-        *err = r->err == MP_RANGE ? AGENT_E_KEY : s_err(r);
-        return -1;
-    }
-    for (int i = 0; i < nkeys; i++) {
-        if (strlen(keys[i]) == klen && memcmp(keys[i], k, klen) == 0) {
-            if (*seen & (1u << i)) {
-                *err = AGENT_E_KEY;
-                return -1;
-            }
-            *seen |= 1u << i;
-            return i;
-        }
-    }
-    *err = AGENT_E_KEY;
-    return -1;
-}
-
 static agent_err_t s_str(mp_reader_t *r, agent_str_t *s, uint32_t max)
 {
     if (mp_read_str(r, &s->ptr, &s->len, max))
-        return s_err(r);
+        return agent_err_of(r);
     return AGENT_OK;
 }
 
@@ -61,7 +28,7 @@ agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *ou
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = s_key(&r, keys, 13, &seen, &err);
+        int k = agent_read_key(&r, keys, 13, &seen, &err);
         if (k < 0)
             return err;
         switch (k) {
@@ -77,15 +44,15 @@ agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *ou
         case 9: err = s_str(&r, &q.endpoint, AGENT_ENDPOINT_MAX); break;
         case 10:
             if (mp_read_uint(&r, &q.after_seq))
-                err = s_err(&r);
+                err = agent_err_of(&r);
             break;
         case 11:
             if (mp_read_uint(&r, &q.limit))
-                err = s_err(&r);
+                err = agent_err_of(&r);
             break;
         case 12:
             if (mp_read_bool(&r, &q.follow))
-                err = s_err(&r);
+                err = agent_err_of(&r);
             break;
         }
         if (err)
@@ -113,11 +80,11 @@ agent_err_t orch_decode_reply(const void *body, size_t len, unsigned *status, ag
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = s_key(&r, keys, 2, &seen, &err);
+        int k = agent_read_key(&r, keys, 2, &seen, &err);
         if (k < 0)
             return err;
         if (k == 0 && mp_read_uint(&r, &st))
-            return s_err(&r);
+            return agent_err_of(&r);
         if (k == 1 && (err = s_str(&r, &j, UINT32_MAX)))
             return err;
     }
@@ -146,7 +113,7 @@ agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out)
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = s_key(&r, keys, 7, &seen, &err);
+        int k = agent_read_key(&r, keys, 7, &seen, &err);
         if (k < 0)
             return err;
         switch (k) {
@@ -155,12 +122,12 @@ agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out)
         case 2: err = s_str(&r, &s.session_id, AGENT_ID_MAX); break;
         case 3:
             if (mp_read_uint(&r, &s.seq))
-                err = s_err(&r);
+                err = agent_err_of(&r);
             break;
         case 4: err = s_str(&r, &s.type, 64); break;
         case 5:
             if (mp_read_bool(&r, &s.terminal))
-                err = s_err(&r);
+                err = agent_err_of(&r);
             break;
         case 6: err = s_str(&r, &s.json, UINT32_MAX); break;
         }
