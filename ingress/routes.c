@@ -1,0 +1,267 @@
+/* routes: SPEC §3's table as code. Ids in paths are checked to the same
+ * rule as the orchestrator's (printable, no quotes, slashes, '?', '#',
+ * '%'), so a bad id is a 400 here and never reaches a JSON document. */
+#include "routes.h"
+
+#include "common/mem.h"
+#include "common/sbuf.h"
+#include "proto/orch.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static int s_err(route_err_t *e, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int s_err(route_err_t *e, int status, const char *code, const char *fmt, ...)
+{
+    e->status = status;
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int s_valid_id(const char *s, size_t n)
+{
+    if (n == 0 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/' || c == '?' || c == '#' ||
+            c == '%')
+            return 0;
+    }
+    return 1;
+}
+
+/* Matches "prefix{id}suffix"; copies id. */
+static int s_match_id(const char *path, const char *prefix, const char *suffix, char *id,
+                      size_t cap, int *bad)
+{
+    size_t pl = strlen(prefix), sl = strlen(suffix), n = strlen(path);
+    if (n <= pl + sl || strncmp(path, prefix, pl) != 0 || strcmp(path + n - sl, suffix) != 0)
+        return 0;
+    size_t idlen = n - pl - sl;
+    const char *start = path + pl;
+    if (memchr(start, '/', idlen))
+        return 0;
+    if (!s_valid_id(start, idlen) || idlen >= cap) {
+        *bad = 1;
+        return 1;
+    }
+    memcpy(id, start, idlen);
+    id[idlen] = '\0';
+    return 1;
+}
+
+int routes_match(const char *method, const char *path, route_t *out, route_err_t *e)
+{
+    static const struct {
+        const char *method, *path;
+        route_id_t id;
+    } fixed[] = {
+        {"GET", "/health", ROUTE_HEALTH},         {"POST", "/v1/agents/register", ROUTE_REGISTER},
+        {"GET", "/v1/agents", ROUTE_AGENTS},      {"POST", "/internal/invoke", ROUTE_INVOKE},
+        {"POST", "/internal/send", ROUTE_SEND},   {"GET", "/metrics", ROUTE_METRICS},
+    };
+    static const struct {
+        const char *method, *prefix, *suffix;
+        route_id_t id;
+    } with_id[] = {
+        {"GET", "/v1/runs/", "/events", ROUTE_RUN_EVENTS},
+        {"POST", "/v1/runs/", "/cancel", ROUTE_RUN_CANCEL},
+        {"GET", "/v1/sessions/", "/messages", ROUTE_MESSAGES},
+        {"GET", "/v1/runs/", "", ROUTE_RUN},
+    };
+    memset(out, 0, sizeof *out);
+    int path_known = 0;
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) {
+        if (strcmp(path, fixed[i].path) != 0)
+            continue;
+        path_known = 1;
+        if (!strcmp(method, fixed[i].method)) {
+            out->id = fixed[i].id;
+            return 0;
+        }
+    }
+    for (size_t i = 0; i < sizeof with_id / sizeof *with_id && !path_known; i++) {
+        int bad = 0;
+        char id[129];
+        if (!s_match_id(path, with_id[i].prefix, with_id[i].suffix, id, sizeof id, &bad))
+            continue;
+        if (bad)
+            return s_err(e, 400, "bad_request", "the id in the path is not a valid id");
+        path_known = 1;
+        if (!strcmp(method, with_id[i].method)) {
+            out->id = with_id[i].id;
+            snprintf(out->arg, sizeof out->arg, "%s", id);
+            return 0;
+        }
+    }
+    if (path_known)
+        return s_err(e, 405, "method_not_allowed", "%s is not allowed on %s", method, path);
+    return s_err(e, 404, "not_found", "no such path: %.200s", path);
+}
+
+static json_t *s_load(const char *body, size_t len, route_err_t *e)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        s_err(e, 400, "bad_json", "the body is not valid JSON: %s", jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        s_err(e, 400, "bad_request", "the body must be a JSON object");
+        return NULL;
+    }
+    return root;
+}
+
+/* A string member: NULL when absent; -1 (error set) when present but bad. */
+static int s_str(json_t *obj, const char *key, const char **out, size_t *len, int id,
+                 route_err_t *e)
+{
+    json_t *v = json_object_get(obj, key);
+    *out = NULL;
+    *len = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return s_err(e, 400, "bad_request", "%s must be a string", key);
+    *out = json_string_value(v);
+    *len = json_string_length(v);
+    if (id && !s_valid_id(*out, *len))
+        return s_err(e, 400, "bad_request",
+                     "%s must be 1 to 128 printable characters without quotes, slashes, '?', '#' or '%%'",
+                     key);
+    return 0;
+}
+
+int routes_invoke(const char *body, size_t len, mp_buf_t *b, route_err_t *e)
+{
+    json_t *root = s_load(body, len, e);
+    if (!root)
+        return -1;
+    int rc = -1;
+    const char *session, *agent, *request_id, *if_busy, *role, *content;
+    size_t sl, al, rl, bl, rol, cl;
+    if (s_str(root, "session_id", &session, &sl, 1, e) || s_str(root, "agent_id", &agent, &al, 1, e) ||
+        s_str(root, "request_id", &request_id, &rl, 1, e) || s_str(root, "if_busy", &if_busy, &bl, 0, e))
+        goto done;
+    if (!agent) {
+        s_err(e, 400, "bad_request", "agent_id is required");
+        goto done;
+    }
+    if (!session) {
+        s_err(e, 400, "bad_request", "session_id is required");
+        goto done;
+    }
+    json_t *msg = json_object_get(root, "input_message");
+    if (!json_is_object(msg)) {
+        s_err(e, 400, "bad_request", "input_message must be {\"role\": string, \"content\": string}");
+        goto done;
+    }
+    if (s_str(msg, "role", &role, &rol, 0, e) || s_str(msg, "content", &content, &cl, 0, e))
+        goto done;
+    if (!role || !content || rol == 0 || rol > 32) {
+        s_err(e, 400, "bad_request", "input_message needs a role (1 to 32 characters) and a content string");
+        goto done;
+    }
+    if (if_busy && strcmp(if_busy, "reject") != 0 && strcmp(if_busy, "enqueue") != 0) {
+        s_err(e, 400, "bad_request", "if_busy must be \"enqueue\" or \"reject\"");
+        goto done;
+    }
+    orch_request_t q = {.op = {"invoke", 6},
+                        .session_id = {session, (uint32_t)sl},
+                        .agent_id = {agent, (uint32_t)al},
+                        .request_id = {request_id, (uint32_t)rl},
+                        .if_busy = {if_busy, (uint32_t)bl},
+                        .role = {role, (uint32_t)rol},
+                        .content = {content, (uint32_t)cl},
+                        .follow = 1};
+    if (orch_encode_request(b, &q) != 0) {
+        s_err(e, 413, "too_large", "the request is over the maximum");
+        goto done;
+    }
+    rc = 0;
+done:
+    json_decref(root);
+    return rc;
+}
+
+int routes_register(const char *body, size_t len, mp_buf_t *b, route_err_t *e)
+{
+    json_t *root = s_load(body, len, e);
+    if (!root)
+        return -1;
+    int rc = -1;
+    const char *id, *name, *endpoint;
+    size_t il, nl, el;
+    if (s_str(root, "agent_id", &id, &il, 1, e) || s_str(root, "name", &name, &nl, 0, e) ||
+        s_str(root, "endpoint", &endpoint, &el, 0, e))
+        goto done;
+    if (!id || !endpoint) {
+        s_err(e, 400, "bad_request", "agent_id and endpoint are required");
+        goto done;
+    }
+    if (nl > 256) {
+        s_err(e, 400, "bad_request", "name is at most 256 characters");
+        goto done;
+    }
+    orch_request_t q = {.op = {"register", 8},
+                        .agent_id = {id, (uint32_t)il},
+                        .name = {name, (uint32_t)nl},
+                        .endpoint = {endpoint, (uint32_t)el}};
+    if (orch_encode_request(b, &q) != 0) {
+        s_err(e, 413, "too_large", "the request is over the maximum");
+        goto done;
+    }
+    rc = 0;
+done:
+    json_decref(root);
+    return rc;
+}
+
+int routes_send(const char *body, size_t len, char *session_id, size_t cap, char **event_json,
+                route_err_t *e)
+{
+    json_t *root = s_load(body, len, e);
+    if (!root)
+        return -1;
+    int rc = -1;
+    const char *session;
+    size_t sl;
+    if (s_str(root, "session_id", &session, &sl, 1, e))
+        goto done;
+    json_t *event = json_object_get(root, "event");
+    if (!session || !json_is_object(event)) {
+        s_err(e, 400, "bad_request", "session_id and an event object are required");
+        goto done;
+    }
+    snprintf(session_id, cap, "%s", session);
+    *event_json = json_dumps(event, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    rc = *event_json ? 0 : s_err(e, 400, "bad_request", "the event cannot be encoded");
+done:
+    json_decref(root);
+    return rc;
+}
+
+void routes_error_json(const route_err_t *e, char *out, size_t cap)
+{
+    sbuf_t j;
+    sbuf_init(&j, cap > 1 ? cap - 1 : 1);
+    sbuf_cats(&j, "{\"error\":{\"code\":");
+    sbuf_json_str(&j, e->code, strlen(e->code));
+    sbuf_cats(&j, ",\"message\":");
+    sbuf_json_str(&j, e->message, strlen(e->message));
+    sbuf_cats(&j, "}}");
+    snprintf(out, cap, "%s", sbuf_cstr(&j));
+    sbuf_free(&j);
+}
