@@ -979,16 +979,16 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
         s_out_accepted(self, req, self->json.data, self->json.len);
         s_add_follower(self, run, req, 1);
     }
-    int was_idle = !s->running;
-    s_start_next(self, s);
     if (!q->follow) {
-        /* The run as accepted: running if it started, queued if it waits. */
+        /* The answer goes out before the run's first events, so the edge can
+         * say invoke_accepted before any event: running if it starts now,
+         * queued if it waits behind another run of the session. */
         sbuf_reset(&self->json);
         s_json_run(&self->json, run->run_id, s->id, run->agent_id,
-                   run->ended ? runfsm_name(run->status) : (was_idle ? "running" : "queued"),
-                   run->created_at, NULL);
+                   s->running || s->qhead != run ? "queued" : "running", run->created_at, NULL);
         s_out_reply(self, req, 200, self->json.data, self->json.len);
     }
+    s_start_next(self, s);
 }
 
 static void s_op_watch(engine_t *self, uint64_t req, const orch_request_t *q)
