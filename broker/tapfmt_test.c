@@ -1,4 +1,5 @@
-/* tapfmt_test: lines for decodable and undecodable tap copies, and filters. */
+/* tapfmt_test: lines for decodable and undecodable tap copies, filters, run
+ * attribution of a request's later frames, and JSON that stays valid. */
 #include "tapfmt.h"
 
 #include "proto/agent.h"
@@ -9,14 +10,15 @@
 #include <stdio.h>
 #include <string.h>
 
-static size_t s_meta(uint8_t *out, const char *dir, const char *service, const char *note)
+static size_t s_meta_of(uint8_t *out, const char *dir, const char *peer, const char *service,
+                        const char *note)
 {
     mp_buf_t b;
     mp_buf_init(&b, 256);
     msgpack_pack_array(&b.pk, 6);
     msgpack_pack_uint8(&b.pk, 1);
     mp_pack_cstr(&b, dir);
-    mp_pack_cstr(&b, "006b8b4567");
+    mp_pack_cstr(&b, peer);
     mp_pack_cstr(&b, service);
     msgpack_pack_uint64(&b.pk, 1795683600123000ULL);
     mp_pack_cstr(&b, note);
@@ -24,6 +26,134 @@ static size_t s_meta(uint8_t *out, const char *dir, const char *service, const c
     size_t n = b.len;
     mp_buf_free(&b);
     return n;
+}
+
+static size_t s_meta(uint8_t *out, const char *dir, const char *service, const char *note)
+{
+    return s_meta_of(out, dir, "006b8b4567", service, note);
+}
+
+/* Formats with a fresh tapfmt_t of these options. */
+static int s_fmt(tapfmt_opts_t o, const uint8_t *meta, size_t mlen, const uint8_t *hdr,
+                 size_t hlen, const uint8_t *body, size_t blen, int has_body, sbuf_t *line)
+{
+    tapfmt_t *t = tapfmt_new(&o);
+    int rc = tapfmt_line(t, meta, mlen, hdr, hlen, body, blen, has_body, line);
+    tapfmt_destroy(&t);
+    assert(t == NULL);
+    return rc;
+}
+
+static size_t s_request_hdr(uint8_t *hdr, uint64_t id)
+{
+    frame_t f = {.type = FRAME_REQUEST, .id = id, .service = "agent.echo", .service_len = 10};
+    return frame_encode(&f, hdr, FRAME_HEADER_MAX);
+}
+
+/* A request's STREAM and REPLY frames carry no run id; they get their
+ * REQUEST's, on each side (requester's id in, broker's id out), and a final
+ * frame forgets it. */
+static void s_runs(sbuf_t *line)
+{
+    tapfmt_opts_t o = {.json = 1, .run_id = "run_7"};
+    tapfmt_t *t = tapfmt_new(&o);
+    uint8_t meta[256], hdr[FRAME_HEADER_MAX];
+    mp_buf_t inv, delta;
+    mp_buf_init(&inv, 1024);
+    mp_buf_init(&delta, 1024);
+    msgpack_pack_map(&inv.pk, 1);
+    mp_pack_kv_cstr(&inv, "run_id", "run_7");
+    assert(agent_encode_delta(&delta, "hi", 2) == 0);
+    /* REQUEST in from requester aa (its id 3), out to worker bb (id 900). */
+    size_t ml = s_meta_of(meta, "in", "aa", "agent.echo", "");
+    size_t hl = s_request_hdr(hdr, 3);
+    assert(tapfmt_line(t, meta, ml, hdr, hl, inv.data, inv.len, 1, line) == 1);
+    ml = s_meta_of(meta, "out", "bb", "agent.echo", "");
+    hl = s_request_hdr(hdr, 900);
+    assert(tapfmt_line(t, meta, ml, hdr, hl, inv.data, inv.len, 1, line) == 1);
+    /* Another run's request is filtered out, and so are its frames. */
+    ml = s_meta_of(meta, "in", "cc", "agent.echo", "");
+    hl = s_request_hdr(hdr, 3);
+    mp_buf_t other;
+    mp_buf_init(&other, 1024);
+    msgpack_pack_map(&other.pk, 1);
+    mp_pack_kv_cstr(&other, "run_id", "run_8");
+    assert(tapfmt_line(t, meta, ml, hdr, hl, other.data, other.len, 1, line) == 0);
+    hl = frame_encode_id(FRAME_STREAM, 3, hdr, sizeof hdr);
+    assert(tapfmt_line(t, meta, ml, hdr, hl, delta.data, delta.len, 1, line) == 0);
+    /* STREAM in from the worker (broker's id), out to the requester. */
+    ml = s_meta_of(meta, "in", "bb", "agent.echo", "");
+    hl = frame_encode_id(FRAME_STREAM, 900, hdr, sizeof hdr);
+    assert(tapfmt_line(t, meta, ml, hdr, hl, delta.data, delta.len, 1, line) == 1);
+    assert(strstr(sbuf_cstr(line), "\"run_id\":\"run_7\""));
+    ml = s_meta_of(meta, "out", "aa", "agent.echo", "");
+    hl = frame_encode_id(FRAME_STREAM, 3, hdr, sizeof hdr);
+    assert(tapfmt_line(t, meta, ml, hdr, hl, delta.data, delta.len, 1, line) == 1);
+    /* The same id on another peer is another request. */
+    ml = s_meta_of(meta, "out", "dd", "agent.echo", "");
+    assert(tapfmt_line(t, meta, ml, hdr, hl, delta.data, delta.len, 1, line) == 0);
+    /* REPLY out to the requester: shown, then forgotten. */
+    ml = s_meta_of(meta, "out", "aa", "agent.echo", "");
+    hl = frame_encode_id(FRAME_REPLY, 3, hdr, sizeof hdr);
+    assert(tapfmt_line(t, meta, ml, hdr, hl, delta.data, delta.len, 1, line) == 1);
+    assert(tapfmt_line(t, meta, ml, hdr, hl, delta.data, delta.len, 1, line) == 0);
+    /* ERROR in from the worker ends its side too. */
+    ml = s_meta_of(meta, "in", "bb", "agent.echo", "");
+    hl = frame_encode_error(900, "boom", "it broke", hdr, sizeof hdr);
+    assert(tapfmt_line(t, meta, ml, hdr, hl, NULL, 0, 0, line) == 1);
+    assert(strstr(sbuf_cstr(line), "\"code\":\"boom\",\"message\":\"it broke\""));
+    assert(tapfmt_line(t, meta, ml, hdr, hl, NULL, 0, 0, line) == 0);
+    mp_buf_free(&inv);
+    mp_buf_free(&delta);
+    mp_buf_free(&other);
+    tapfmt_destroy(&t);
+}
+
+/* Bodies a peer may send: JSON lines stay valid JSON. */
+static void s_bodies(sbuf_t *line)
+{
+    uint8_t meta[256], hdr[FRAME_HEADER_MAX];
+    size_t ml = s_meta(meta, "in", "agent.echo", "");
+    size_t hl = frame_encode_id(FRAME_STREAM, 1, hdr, sizeof hdr);
+    tapfmt_opts_t js = {.json = 1}, human = {0};
+    /* Invalid UTF-8, a float, an integer key, a negative number. */
+    const uint8_t odd[] = {0x84, 0xa1, 'a', 0xa2, 0xff, 'x', 0xa1, 'f', 0xcb, 0x3f, 0xf8, 0, 0,
+                           0,    0,    0,   0,    0x07, 0xc3, 0xa1, 'n', 0xff};
+    assert(s_fmt(js, meta, ml, hdr, hl, odd, sizeof odd, 1, line) == 1);
+    assert(strstr(sbuf_cstr(line),
+                  "\"body\":{\"a\":\"\\ufffdx\",\"f\":1.5,\"7\":true,\"n\":-1},\"body_bytes\":22}"));
+    /* Trailing bytes after the body, and a truncated body: undecodable. */
+    const uint8_t trailing[] = {0x80, 0x01};
+    assert(s_fmt(js, meta, ml, hdr, hl, trailing, sizeof trailing, 1, line) == 1);
+    assert(strstr(sbuf_cstr(line), "\"body\":null,\"body_error\":\"trailing bytes\""));
+    const uint8_t cut[] = {0x81, 0xa1, 'k'};
+    assert(s_fmt(human, meta, ml, hdr, hl, cut, sizeof cut, 1, line) == 1);
+    assert(strstr(sbuf_cstr(line), " body=undecodable(") && strstr(sbuf_cstr(line), "hex=81a16b"));
+    /* A long body: the human preview is cut, marked, on a character. */
+    mp_buf_t big;
+    mp_buf_init(&big, 1 << 16);
+    char text[300];
+    for (size_t i = 0; i + 2 < sizeof text; i += 2)
+        memcpy(text + i, "\xc3\xa9", 2); /* é */
+    text[sizeof text - 2] = '\0';
+    assert(agent_encode_delta(&big, text, strlen(text)) == 0);
+    assert(s_fmt(human, meta, ml, hdr, hl, big.data, big.len, 1, line) == 1);
+    const char *l = sbuf_cstr(line);
+    const char *p = strstr(l, "{\"delta\":\"");
+    assert(p && strstr(p, "...") && strlen(p) <= 80 + 3);
+    assert(((uint8_t)p[strlen(p) - 4] & 0xc0) != 0xc0); /* no lead byte left alone */
+    mp_buf_free(&big);
+    /* Wrong part counts. */
+    tapfmt_t *t = tapfmt_new(&js);
+    assert(tapfmt_bad_parts(t, 1, meta, 2, line) == 1);
+    assert(strcmp(sbuf_cstr(line), "{\"type\":\"UNDECODABLE\",\"error\":\"tap message of 1 "
+                                   "part(s)\",\"first_hex\":\"9601\"}") == 0);
+    tapfmt_destroy(&t);
+    tapfmt_opts_t only_reply = {.type = "reply"};
+    t = tapfmt_new(&only_reply);
+    assert(tapfmt_bad_parts(t, 5, meta, 2, line) == 0);
+    tapfmt_destroy(&t);
+    tapfmt_destroy(&t); /* NULL-safe */
 }
 
 int main(void)
@@ -40,15 +170,15 @@ int main(void)
     sbuf_init(&line, 1 << 20);
 
     tapfmt_opts_t human = {0};
-    assert(tapfmt_line(&human, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 1);
+    assert(s_fmt(human, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 1);
     const char *l = sbuf_cstr(&line);
     assert(strstr(l, "2026-11-26T09:00:00.123Z"));
-    assert(strstr(l, "<- 006b8b4567 agent.echo"));
+    assert(strstr(l, "broker \xe2\x86\x92 006b8b4567     agent.echo"));
     assert(strstr(l, "STREAM") && strstr(l, "id=42") && strstr(l, "run=run_abc"));
     assert(strstr(l, "\" world\""));
 
     tapfmt_opts_t js = {.json = 1};
-    assert(tapfmt_line(&js, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 1);
+    assert(s_fmt(js, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 1);
     l = sbuf_cstr(&line);
     assert(strstr(l, "\"type\":\"STREAM\"") && strstr(l, "\"id\":42"));
     assert(strstr(l, "\"run_id\":\"run_abc\""));
@@ -56,28 +186,31 @@ int main(void)
 
     /* Filters: service, run, type (case-insensitive). */
     tapfmt_opts_t f1 = {.service = "orchestrator"};
-    assert(tapfmt_line(&f1, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 0);
+    assert(s_fmt(f1, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 0);
     tapfmt_opts_t f2 = {.run_id = "run_other"};
-    assert(tapfmt_line(&f2, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 0);
+    assert(s_fmt(f2, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 0);
     tapfmt_opts_t f3 = {.type = "stream", .run_id = "run_abc", .service = "agent.echo"};
-    assert(tapfmt_line(&f3, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 1);
+    assert(s_fmt(f3, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 1);
     tapfmt_opts_t f4 = {.type = "REPLY"};
-    assert(tapfmt_line(&f4, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 0);
+    assert(s_fmt(f4, meta, mlen, hdr, hlen, body.data, body.len, 1, &line) == 0);
 
     /* A rejected frame: shown as undecodable, with its reason and bytes. */
     size_t rlen = s_meta(meta, "in", "", "rejected: wrong_version");
     const uint8_t bad[] = {0x92, 0x02, 0x02};
-    assert(tapfmt_line(&human, meta, rlen, bad, sizeof bad, NULL, 0, 0, &line) == 1);
+    assert(s_fmt(human, meta, rlen, bad, sizeof bad, NULL, 0, 0, &line) == 1);
     l = sbuf_cstr(&line);
     assert(strstr(l, "UNDECODABLE") && strstr(l, "reason=wrong_version") && strstr(l, "920202"));
     assert(strstr(l, "note=\"rejected: wrong_version\""));
-    assert(tapfmt_line(&js, meta, rlen, bad, sizeof bad, NULL, 0, 0, &line) == 1);
+    assert(s_fmt(js, meta, rlen, bad, sizeof bad, NULL, 0, 0, &line) == 1);
     assert(strstr(sbuf_cstr(&line), "\"header_hex\":\"920202\""));
     /* Garbage meta and garbage body: still one line, saying so. */
     const uint8_t junk[] = {0xc1, 0xff};
-    assert(tapfmt_line(&js, junk, sizeof junk, hdr, hlen, junk, sizeof junk, 1, &line) == 1);
+    assert(s_fmt(js, junk, sizeof junk, hdr, hlen, junk, sizeof junk, 1, &line) == 1);
     l = sbuf_cstr(&line);
-    assert(strstr(l, "\"meta\":\"undecodable\"") && strstr(l, "undecodable_hex"));
+    assert(strstr(l, "\"meta\":\"undecodable\"") && strstr(l, "\"meta_hex\":\"c1ff\""));
+    assert(strstr(l, "\"body\":null,\"body_error\":\"") && strstr(l, "\"body_hex\":\"c1ff\""));
+    s_runs(&line);
+    s_bodies(&line);
     mp_buf_free(&body);
     sbuf_free(&line);
     printf("tapfmt_test: ok\n");
