@@ -183,7 +183,11 @@ static void s_on_delta_event(relay_t *self, const sse_event_t *ev)
 static void s_on_done_event(relay_t *self, const sse_event_t *ev)
 {
     static const char assistant[] = "assistant";
-    if (ev->data_len == 0) {
+    size_t blank = 0;
+    while (blank < ev->data_len && (ev->data[blank] == ' ' || ev->data[blank] == '\t' ||
+                                     ev->data[blank] == '\r' || ev->data[blank] == '\n'))
+        blank++;
+    if (blank == ev->data_len) { /* empty (or only whitespace): the joined deltas */
         s_done(self, assistant, sizeof assistant - 1, self->joined.data ? self->joined.data : "",
                self->joined.len);
         return;

@@ -107,6 +107,7 @@ static const case_t cases[] = {
      "Da|OKbot:other|"},
     {"done empty data", 200, SSE_TYPE, DELTA("a") DELTA(" b") "event: done\ndata:\n\n", CURLE_OK,
      "Da|D b|OKassistant:a b|"},
+    {"done blank data", 200, SSE_TYPE, DELTA("a") "event: done\ndata:  \t \n\n", CURLE_OK, "Da|OKassistant:a|"},
     {"done without data line", 200, SSE_TYPE, DELTA("a") "event: done\n\n", CURLE_OK, "Da|OKassistant:a|"},
     {"done {}", 200, SSE_TYPE, DELTA("x") "event: done\ndata: {}\n\n", CURLE_OK, "Dx|OKassistant:x|"},
     {"done without output", 200, SSE_TYPE, DELTA("x") "event: done\ndata: {\"usage\":3}\n\n", CURLE_OK,
