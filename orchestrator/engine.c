@@ -71,6 +71,7 @@ typedef struct run_t {
     uint64_t agent_req;        /* our request to the agent, 0 if none */
     int64_t deadline;          /* mono ms: agent timeout while agent_req */
     int resolving;             /* waiting for the services list */
+    int asked_broker;          /* a fresh services list was asked for it */
     int ended;                 /* terminal: freed at the end of the turn */
     follower_t *followers;
     struct run_t *qnext;       /* session queue link */
@@ -103,8 +104,8 @@ struct engine_t {
     hmap_t *follow_reqs;       /* follower request → run_t */
     hmap_t *watch_reqs;        /* watcher request → session_t */
     uint64_t services_req;     /* outstanding SERVICES request, 0 if none */
-    int services_known;        /* a services answer arrived since link up */
     size_t bridge_workers;     /* workers of the `bridge` service */
+    int services_stale;        /* a run waits for a list newer than the one asked */
     int64_t next_services;
     int64_t next_tick;
     int in_tx;                 /* a transaction is open this turn */
@@ -481,8 +482,9 @@ static int s_history_cb(void *arg, const char *role, const char *content, size_t
 
 static void s_request_services(engine_t *self)
 {
-    if (self->services_req)
+    if (self->services_req && !self->services_stale)
         return;
+    self->services_stale = 0;
     self->services_req = worker_services(self->worker);
     self->next_services = clock_mono_ms() + S_SERVICES_MS;
 }
@@ -496,8 +498,12 @@ static void s_invoke_agent(engine_t *self, run_t *run)
                endpoint[0];
     int native = zhashx_lookup(self->native, run->agent_id) != NULL;
     if (!http && !native) {
-        if (!self->services_known) {
-            run->resolving = 1; /* ask the broker before calling it unknown */
+        if (!run->asked_broker) {
+            /* The cache may predate the agent's workers: ask the broker once
+             * before calling the agent unknown. */
+            run->asked_broker = 1;
+            run->resolving = 1;
+            self->services_stale = 1;
             s_request_services(self);
             return;
         }
@@ -639,7 +645,6 @@ static void s_on_services(engine_t *self, const uint8_t *body, size_t len)
             zhashx_insert(self->native, id, (void *)(uintptr_t)workers);
         }
     }
-    self->services_known = 1;
     /* Runs that waited for this answer resolve now. */
     zlistx_t *keys = zhashx_keys(self->runs);
     for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
@@ -1329,7 +1334,6 @@ static void s_on_link(worker_t *w, int up, void *arg)
     engine_t *self = arg;
     (void)w;
     LOGI(up ? "broker.up" : "broker.lost", "endpoint=%s", self->cfg.broker);
-    self->services_known = 0;
     self->services_req = 0;
     if (up)
         s_request_services(self);
