@@ -180,6 +180,69 @@ static void s_on_delta_event(relay_t *self, const sse_event_t *ev)
     json_decref(j);
 }
 
+/* Valid UTF-8 as jansson judges it: no overlong forms, no surrogates,
+ * nothing past U+10FFFF. */
+static int s_utf8_ok(const char *p, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)p, *end = s + n;
+    while (s < end) {
+        unsigned c = *s;
+        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (len == 0 || (size_t)(end - s) < len)
+            return 0;
+        unsigned cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+        for (size_t i = 1; i < len; i++) {
+            if ((s[i] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        s += len;
+    }
+    return 1;
+}
+
+/* A JSON string at *p with no escape or control character: its bytes up to
+ * the closing quote. Returns 1 and advances *p past the quote, or 0. */
+static int s_plain_str(const char **p, const char *end, const char **str, size_t *len)
+{
+    const char *s = *p;
+    if (s >= end || *s != '"')
+        return 0;
+    const char *q = ++s;
+    while (q < end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
+        q++;
+    if (q >= end || *q != '"' || !s_utf8_ok(s, (size_t)(q - s)))
+        return 0;
+    *str = s;
+    *len = (size_t)(q - s);
+    *p = q + 1;
+    return 1;
+}
+
+static int s_lit(const char **p, const char *end, const char *lit)
+{
+    size_t n = strlen(lit);
+    if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0)
+        return 0;
+    *p += n;
+    return 1;
+}
+
+/* The common shape {"output":{"role":"R","content":"C"}}, exactly so, with
+ * plain strings: what jansson would find, without building a tree. Returns
+ * 1 with the views set, or 0 (the caller parses with jansson). */
+static int s_simple_done(const char *d, size_t n, const char **role, size_t *role_len,
+                         const char **content, size_t *content_len)
+{
+    const char *p = d, *end = d + n;
+    return s_lit(&p, end, "{\"output\":{\"role\":") && s_plain_str(&p, end, role, role_len) &&
+           s_lit(&p, end, ",\"content\":") && s_plain_str(&p, end, content, content_len) &&
+           s_lit(&p, end, "}}") && p == end;
+}
+
 static void s_on_done_event(relay_t *self, const sse_event_t *ev)
 {
     static const char assistant[] = "assistant";
@@ -190,6 +253,16 @@ static void s_on_done_event(relay_t *self, const sse_event_t *ev)
     if (blank == ev->data_len) { /* empty (or only whitespace): the joined deltas */
         s_done(self, assistant, sizeof assistant - 1, self->joined.data ? self->joined.data : "",
                self->joined.len);
+        return;
+    }
+    const char *fast_role, *fast_content;
+    size_t fast_role_len, fast_content_len;
+    if (s_simple_done(ev->data, ev->data_len, &fast_role, &fast_role_len, &fast_content, &fast_content_len)) {
+        if (fast_role_len == 0 || fast_role_len > AGENT_ROLE_MAX) {
+            fast_role = assistant;
+            fast_role_len = sizeof assistant - 1;
+        }
+        s_done(self, fast_role, fast_role_len, fast_content, fast_content_len);
         return;
     }
     json_error_t jerr;
