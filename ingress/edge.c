@@ -223,6 +223,15 @@ static void s_http_error(conn_t *c, int status, const char *code, const char *me
     s_self->m.errors++;
 }
 
+/* /health when something is down: which component, in the health document. */
+static void s_health_down(conn_t *c, int broker_down)
+{
+    const char *doc = broker_down
+        ? "{\"status\":\"unavailable\",\"components\":{\"broker\":\"down\",\"orchestrator\":\"unknown\"}}"
+        : "{\"status\":\"unavailable\",\"components\":{\"broker\":\"ok\",\"orchestrator\":\"down\"}}";
+    s_http_respond(c, 503, doc, strlen(doc));
+}
+
 /* ---- requests to the orchestrator ---------------------------------------- */
 
 static void s_pump(void)
@@ -518,9 +527,10 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
         break;
     case P_HEALTH: {
         const char *ok = "{\"status\":\"ok\",\"components\":{\"broker\":\"ok\",\"orchestrator\":\"ok\"}}";
-        const char *down = "{\"status\":\"unavailable\",\"components\":{\"broker\":\"ok\",\"orchestrator\":\"down\"}}";
-        s_http_respond(c, status == 200 ? 200 : 503, status == 200 ? ok : down,
-                       strlen(status == 200 ? ok : down));
+        if (status == 200)
+            s_http_respond(c, 200, ok, strlen(ok));
+        else
+            s_health_down(c, 0);
         break;
     }
     case P_WS_INVOKE:
@@ -593,11 +603,10 @@ static void s_on_error(worker_t *w, uint64_t req, const char *code, const char *
             s_http_error(c, 503, "unavailable", "the orchestrator cannot be reached");
         }
         break;
-    case P_HEALTH: {
-        const char *down = "{\"status\":\"unavailable\",\"components\":{\"broker\":\"ok\",\"orchestrator\":\"down\"}}";
-        s_http_respond(c, 503, down, strlen(down));
+    case P_HEALTH:
+        /* unknown_service or silence: the orchestrator; a lost link: the broker. */
+        s_health_down(c, !strcmp(code, "broker_lost") || !worker_linked(s_self->worker));
         break;
-    }
     case P_WS_INVOKE:
     case P_WS_CANCEL:
         s_ws_error(c, "unavailable", "the orchestrator cannot be reached", p->request_id);
@@ -720,8 +729,7 @@ static void s_dispatch(conn_t *c)
     switch (c->route.id) {
     case ROUTE_HEALTH:
         if (!worker_linked(s_self->worker)) {
-            const char *down = "{\"status\":\"unavailable\",\"components\":{\"broker\":\"down\",\"orchestrator\":\"unknown\"}}";
-            s_http_respond(c, 503, down, strlen(down));
+            s_health_down(c, 1);
             return;
         }
         q.op = S_STR("health");
@@ -797,7 +805,10 @@ static void s_dispatch(conn_t *c)
         return;
     }
     if (!s_request(c, kind, &s_self->mp, timeout)) {
-        s_http_error(c, 503, "unavailable", "the broker cannot be reached");
+        if (kind == P_HEALTH)
+            s_health_down(c, 1);
+        else
+            s_http_error(c, 503, "unavailable", "the broker cannot be reached");
         return;
     }
     s_pump();
@@ -886,7 +897,11 @@ static void s_ws_message(conn_t *c, const char *text, size_t len)
     const char *code;
     char err[256];
     if (wsmsg_parse(text, len, &m, &code, err, sizeof err) != 0) {
-        s_ws_error(c, code, err, m.request_id);
+        /* Before hello only hello is accepted, well-formed or not. */
+        if (!c->hello && strcmp(code, "bad_json") != 0 && m.type != WSMSG_HELLO)
+            s_ws_error(c, "not_hello", "send hello first", m.request_id);
+        else
+            s_ws_error(c, code, err, m.request_id);
         return;
     }
     if (!c->hello && m.type != WSMSG_HELLO) {
