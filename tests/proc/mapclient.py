@@ -75,11 +75,29 @@ class Procs:
             p.send_signal(sig)
         p.wait(timeout=20)
 
-    def stop_all(self):
+    def stop_all(self, check=True):
+        """SIGTERM (a clean stop, so sanitizers report leaks), SIGKILL after
+        5 s; then fail if any process's log shows a sanitizer report."""
         for p in self.procs:
             if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 p.kill()
-            p.wait()
+                p.wait()
+        if not check:
+            return
+        for p in self.procs:
+            with open(p.log, "rb") as f:
+                text = f.read().decode(errors="replace")
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                           "Segmentation fault", "Assertion `"):
+                if marker in text:
+                    i = text.index(marker)
+                    raise AssertionError("%s reported in %s:\n%s" % (marker, p.log, text[max(0, i - 500):i + 3000]))
 
     def logs(self):
         out = []
