@@ -12,7 +12,8 @@ from mapclient import Procs, free_port, wait_until  # noqa: E402
 
 
 class Edge:
-    def __init__(self, api_key=None, ingress_args=()):
+    def __init__(self, api_key=None, ingress_args=(), orch_args=(), bridge=False):
+        self.orch_args = orch_args
         self.procs = Procs()
         self.broker_ep = "tcp://127.0.0.1:%d" % free_port()
         self.http = "127.0.0.1:%d" % free_port()
@@ -26,6 +27,8 @@ class Edge:
                              "--heartbeat-ms", 250)
         self.procs.start("map-echo", "--broker", self.broker_ep, "--agent", "slow",
                          "--delay-ms", 30, "--heartbeat-ms", 250)
+        if bridge:
+            self.procs.start("map-bridge", "--broker", self.broker_ep, "--heartbeat-ms", 250)
         env = {"MAP_API_KEY": api_key} if api_key else {}
         self.ingress = self.procs.start("map-ingress", "--broker", self.broker_ep, "--http-addr",
                                         self.http, "--heartbeat-ms", 250, *ingress_args, env=env)
@@ -37,7 +40,7 @@ class Edge:
 
     def start_orchestrator(self):
         return self.procs.start("map-orchestrator", "--broker", self.broker_ep, "--db", self.db,
-                                "--heartbeat-ms", 250)
+                                "--heartbeat-ms", 250, *self.orch_args)
 
     def url(self, path):
         return "http://%s%s" % (self.http, path)

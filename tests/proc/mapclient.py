@@ -57,6 +57,11 @@ class Procs:
         self.dir = tempfile.mkdtemp(prefix="map-test-")
 
     def start(self, name, *args, env=None, log=None):
+        return self.start_argv([binary(name)] + list(args), env=env, log=log, name=name)
+
+    def start_argv(self, argv, env=None, log=None, name=None):
+        """Any program (a Python agent, say), with the same clean MAP_ env."""
+        name = name or os.path.basename(str(argv[0]))
         e = dict(os.environ)
         for k in list(e):
             if k.startswith("MAP_") and not k.startswith("MAP_BIN_") and k != "MAP_BUILD_DIR":
@@ -64,8 +69,7 @@ class Procs:
         e.update(env or {})
         log = log or os.path.join(self.dir, "%s-%d.log" % (name, len(self.procs)))
         f = open(log, "ab")
-        p = subprocess.Popen([binary(name)] + [str(a) for a in args], env=e,
-                             stdout=f, stderr=subprocess.STDOUT)
+        p = subprocess.Popen([str(a) for a in argv], env=e, stdout=f, stderr=subprocess.STDOUT)
         p.log = log
         self.procs.append(p)
         return p
