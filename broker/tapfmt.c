@@ -508,6 +508,8 @@ int tapfmt_line(tapfmt_t *self, const uint8_t *meta, size_t meta_len, const uint
             s_hex(out, body, body_len, 24);
         }
     }
+    while (out->len > 0 && out->data[out->len - 1] == ' ') /* the type column's padding */
+        out->data[--out->len] = '\0';
     return 1;
 }
 

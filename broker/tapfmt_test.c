@@ -143,6 +143,11 @@ static void s_bodies(sbuf_t *line)
     assert(p && strstr(p, "...") && strlen(p) <= 80 + 3);
     assert(((uint8_t)p[strlen(p) - 4] & 0xc0) != 0xc0); /* no lead byte left alone */
     mp_buf_free(&big);
+    /* A frame without id or body: no padding left at the end. */
+    hl = frame_encode_id(FRAME_HEARTBEAT, 0, hdr, sizeof hdr);
+    assert(hl > 0 && s_fmt(human, meta, ml, hdr, hl, NULL, 0, 0, line) == 1);
+    l = sbuf_cstr(line);
+    assert(strlen(l) > 10 && strcmp(l + strlen(l) - 10, " HEARTBEAT") == 0);
     /* Wrong part counts. */
     tapfmt_t *t = tapfmt_new(&js);
     assert(tapfmt_bad_parts(t, 1, meta, 2, line) == 1);
