@@ -725,9 +725,10 @@ static int s_handle_one(broker_t *self)
             name[f.service_len] = '\0';
             shown = name;
         } else if (peer && f.type != FRAME_HEARTBEAT) {
-            request_t *req = hmap_get(peer->asked, f.id);
-            if (!req)
-                req = hmap_get(peer->serving, f.id);
+            /* Answers name requests the peer serves (our ids); a CANCEL
+             * names one it asked for (its ids): two id spaces. */
+            request_t *req = f.type == FRAME_CANCEL ? hmap_get(peer->asked, f.id)
+                                                    : hmap_get(peer->serving, f.id);
             if (req)
                 shown = req->service->name;
         }
