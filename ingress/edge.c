@@ -665,22 +665,22 @@ static void s_metrics(conn_t *c)
               (long long)s_self->http_conns, (long long)s_self->ws_conns);
     sbuf_catf(&t, "# TYPE map_ingress_sessions gauge\nmap_ingress_sessions %zu\n",
               zhashx_size(s_self->sessions));
-    sbuf_catf(&t, "# TYPE map_ingress_http_requests_total counter\nmap_ingress_http_requests_total %llu\n",
-              (unsigned long long)m->http_requests);
-    sbuf_catf(&t, "# TYPE map_ingress_ws_connections_total counter\nmap_ingress_ws_connections_total %llu\n",
-              (unsigned long long)m->ws_connections);
-    sbuf_catf(&t, "# TYPE map_ingress_ws_messages_total counter\nmap_ingress_ws_messages_total %llu\n",
-              (unsigned long long)m->ws_messages);
-    sbuf_catf(&t, "# TYPE map_ingress_events_sent_total counter\nmap_ingress_events_sent_total %llu\n",
-              (unsigned long long)m->events_sent);
-    sbuf_catf(&t, "# TYPE map_ingress_orchestrator_requests_total counter\nmap_ingress_orchestrator_requests_total %llu\n",
-              (unsigned long long)m->orch_requests);
-    sbuf_catf(&t, "# TYPE map_ingress_orchestrator_unavailable_total counter\nmap_ingress_orchestrator_unavailable_total %llu\n",
-              (unsigned long long)m->orch_unavailable);
-    sbuf_catf(&t, "# TYPE map_ingress_slow_clients_closed_total counter\nmap_ingress_slow_clients_closed_total %llu\n",
-              (unsigned long long)m->slow_closed);
-    sbuf_catf(&t, "# TYPE map_ingress_errors_total counter\nmap_ingress_errors_total %llu\n",
-              (unsigned long long)m->errors);
+    const struct {
+        const char *name;
+        uint64_t value;
+    } counters[] = {
+        {"map_ingress_http_requests_total", m->http_requests},
+        {"map_ingress_ws_connections_total", m->ws_connections},
+        {"map_ingress_ws_messages_total", m->ws_messages},
+        {"map_ingress_events_sent_total", m->events_sent},
+        {"map_ingress_orchestrator_requests_total", m->orch_requests},
+        {"map_ingress_orchestrator_unavailable_total", m->orch_unavailable},
+        {"map_ingress_slow_clients_closed_total", m->slow_closed},
+        {"map_ingress_errors_total", m->errors},
+    };
+    for (size_t i = 0; i < sizeof counters / sizeof *counters; i++)
+        sbuf_catf(&t, "# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].name,
+                  (unsigned long long)counters[i].value);
     sbuf_catf(&t, "# TYPE map_ingress_broker_up gauge\nmap_ingress_broker_up %d\n",
               worker_linked(s_self->worker));
     c->status = 200;
