@@ -316,28 +316,33 @@ def test_slow_reader_is_closed_while_others_go_on():
             await recv_json(fast)
             # The slow socket stops reading while big runs stream to it.
             text = " ".join(["x" * 200] * 400)
-            for i in range(10):
-                await slow.send(json.dumps({"type": "agent_invoke", "request_id": str(i), "agent_id": "echo",
-                                            "input_message": {"role": "user", "content": text}}))
+            try:
+                for i in range(10):
+                    await slow.send(json.dumps({"type": "agent_invoke", "request_id": str(i),
+                                                "agent_id": "echo",
+                                                "input_message": {"role": "user", "content": text}}))
+            except websockets.ConnectionClosed:
+                pass  # closed already: it was too slow
             await asyncio.sleep(1.0)
             await fast.send(json.dumps({"type": "agent_invoke", "request_id": "f", "agent_id": "echo",
                                         "input_message": {"role": "user", "content": "still here"}}))
             acc = await recv_json(fast)
             events = await until_terminal(fast, acc["run_id"])
             check_gapless(events)
-            # The slow one was closed with 4008 (it can resume).
-            closed = None
+            # The slow one was closed (it can resume). A client that does not
+            # read may never see the close frame; when it does, it says 4008.
+            closed = False
             try:
                 while True:
                     await asyncio.wait_for(slow.recv(), 10)
             except websockets.ConnectionClosed as ex:
-                closed = ex.rcvd.code if ex.rcvd else None
-            assert closed == 4008, closed
+                closed = True
+                assert ex.rcvd is None or ex.rcvd.code == 4008, ex.rcvd
+            assert closed
             await fast.close()
         run(go())
         st, text, _ = e.curl("GET", "/metrics", raw=True)
-        assert "map_ingress_slow_clients_closed_total 1" in text or \
-            "map_ingress_slow_clients_closed_total 2" in text
+        assert "map_ingress_slow_clients_closed_total 1" in text  # closed as slow, once
     finally:
         e.close()
 
