@@ -8,7 +8,14 @@
  * run's seq is gapless and ends in run_done. Samples the orchestrator's RSS
  * after the warm-up and at the end (memory must stay flat).
  *
- * Last line: {"bench":"store","events_per_s":…,"rss_start_kb":…,"rss_end_kb":…} */
+ * Last line: {"bench":"store","events_per_s":…,"rss_start_kb":…,"rss_end_kb":…}
+ *
+ * Built as bench_scale (or with --scale 1,2,4,8), it measures horizontal
+ * scale instead: echo workers that take one run at a time and 5 ms per
+ * delta, so a worker serves a fixed number of runs per second; for each
+ * worker count it starts that many workers, measures runs/s, drains the
+ * runs in flight and stops them. Last line:
+ * {"bench":"scale","runs_per_s":{"1":…,"2":…,"4":…,"8":…}} */
 #include "agents/worker.h"
 #include "common/clock.h"
 #include "common/flags.h"
@@ -48,6 +55,7 @@ typedef struct {
     uint64_t started;   /* runs started, names the sessions */
     uint64_t errors;
     int measuring;
+    int draining;       /* start no new runs */
     char content[65536];
     mp_buf_t mp;
 } bench_t;
@@ -151,6 +159,11 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
         b->errors++;
     if (b->measuring)
         b->runs_done++;
+    if (b->draining) {
+        hmap_del(b->by_req, s->req);
+        s->req = 0;
+        return;
+    }
     s_start(b, s - b->slots);
 }
 
@@ -161,14 +174,89 @@ static void s_on_error(worker_t *w, uint64_t req, const char *code, const char *
     fprintf(stderr, "store_bench: request failed: %s %s\n", code, msg);
     b->errors++;
     slot_t *s = s_slot(b, req);
-    if (s)
+    if (s && b->draining) {
+        hmap_del(b->by_req, s->req);
+        s->req = 0;
+    } else if (s) {
         s_start(b, s - b->slots);
+    }
+}
+
+static void s_pump(bench_t *b, zmq_pollitem_t *item, int64_t until_us)
+{
+    while (!sig_stop && clock_mono_us() < until_us) {
+        zmq_poll(item, 1, 20);
+        while (worker_process(b->w) > 0) {
+        }
+    }
+}
+
+/* Horizontal scale: runs/s with each count of capacity-1 workers. */
+static int s_scale(bench_t *b, const char *counts, const char *echo, const char *endpoint,
+                   const char *log, long seconds)
+{
+    zmq_pollitem_t item = {worker_socket(b->w), 0, ZMQ_POLLIN, 0};
+    char json[512] = "";
+    size_t at = 0;
+    double first = 0, last = 0;
+    for (const char *p = counts; *p;) {
+        char *end;
+        long k = strtol(p, &end, 10);
+        if (end == p || k < 1 || k > 64 || (*end && *end != ',')) {
+            fprintf(stderr, "store_bench: --scale takes counts from 1 to 64 like 1,2,4,8\n");
+            return 2;
+        }
+        p = *end ? end + 1 : end;
+        pid_t pids[64];
+        for (long i = 0; i < k; i++) {
+            char *eargv[] = {(char *)echo, "--broker", (char *)endpoint, "--delay-ms", "5",
+                             "--capacity", "1", "--log-level", "warn", NULL};
+            pids[i] = s_spawn(echo, eargv, log);
+        }
+        s_pump(b, &item, clock_mono_us() + 700000); /* the workers announce themselves */
+        b->draining = 0;
+        for (long i = 0; i < b->nslots; i++)
+            s_start(b, i);
+        s_pump(b, &item, clock_mono_us() + 1000000); /* warm-up */
+        b->runs_done = 0;
+        b->measuring = 1;
+        int64_t t0 = clock_mono_us();
+        s_pump(b, &item, t0 + seconds * 1000000);
+        double rps = b->runs_done / ((double)(clock_mono_us() - t0) / 1e6);
+        b->measuring = 0;
+        /* Drain: let every run in flight end before the workers go. */
+        b->draining = 1;
+        int64_t give_up = clock_mono_us() + 60000000;
+        while (hmap_size(b->by_req) > 0 && clock_mono_us() < give_up)
+            s_pump(b, &item, clock_mono_us() + 50000);
+        for (long i = 0; i < k; i++) {
+            kill(pids[i], SIGTERM);
+            waitpid(pids[i], NULL, 0);
+        }
+        printf("%ld worker(s), one run at a time, 5 ms per delta: %.1f runs/s\n", k, rps);
+        if (!first)
+            first = rps;
+        last = rps;
+        at += (size_t)snprintf(json + at, sizeof json - at, "%s\"%ld\":%.1f", at ? "," : "", k, rps);
+    }
+    printf("largest count / one worker: %.2fx\n", first > 0 ? last / first : 0.0);
+    printf("{\"bench\":\"scale\",\"runs_per_s\":{%s},\"errors\":%llu}\n", json,
+           (unsigned long long)b->errors);
+    return b->errors ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
     long runs = 100, words = 100, seconds = 10, warmup = 2, workers = 2;
     const char *bindir = MAP_BIN_DIR;
+#ifdef MAP_BENCH_SCALE
+    const char *scale = "1,2,4,8";
+    runs = 64;
+    words = 10;
+    seconds = 5;
+#else
+    const char *scale = "";
+#endif
     flag_t table[] = {
         {"runs", NULL, FLAG_INT, &runs, 1, 10000, "runs in flight"},
         {"words", NULL, FLAG_INT, &words, 1, 5000, "words per input (deltas per run)"},
@@ -176,9 +264,11 @@ int main(int argc, char **argv)
         {"warmup", NULL, FLAG_INT, &warmup, 0, 60, "seconds before measuring"},
         {"workers", NULL, FLAG_INT, &workers, 1, 64, "echo worker processes"},
         {"bin-dir", NULL, FLAG_STR, &bindir, 0, 0, "build directory holding the binaries"},
+        {"scale", NULL, FLAG_STR, &scale, 0, 0,
+         "worker counts to measure horizontal scale with (e.g. 1,2,4,8); empty: the store bench"},
     };
     char err[256];
-    int rc = flags_parse(table, 6, argc, argv,
+    int rc = flags_parse(table, sizeof table / sizeof *table, argc, argv,
                          "store_bench: events/s persisted and forwarded with group commit", err,
                          sizeof err);
     if (rc)
@@ -203,7 +293,7 @@ int main(int argc, char **argv)
     char *oargv[] = {orch, "--broker", endpoint, "--db", db, "--log-level", "warn", NULL};
     pid_t orch_pid = s_spawn(orch, oargv, log);
     pids[npids++] = orch_pid;
-    for (long i = 0; i < workers; i++) {
+    for (long i = 0; i < workers && !*scale; i++) {
         char *eargv[] = {echo, "--broker", endpoint, "--delay-ms", delay, "--capacity", "256",
                          "--log-level", "warn", NULL};
         pids[npids++] = s_spawn(echo, eargv, log);
@@ -224,6 +314,19 @@ int main(int argc, char **argv)
     if (!b.w) {
         fprintf(stderr, "store_bench: %s\n", err);
         return 1;
+    }
+    if (*scale) {
+        usleep(500000); /* broker and orchestrator come up */
+        int src = s_scale(&b, scale, echo, endpoint, log, seconds);
+        worker_destroy(&b.w);
+        for (int i = npids - 1; i >= 0; i--) {
+            kill(pids[i], SIGTERM);
+            waitpid(pids[i], NULL, 0);
+        }
+        mp_buf_free(&b.mp);
+        mem_free(b.slots);
+        hmap_destroy(&b.by_req);
+        return src;
     }
     /* Wait until an echo run goes through (everything is up). */
     int64_t give_up = clock_mono_ms() + 20000;
