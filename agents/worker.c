@@ -47,6 +47,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
@@ -530,8 +531,19 @@ worker_t *worker_new(const worker_config_t *cfg, const worker_handlers_t *handle
         snprintf(err, errlen, "heartbeat and liveness must not be negative");
         return NULL;
     }
+    /* CURVE keys the program did not set come from the environment, so
+     * every peer (agents, bridge, orchestrator, edge) can use them. */
+    worker_config_t env_cfg = *cfg;
+    if (!env_cfg.curve_server_key && getenv("MAP_CURVE_SERVER_KEY") &&
+        *getenv("MAP_CURVE_SERVER_KEY")) {
+        env_cfg.curve_server_key = getenv("MAP_CURVE_SERVER_KEY");
+        env_cfg.curve_public_key = getenv("MAP_CURVE_PUBLIC_KEY");
+        env_cfg.curve_secret_key = getenv("MAP_CURVE_SECRET_KEY");
+    }
+    cfg = &env_cfg;
     if (cfg->curve_server_key && (!cfg->curve_public_key || !cfg->curve_secret_key)) {
-        snprintf(err, errlen, "a CURVE server key needs our public and secret keys too");
+        snprintf(err, errlen, "a CURVE server key needs our public and secret keys too "
+                              "(MAP_CURVE_PUBLIC_KEY, MAP_CURVE_SECRET_KEY)");
         return NULL;
     }
     worker_t *w = mem_alloc(sizeof *w);

@@ -53,7 +53,9 @@ typedef struct {
     long liveness;          /* missed heartbeats before the broker is lost; 0: 3 */
     size_t body_max;        /* largest body accepted or sent; 0: 1 MiB */
     size_t requests_max;    /* requests of ours in flight at once; 0: 100000 */
-    const char *curve_server_key; /* broker's public key (z85); NULL: plaintext */
+    const char *curve_server_key; /* broker's public key (z85); NULL: from the environment
+                                     (MAP_CURVE_SERVER_KEY, MAP_CURVE_PUBLIC_KEY,
+                                     MAP_CURVE_SECRET_KEY), or plaintext when unset */
     const char *curve_public_key; /* our key pair (z85), with curve_server_key */
     const char *curve_secret_key;
 } worker_config_t;

@@ -35,9 +35,11 @@
 #include "proto/frame.h"
 #include "proto/mp.h"
 
+#include <czmq.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zmq.h>
 
 #define S_BATCH 4096         /* frames handled per poll before timers run */
@@ -87,6 +89,8 @@ struct request_t {
 
 struct broker_t {
     void *ctx;
+    int ctx_owned;           /* 0: czmq's context (CURVE), which czmq ends */
+    zactor_t *auth;          /* czmq's ZAP handler when CURVE is on */
     void *router;
     void *tap;               /* XPUB or NULL */
     broker_config_t cfg;
@@ -850,9 +854,36 @@ broker_t *broker_new(const broker_config_t *cfg, char *err, size_t errlen)
 {
     broker_t *self = mem_alloc(sizeof *self);
     self->cfg = *cfg;
-    self->ctx = zmq_ctx_new();
+    int curve = cfg->curve_secret && *cfg->curve_secret;
+    if (curve) {
+        /* zauth answers ZAP requests in czmq's context: the ROUTER must live
+         * there too. Only allowed client certificates get through. */
+        struct stat sb;
+        if (!cfg->curve_allow || stat(cfg->curve_allow, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            snprintf(err, errlen, "CURVE needs a directory of allowed client certificates "
+                                  "(--curve-allow), '%s' is not one",
+                     cfg->curve_allow ? cfg->curve_allow : "");
+            mem_free(self);
+            return NULL;
+        }
+        zsys_handler_set(NULL);
+        self->ctx = zsys_init();
+        self->auth = zactor_new(zauth, NULL);
+        zstr_sendx(self->auth, "CURVE", cfg->curve_allow, NULL);
+        zsock_wait(self->auth);
+    } else {
+        self->ctx = zmq_ctx_new();
+        self->ctx_owned = 1;
+    }
     self->router = zmq_socket(self->ctx, ZMQ_ROUTER);
     int one = 1, zero = 0, hwm = 1000000;
+    if (curve && (zmq_setsockopt(self->router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+                  zmq_setsockopt(self->router, ZMQ_ZAP_DOMAIN, "global", 6) ||
+                  zmq_setsockopt(self->router, ZMQ_CURVE_SECRETKEY, cfg->curve_secret,
+                                 strlen(cfg->curve_secret)))) {
+        snprintf(err, errlen, "invalid CURVE secret key (40 z85 characters expected)");
+        goto fail;
+    }
     zmq_setsockopt(self->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(self->router, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(self->router, ZMQ_SNDHWM, &hwm, sizeof hwm);
@@ -880,7 +911,9 @@ fail:
     zmq_close(self->router);
     if (self->tap)
         zmq_close(self->tap);
-    zmq_ctx_term(self->ctx);
+    zactor_destroy(&self->auth);
+    if (self->ctx_owned)
+        zmq_ctx_term(self->ctx);
     mem_free(self);
     return NULL;
 }
@@ -909,7 +942,9 @@ void broker_destroy(broker_t **self_p)
     zmq_close(self->router);
     if (self->tap)
         zmq_close(self->tap);
-    zmq_ctx_term(self->ctx);
+    zactor_destroy(&self->auth);
+    if (self->ctx_owned)
+        zmq_ctx_term(self->ctx);
     mem_free(self);
     *self_p = NULL;
 }

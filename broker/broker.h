@@ -21,6 +21,8 @@ typedef struct {
     long queue_max;           /* requests waiting per service */
     long body_max;            /* largest body routed, bytes */
     long tap_hwm;             /* tap copies queued before dropping */
+    const char *curve_secret; /* our CURVE secret key (z85); NULL or "": plaintext */
+    const char *curve_allow;  /* with CURVE: directory of the client certificates allowed */
 } broker_config_t;
 
 typedef struct {

@@ -16,6 +16,7 @@ int main(int argc, char **argv)
     long heartbeat_ms = 1000, liveness = 3, queue_max = 10000;
     long body_max = FRAME_BODY_MAX_DEFAULT, tap_hwm = 100000;
     int log_json = 0;
+    const char *curve_secret = NULL, *curve_allow = NULL;
     flag_t table[] = {
         {"endpoint", "MAP_BROKER", FLAG_STR, &endpoint, 0, 0, "ROUTER endpoint to bind (tcp://, ipc://)"},
         {"tap", "MAP_TAP", FLAG_STR, &tap, 0, 0, "tap XPUB endpoint to bind (empty: no tap)"},
@@ -24,6 +25,10 @@ int main(int argc, char **argv)
         {"queue-max", "MAP_QUEUE_MAX", FLAG_INT, &queue_max, 0, 1000000, "requests waiting per service"},
         {"body-max", "MAP_BODY_MAX", FLAG_INT, &body_max, 1024, 64L << 20, "largest body routed, bytes"},
         {"tap-hwm", "MAP_TAP_HWM", FLAG_INT, &tap_hwm, 1, 10000000, "tap copies queued before dropping"},
+        {"curve-secret", "MAP_BROKER_CURVE_SECRET", FLAG_STR, &curve_secret, 0, 0,
+         "CURVE secret key (z85, from map-keygen): encrypt and authenticate every peer"},
+        {"curve-allow", "MAP_CURVE_ALLOW", FLAG_STR, &curve_allow, 0, 0,
+         "with CURVE: directory of the public certificates of allowed peers"},
         {"log-level", "MAP_LOG_LEVEL", FLAG_STR, &level, 0, 0, "debug, info, warn or error"},
         {"log-json", "MAP_LOG_JSON", FLAG_BOOL, &log_json, 0, 0, "log JSON lines"},
     };
@@ -46,7 +51,9 @@ int main(int argc, char **argv)
                            .liveness = liveness,
                            .queue_max = queue_max,
                            .body_max = body_max,
-                           .tap_hwm = tap_hwm};
+                           .tap_hwm = tap_hwm,
+                           .curve_secret = curve_secret,
+                           .curve_allow = curve_allow};
     broker_t *broker = broker_new(&cfg, err, sizeof err);
     if (!broker) {
         fprintf(stderr, "map-broker: %s\n", err);

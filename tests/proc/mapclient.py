@@ -27,7 +27,8 @@ def binary(name):
     env = os.environ.get("MAP_BIN_" + name.replace("map-", "").upper())
     if env:
         return env
-    sub = {"map-broker": "broker", "map-tap": "broker", "map-echo": "agents/echo",
+    sub = {"map-broker": "broker", "map-tap": "broker", "map-keygen": "broker",
+           "map-echo": "agents/echo",
            "map-bridge": "agents/bridge", "map-orchestrator": "orchestrator",
            "map-ingress": "ingress"}[name]
     return os.path.join(BUILD, sub, name)
