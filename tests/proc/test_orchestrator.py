@@ -377,3 +377,27 @@ def test_crash_recovery_loses_no_shown_event():
         assert db.execute("select count(*) from runs where status in ('queued','running')").fetchone()[0] == 0
     finally:
         s.close()
+
+
+def test_sigterm_fails_in_flight_runs_and_exits_cleanly():
+    s = Stack(echo_workers=0, orch_args=("--drain-ms", "300"))
+    try:
+        agent = FakeAgent(s.endpoint, "mute", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "mute")
+        rid = invoke(c, "term1", "mute", "hello", follow=True)
+        wait_until(lambda: any(e["type"] == "agent_stream_delta" for e in c.events(rid))
+                   or c.pump(5) and False, what="the run to stream")
+        t0 = time.monotonic()
+        s.orch.send_signal(signal.SIGTERM)
+        assert s.orch.wait(timeout=10) == 0
+        assert time.monotonic() - t0 < 5
+        db = sqlite3.connect(s.db)
+        rows = db.execute("select seq, type, payload from events order by seq").fetchall()
+        assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+        assert rows[-1][1] == "run_failed" and json.loads(rows[-1][2])["error"]["code"] == "internal"
+        assert db.execute("select status from runs").fetchone()[0] == "failed"
+        agent.stop = True
+    finally:
+        s.close()
