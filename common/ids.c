@@ -15,7 +15,10 @@ char *ids_new(const char *prefix, char *buf)
     int64_t ms = clock_wall_ms();
     if (ms <= last_ms) {
         ms = last_ms; /* never go back, even if the wall clock does */
-        counter++;
+        if (++counter > 0xffff) { /* 4 hex digits used up: borrow the next ms */
+            ms = ++last_ms;
+            counter = 0;
+        }
     } else {
         last_ms = ms;
         counter = 0;
