@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 jobs=$(nproc)
 echo "== sanitizer build (build-asan)"
-cmake -S . -B build-asan -DSANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+CC=gcc cmake -S . -B build-asan -DSANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build-asan -j "$jobs"
 echo "== tests"
 (cd build-asan && ctest --output-on-failure -j 2 --label-exclude fuzz)
