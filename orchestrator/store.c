@@ -14,9 +14,12 @@
  *     loss. Batching a loop turn per transaction matters far more than the
  *     sync mode (LIBRARIES.md).
  *   - Hot statements are prepared once and reset after each use.
- *   - Opening checks the file for real (reads the schema, switches to WAL,
- *     which writes), so a corrupt or read-only file fails at start with a
- *     sentence naming it, not at the first event. */
+ *   - Opening checks the file for real (refuses a connection SQLite could
+ *     only open read-only, writes once, reads the schema and both ends of
+ *     every table, quick_check on a small file), so a corrupt or read-only
+ *     file fails at start with a sentence naming it, not at the first event.
+ *   - runs keep no last_seq column: recovery reads MAX(seq) per unfinished
+ *     run from the (run_id, seq) index, one write less per event. */
 #include "store.h"
 
 #include "common/mem.h"
@@ -200,6 +203,46 @@ static int s_migrate(store_t *self)
     return 0;
 }
 
+/* Damage found at start beats damage found at the first event. A full
+ * PRAGMA quick_check reads every page (seconds per GB), so it runs only on a
+ * small file; every open reads the schema and both ends of every table (the
+ * pages new rows go to), which is a few pages whatever the size. */
+#define S_QUICK_CHECK_MAX_BYTES (64ll << 20)
+
+static int s_check(store_t *self)
+{
+    static const char *probes =
+        "SELECT (SELECT min(rowid) FROM sessions), (SELECT max(rowid) FROM sessions),"
+        " (SELECT min(rowid) FROM runs), (SELECT max(rowid) FROM runs),"
+        " (SELECT min(rowid) FROM events), (SELECT max(rowid) FROM events),"
+        " (SELECT min(rowid) FROM messages), (SELECT max(rowid) FROM messages),"
+        " (SELECT min(rowid) FROM agents), (SELECT max(rowid) FROM agents),"
+        " (SELECT count(*) FROM sqlite_schema)";
+    if (s_exec(self, probes, "checking the file") != 0)
+        return -1;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(self->db,
+                           "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+                           -1, &st, NULL) != SQLITE_OK)
+        return s_fail(self, "checking the file");
+    sqlite3_int64 bytes = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (bytes > S_QUICK_CHECK_MAX_BYTES)
+        return 0;
+    if (sqlite3_prepare_v2(self->db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK)
+        return s_fail(self, "checking the file");
+    int rc = sqlite3_step(st);
+    const char *verdict = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    if (rc == SQLITE_ROW && verdict && strcmp(verdict, "ok") != 0) {
+        snprintf(self->errmsg, sizeof self->errmsg,
+                 "database '%s' is damaged (quick_check: %.200s)", self->path, verdict);
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : s_fail(self, "checking the file");
+}
+
 /* ./data/map.db works on a fresh checkout: make the last directory only. */
 static void s_make_parent(const char *path)
 {
@@ -238,6 +281,13 @@ store_t *store_new(const char *path, store_durability_t durability, char *err, s
         goto fail;
     }
     sqlite3_extended_result_codes(self->db, 1);
+    /* SQLite falls back to reading a file it cannot open for writing, and a
+     * read-only file may still start a write transaction: ask. */
+    if (sqlite3_db_readonly(self->db, "main") == 1) {
+        snprintf(self->errmsg, sizeof self->errmsg,
+                 "database '%s' is read-only (the file cannot be opened for writing)", path);
+        goto fail;
+    }
     sqlite3_busy_timeout(self->db, 5000);
     if (s_exec(self, "PRAGMA journal_mode = WAL", "switching to WAL") != 0)
         goto fail;
@@ -252,7 +302,7 @@ store_t *store_new(const char *path, store_durability_t durability, char *err, s
     /* A write proves the file can be written (a read-only file fails here). */
     if (s_exec(self, "BEGIN IMMEDIATE; COMMIT", "checking the file can be written") != 0)
         goto fail;
-    if (s_migrate(self) != 0)
+    if (s_migrate(self) != 0 || s_check(self) != 0)
         goto fail;
     for (int i = 0; i < S_STMT_COUNT; i++) {
         if (sqlite3_prepare_v3(self->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
@@ -287,9 +337,15 @@ int store_begin(store_t *self)
     return s_exec(self, "BEGIN", "beginning a transaction");
 }
 
+/* A COMMIT that fails on SQLITE_BUSY leaves the transaction open, one that
+ * fails on I/O may have rolled it back already: roll back either way so the
+ * turn is gone whole and the next store_begin starts clean. */
 int store_commit(store_t *self)
 {
-    return s_exec(self, "COMMIT", "committing");
+    if (s_exec(self, "COMMIT", "committing") == 0)
+        return 0;
+    store_rollback(self);
+    return -1;
 }
 
 void store_rollback(store_t *self)
@@ -578,4 +634,17 @@ int store_runs_unfinished(store_t *self,
     mem_free(runs);
     mem_free(seqs);
     return result;
+}
+
+int store_last_event_id(store_t *self, int64_t *event_id)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(self->db, "SELECT COALESCE(MAX(event_id), 0) FROM events", -1, &st,
+                           NULL) != SQLITE_OK)
+        return s_fail(self, "reading the last event id");
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *event_id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : s_fail(self, "reading the last event id");
 }

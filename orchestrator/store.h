@@ -66,7 +66,7 @@ const char *store_errmsg(const store_t *self);
 int store_schema_version(store_t *self); /* the file's version, -1 on error */
 
 int store_begin(store_t *self);
-int store_commit(store_t *self);   /* on failure the caller rolls back */
+int store_commit(store_t *self);   /* on failure the turn is rolled back whole */
 void store_rollback(store_t *self);
 
 int store_session_ensure(store_t *self, const char *session_id, const char *created_at);
@@ -113,5 +113,8 @@ int store_agents_list(store_t *self, int (*cb)(void *arg, const store_agent_t *a
 int store_runs_unfinished(store_t *self,
                           int (*cb)(void *arg, const store_run_t *run, uint64_t last_seq),
                           void *arg);
+
+/* The highest event id written so far (0 when none). */
+int store_last_event_id(store_t *self, int64_t *event_id);
 
 #endif

@@ -3,11 +3,18 @@
 #include "store.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char s_dir[] = "/tmp/map-store-test-XXXXXX";
@@ -287,6 +294,161 @@ static void test_open_errors_name_the_file(void)
     assert(store_new("", STORE_NORMAL, err, sizeof err) == NULL);
 }
 
+/* A COMMIT that cannot write (the file size limit stands in for a full disk)
+ * fails, names the file and leaves nothing of the turn; the store works on
+ * once the disk has room again. */
+static void test_failed_commit_leaves_nothing(void)
+{
+    store_t *st = s_open("f.db");
+    const char *t = "2026-11-24T10:00:00.000Z";
+    int64_t id, before = -1, after = -1;
+    assert(store_begin(st) == 0);
+    assert(store_event_append(st, "run_0", 1, "run_done", "{}", t, &id) == 0);
+    assert(store_commit(st) == 0);
+    assert(store_last_event_id(st, &before) == 0 && before == id);
+
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit old, tiny;
+    assert(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    tiny = old;
+    tiny.rlim_cur = 1;
+    assert(store_begin(st) == 0);
+    assert(store_run_insert(st, "run_f", "s1", "echo", "c1", "user", "hi", 2, t) == 0);
+    for (uint64_t seq = 1; seq <= 20; seq++)
+        assert(store_event_append(st, "run_f", seq, "agent_stream_delta", "{\"delta\":\"x\"}", t,
+                                  &id) == 0);
+    assert(setrlimit(RLIMIT_FSIZE, &tiny) == 0);
+    int rc = store_commit(st);
+    assert(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, SIG_DFL);
+    if (rc != -1)
+        fprintf(stderr, "commit under a 1-byte file limit did not fail\n");
+    assert(rc == -1);
+    fprintf(stderr, "store_test: failed commit: %s\n", store_errmsg(st));
+    assert(strstr(store_errmsg(st), "f.db"));
+    /* No store_rollback here: store_commit ended the transaction itself, or
+     * the store_begin below would fail. */
+
+    store_run_t run;
+    assert(store_run_get(st, "run_f", &run) == 1);
+    s_events_t ev = {0};
+    assert(store_events_read(st, "run_f", 0, 0, s_event_cb, &ev) == 0 && ev.count == 0);
+    char found[64];
+    assert(store_run_by_request(st, "s1", "c1", found, sizeof found) == 0 && found[0] == '\0');
+    /* The next turn commits, the same ids are free again. */
+    assert(store_begin(st) == 0);
+    assert(store_run_insert(st, "run_f", "s1", "echo", "c1", "user", "hi", 2, t) == 0);
+    assert(store_event_append(st, "run_f", 1, "run_started", "{}", t, &id) == 0);
+    assert(store_commit(st) == 0);
+    assert(store_last_event_id(st, &after) == 0 && after == id && after > before);
+    store_destroy(&st);
+    /* And the file reopens intact. */
+    st = s_open("f.db");
+    assert(store_run_get(st, "run_f", &run) == 0);
+    store_destroy(&st);
+}
+
+/* Events appended per second in transactions of `batch` rows (a figure for
+ * the log: no assertion on time). */
+static void s_bench(int batch, int total)
+{
+    char name[32];
+    snprintf(name, sizeof name, "bench%d.db", batch);
+    store_t *st = s_open(name);
+    const char *t = "2026-11-24T10:00:00.000Z";
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    uint64_t seq = 0;
+    for (int done = 0; done < total; done += batch) {
+        assert(store_begin(st) == 0);
+        for (int i = 0; i < batch; i++) {
+            int64_t id;
+            assert(store_event_append(st, "run_b", ++seq, "agent_stream_delta",
+                                      "{\"delta\":\"hello\"}", t, &id) == 0);
+        }
+        assert(store_commit(st) == 0);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double s = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    int64_t last;
+    assert(store_last_event_id(st, &last) == 0 && last == total);
+    printf("store_test: %d events in transactions of %d: %.0f events/s (this build)\n", total,
+           batch, s > 0 ? total / s : 0.0);
+    store_destroy(&st);
+}
+
+/* Makes a file read-only even for root: the immutable attribute when the
+ * process may set it, the mode bits otherwise. 0 when done. */
+static int s_make_readonly(const char *path, int set)
+{
+    if (geteuid() != 0)
+        return chmod(path, set ? 0444 : 0644);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    int flags = 0;
+    int rc = ioctl(fd, FS_IOC_GETFLAGS, &flags);
+    if (rc == 0) {
+        flags = set ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+        rc = ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+    close(fd);
+    return rc;
+}
+
+static void test_open_errors_more(void)
+{
+    char path[256], err[512];
+    /* A path below a regular file. */
+    s_path(path, sizeof path, "plain");
+    FILE *f = fopen(path, "w");
+    assert(f);
+    fputs("x", f);
+    fclose(f);
+    s_path(path, sizeof path, "plain/map.db");
+    assert(store_new(path, STORE_NORMAL, err, sizeof err) == NULL);
+    fprintf(stderr, "store_test: below a file: %s\n", err);
+    assert(strstr(err, path));
+
+    /* A read-only database file. */
+    s_path(path, sizeof path, "ro.db");
+    store_t *st = s_open("ro.db");
+    store_destroy(&st);
+    if (s_make_readonly(path, 1) != 0) {
+        printf("store_test: read-only case not run: cannot make %s read-only as uid %d (%s)\n",
+               path, (int)geteuid(), strerror(errno));
+    } else {
+        st = store_new(path, STORE_NORMAL, err, sizeof err);
+        assert(s_make_readonly(path, 0) == 0);
+        assert(st == NULL);
+        fprintf(stderr, "store_test: read-only: %s\n", err);
+        assert(strstr(err, path) && strstr(err, "read-only"));
+    }
+
+    /* A database whose header is sound but whose table pages are damaged. */
+    s_path(path, sizeof path, "damaged.db");
+    st = s_open("damaged.db");
+    const char *t = "2026-11-24T10:00:00.000Z";
+    assert(store_begin(st) == 0);
+    for (uint64_t seq = 1; seq <= 2000; seq++) {
+        int64_t id;
+        assert(store_event_append(st, "run_1", seq, "agent_stream_delta",
+                                  "{\"delta\":\"some text to fill pages\"}", t, &id) == 0);
+    }
+    assert(store_commit(st) == 0);
+    store_destroy(&st); /* checkpoints: everything is in the main file */
+    int fd = open(path, O_WRONLY);
+    assert(fd >= 0);
+    char junk[4096];
+    memset(junk, 0xA5, sizeof junk);
+    for (off_t page = 1; page < 40; page += 2) /* page 0 (header, schema) kept */
+        assert(pwrite(fd, junk, sizeof junk, page * 4096) == (ssize_t)sizeof junk);
+    close(fd);
+    assert(store_new(path, STORE_NORMAL, err, sizeof err) == NULL);
+    fprintf(stderr, "store_test: damaged: %s\n", err);
+    assert(strstr(err, path) && (strstr(err, "damaged") || strstr(err, "malformed")));
+}
+
 int main(void)
 {
     assert(mkdtemp(s_dir));
@@ -297,6 +459,10 @@ int main(void)
     test_unfinished_runs();
     test_migrates_a_v1_database();
     test_open_errors_name_the_file();
+    test_failed_commit_leaves_nothing();
+    test_open_errors_more();
+    s_bench(100, 20000);
+    s_bench(1000, 20000);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", s_dir);
     if (system(cmd) != 0)
