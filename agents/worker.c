@@ -28,11 +28,16 @@
  * swapped for empty ones before the callbacks run, so handlers may call any
  * worker_* function while the old ids are reported.
  *
- * Edge-triggered ZMQ_FD: every send outside worker_process re-reads
- * ZMQ_EVENTS; when a message is waiting, worker_timeout_ms returns 0 so a
- * foreign loop that waits on the fd still comes back (LIBRARIES.md). Inside
- * worker_process the drain itself ends on EAGAIN and is followed by one
- * re-check.
+ * Edge-triggered ZMQ_FD: a send may consume the fd's edge for a message
+ * that arrived meanwhile (LIBRARIES.md). A send only marks the state
+ * unchecked; the next worker_timeout_ms (which every loop calls before it
+ * waits) or the end of worker_process re-reads ZMQ_EVENTS once, and when a
+ * message is waiting worker_timeout_ms returns 0, so a foreign loop that
+ * waits on the fd still comes back. One re-check per wait instead of one
+ * per send: each costs a poll and a getpid syscall inside libzmq, which
+ * bench_bridge measured at a tenth of the bridge's time. A drain that ends
+ * on EAGAIN leaves the state checked; one cut by the batch bound leaves it
+ * readable.
  *
  * Hot path: headers are encoded into stack buffers, bodies go to zmq_send
  * (one copy, the one zmq needs) and received parts reuse two zmq_msg_t per
@@ -87,8 +92,8 @@ struct worker_t {
     int64_t next_ready;           /* mono ms of the next READY attempt */
     int64_t next_heartbeat;       /* mono ms of the next HEARTBEAT */
     int64_t expiry;               /* mono ms: silence deadline (see top) */
-    int in_process;               /* inside worker_process: skip re-checks */
-    int readable;                 /* ZMQ_EVENTS showed POLLIN after a send */
+    int unchecked;                /* sent since ZMQ_EVENTS was last read */
+    int readable;                 /* a message may be waiting: do not block */
     int64_t reject_window;        /* second of the reject flood control */
     unsigned rejects_logged;
     unsigned rejects_quiet;
@@ -100,6 +105,7 @@ static void s_recheck(worker_t *w)
 {
     int events = 0;
     size_t size = sizeof events;
+    w->unchecked = 0;
     if (zmq_getsockopt(w->sock, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN))
         w->readable = 1;
 }
@@ -113,8 +119,7 @@ static int s_send(worker_t *w, const uint8_t *hdr, size_t hdr_len, const void *b
     /* Once the first part is accepted, the rest of the message is too. */
     if (rc >= 0 && has_body)
         zmq_send(w->sock, body_len ? body : "", body_len, ZMQ_DONTWAIT);
-    if (!w->in_process)
-        s_recheck(w);
+    w->unchecked = 1;
     return rc < 0 ? -1 : 0;
 }
 
@@ -355,7 +360,6 @@ static int s_handle_one(worker_t *w, zmq_msg_t *hdr, zmq_msg_t *body, int64_t no
 int worker_process(worker_t *w)
 {
     int64_t now = clock_mono_ms();
-    w->in_process = 1;
     w->readable = 0;
     if (!w->linked && !w->ready_sent && now >= w->next_ready)
         s_send_ready(w, now);
@@ -365,6 +369,10 @@ int worker_process(worker_t *w)
     int handled = 0;
     while (handled < S_BATCH && s_handle_one(w, &hdr, &body, now) == 0)
         handled++;
+    if (handled == S_BATCH)
+        w->readable = 1; /* cut by the bound: more may wait */
+    else
+        w->unchecked = 0; /* ended on EAGAIN, which read the socket's state */
     zmq_msg_close(&hdr);
     zmq_msg_close(&body);
     now = clock_mono_ms();
@@ -380,13 +388,15 @@ int worker_process(worker_t *w)
         s_send_id(w, FRAME_HEARTBEAT, 0);
         w->next_heartbeat = now + w->heartbeat_ms;
     }
-    w->in_process = 0;
-    s_recheck(w);
-    return handled;
+    if (w->unchecked)
+        s_recheck(w);
+    return handled == S_BATCH;
 }
 
-long worker_timeout_ms(const worker_t *w)
+long worker_timeout_ms(worker_t *w)
 {
+    if (w->unchecked)
+        s_recheck(w);
     if (w->readable)
         return 0;
     int64_t now = clock_mono_ms();

@@ -70,11 +70,13 @@ void worker_destroy(worker_t **self_p);
 void *worker_socket(worker_t *w);  /* the DEALER, for zmq_poll */
 int worker_fd(worker_t *w);        /* its ZMQ_FD (edge-triggered), for other loops */
 /* Handles every message ready (up to a batch bound) and the heartbeat timer.
- * Returns the number of messages handled; > 0 when called again may find
- * more. Never blocks. */
+ * Returns 1 when it stopped at the batch bound (call it again), 0 when it
+ * read the socket empty. Never blocks. */
 int worker_process(worker_t *w);
-/* Milliseconds until worker_process must run for the heartbeat timer. */
-long worker_timeout_ms(const worker_t *w);
+/* Milliseconds until worker_process must run for the heartbeat timer; 0
+ * when a message may be waiting. Call it before every wait on worker_fd:
+ * after sends, it is what re-reads the edge-triggered fd's state. */
+long worker_timeout_ms(worker_t *w);
 /* Runs zmq_poll + worker_process until *stop is set. Returns 0. */
 int worker_run(worker_t *w, volatile sig_atomic_t *stop);
 int worker_linked(const worker_t *w); /* 1 while the broker is heard */

@@ -54,7 +54,7 @@ struct xfer_t {
     int aborted;           /* a frame was lost: curl is to end it */
     CURL *easy;            /* the HTTP transfer */
     relay_t *relay;        /* its state machine */
-    char *body;            /* JSON request body (free()) */
+    char *body;            /* JSON request body (mem_free) */
     long timeout_ms;       /* idle timeout */
     int64_t deadline;      /* monotonic ms: idle or drain deadline */
     int64_t started_us;    /* for the debug log */
@@ -402,7 +402,7 @@ static void s_xfer_free(xfer_t *x)
             curl_easy_cleanup(x->easy);
     }
     relay_destroy(&x->relay);
-    free(x->body);
+    mem_free(x->body);
     mem_free(x);
 }
 

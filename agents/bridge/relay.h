@@ -70,7 +70,7 @@ void relay_end(relay_t *self, CURLcode rc, const char *errbuf);
 void relay_timeout(relay_t *self, long timeout_ms);
 
 /* The JSON body of POST /invoke for inv (SPEC §5). Returns a string the
- * caller frees with free(), or NULL with one sentence in err (text that is
+ * caller frees with mem_free(), or NULL with one sentence in err (text that is
  * not valid UTF-8). */
 char *relay_request_json(const agent_invoke_t *inv, char *err, size_t errlen);
 /* "{endpoint}/invoke" into out (RELAY_URL_MAX bytes), a trailing "/" of the

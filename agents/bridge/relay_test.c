@@ -5,6 +5,7 @@
  * answer is also fed one byte at a time and must give the same record. */
 #include "relay.h"
 
+#include "common/mem.h"
 #include "common/sbuf.h"
 #include "proto/agent.h"
 
@@ -368,7 +369,7 @@ static void s_test_request_json(void)
                        "\"messages\":[{\"role\":\"user\",\"content\":\"earlier \\\"q\\\"\"},"
                        "{\"role\":\"assistant\",\"content\":\"answer\\n\"}]}";
     CHECK(json && strcmp(json, want) == 0, "json %s", json ? json : err);
-    free(json);
+    mem_free(json);
 
     /* No history: an empty array. */
     mp_buf_reset(&b);
@@ -376,7 +377,7 @@ static void s_test_request_json(void)
     agent_decode_invoke(b.data, b.len, &dec);
     json = relay_request_json(&dec, err, sizeof err);
     CHECK(json && strstr(json, "\"messages\":[]"), "empty history: %s", json ? json : err);
-    free(json);
+    mem_free(json);
 
     /* Invalid UTF-8 is refused, with the reason. */
     inv.input.content = S("bad \xFF");
