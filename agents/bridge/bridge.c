@@ -80,6 +80,8 @@ struct bridge_t {
     size_t max_response;           /* largest answer */
     size_t body_max;               /* the worker library's largest body */
     int stopping;                  /* refuse new invokes */
+    int64_t now;                   /* mono ms, read once per wake-up (curl's
+                                      callbacks come by the dozen per turn) */
     mp_buf_t out;                  /* outbox bodies, encoded back to back */
     pending_t *pending;            /* outbox entries, in order */
     CURL *spare[BRIDGE_SPARE_MAX]; /* finished easy handles, for reuse */
@@ -107,7 +109,7 @@ static void s_final(xfer_t *x)
         return;
     x->live = 0;
     hmap_del(x->bridge->live, x->id);
-    x->deadline = clock_mono_ms() + DRAIN_MS;
+    x->deadline = x->bridge->now + DRAIN_MS;
 }
 
 /* A frame of an invoke could not be sent: the invoke fails with internal
@@ -222,7 +224,7 @@ static const relay_sink_t s_sink = {s_sink_delta, s_sink_done, s_sink_fail};
 static void s_touch(xfer_t *x)
 {
     if (relay_state(x->relay) == RELAY_STREAMING)
-        x->deadline = clock_mono_ms() + x->timeout_ms;
+        x->deadline = x->bridge->now + x->timeout_ms;
 }
 
 static size_t s_on_header(char *buf, size_t size, size_t n, void *arg)
@@ -326,7 +328,7 @@ static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t l
     x->timeout_ms = inv.timeout_ms ? (long)(inv.timeout_ms < TIMEOUT_MAX_MS ? inv.timeout_ms : TIMEOUT_MAX_MS)
                                    : b->timeout_ms;
     x->started_us = clock_mono_us();
-    x->deadline = clock_mono_ms() + x->timeout_ms;
+    x->deadline = b->now + x->timeout_ms;
     memcpy(x->run, inv.run_id.ptr, inv.run_id.len);
     x->relay = relay_new(b->max_response, &s_sink, x);
     x->easy = s_easy(b);
@@ -443,6 +445,7 @@ static int64_t s_sweep(bridge_t *b)
 int bridge_run(bridge_t *self, volatile sig_atomic_t *stop)
 {
     while (!*stop) {
+        self->now = clock_mono_ms();
         while (worker_process(self->worker) > 0)
             ;
         /* After the drain: invokes it just started count for the wait. */
@@ -461,6 +464,7 @@ int bridge_run(bridge_t *self, volatile sig_atomic_t *stop)
             wait = 1000;
         struct curl_waitfd wfd = {.fd = worker_fd(self->worker), .events = CURL_WAIT_POLLIN};
         curl_multi_poll(self->multi, &wfd, 1, (int)wait, NULL);
+        self->now = clock_mono_ms();
         self->stats.turns++;
         int running = 0;
         curl_multi_perform(self->multi, &running);
