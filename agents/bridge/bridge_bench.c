@@ -19,6 +19,11 @@
  * expected deltas, joined equal to the input, and the reply's content equal
  * to the input; any mismatch or error fails the bench (exit 1).
  *
+ * Runs have 100 words (deltas) by default, the run shape of bench_store and
+ * bench_edge: an answer of a paragraph. The bridge pays one HTTP request
+ * and response per run on top of the native path, so its share of the
+ * native rate grows with the answer: --words 20 shows short answers.
+ *
  * Last line: {"bench":"bridge","deltas_per_s_bridge":..,"deltas_per_s_native":..,
  * "added_p50_us":..,...} where added_p50_us is the median first-delta
  * latency through the bridge minus the native one. */
@@ -706,7 +711,7 @@ static result_t s_phase(req_t *r, size_t n, size_t inflight, const char *service
 
 int main(int argc, char **argv)
 {
-    long runs = 10000, words = 20, concurrency = 32, seq_runs = 1000, rounds = 5;
+    long runs = 10000, words = 100, concurrency = 32, seq_runs = 1000, rounds = 5;
     const char *level = "warn", *echo_bin = "", *bridge_bin = "";
     flag_t table[] = {
         {"echo-bin", NULL, FLAG_STR, &echo_bin, 0, 0,
