@@ -9,8 +9,12 @@
  *            with READY sent: READY is sent again if nothing at all came
  *            back until then (frames lost without a DISCONNECT).
  *   ready_sent  READY was accepted by the socket since the last loss or
- *            DISCONNECT. Frames from the broker count for the link only
- *            when it is set, so the broker and we agree on what is live.
+ *            DISCONNECT.
+ *   probe_id the id of the SERVICES probe sent after the last READY. Only
+ *            its answer brings the link up: a HEARTBEAT or REPLY may be a
+ *            frame the previous broker queued before it died, and taking
+ *            it for the new broker's answer would report a link that the
+ *            new broker knows nothing of.
  *
  * Why READY is sent once per loss, not every heartbeat: the broker treats a
  * READY from a peer it knows as a restart and forgets everything that peer
@@ -21,8 +25,11 @@
  * DISCONNECT makes us send READY again. While READY cannot be sent at all
  * (ZMQ_IMMEDIATE: no connection) it is retried with a backoff of 10 ms up
  * to one heartbeat, and worker_run also waits for POLLOUT. READY is followed
- * by a SERVICES probe with id 0, which the broker answers at once: the link
- * is up one round trip after READY, not one heartbeat.
+ * by a SERVICES probe (an id of its own, S_PROBE_BIT set), which the broker
+ * answers at once after READY: the link is up one round trip after READY,
+ * not one heartbeat. Until then REQUEST and CANCEL are served (a broker
+ * may hand us work right after READY, before it reads the probe) and the
+ * rest is dropped.
  *
  * Link loss (silence for liveness × heartbeat, or DISCONNECT): both maps are
  * swapped for empty ones before the callbacks run, so handlers may call any
@@ -63,7 +70,7 @@
 #define S_REQUESTS_DEFAULT 100000
 #define S_READY_RETRY_MIN 10      /* ms, first retry of an unsent READY */
 #define S_REJECT_LOGS 10          /* reject lines per second before counting */
-#define S_PROBE_ID 0              /* SERVICES sent after READY (see s_send_ready) */
+#define S_PROBE_BIT (1ULL << 63)  /* in the ids of SERVICES probes, never in ours */
 #define S_CLOSE_LINGER 200        /* ms the last frames may take to leave at destroy */
 
 static char s_live; /* the marker stored in both maps */
@@ -88,6 +95,8 @@ struct worker_t {
     uint64_t next_id;             /* last id we gave a request */
     int linked;
     int ready_sent;
+    uint64_t probe_id;            /* the probe after the last READY */
+    uint64_t probes;              /* probes sent */
     long ready_retry;             /* ms until the next READY attempt */
     int64_t next_ready;           /* mono ms of the next READY attempt */
     int64_t next_heartbeat;       /* mono ms of the next HEARTBEAT */
@@ -149,10 +158,10 @@ static void s_send_ready(worker_t *w, int64_t now)
         w->ready_sent = 1;
         w->next_heartbeat = now + w->heartbeat_ms;
         w->expiry = now + w->heartbeat_ms * w->liveness;
-        /* The probe: SERVICES with id 0 (never one of our requests) is
-         * answered at once, so the link comes up without waiting for the
-         * broker's next heartbeat; its REPLY is then ignored as unknown. */
-        s_send_id(w, FRAME_SERVICES, S_PROBE_ID);
+        /* The probe: answered at once, so the link comes up without
+         * waiting for the broker's next heartbeat (see the top). */
+        w->probe_id = S_PROBE_BIT | ++w->probes;
+        s_send_id(w, FRAME_SERVICES, w->probe_id);
         return;
     }
     w->next_ready = now + w->ready_retry;
@@ -285,7 +294,12 @@ static void s_on_frame(worker_t *w, const frame_t *f, const uint8_t *body, size_
     if (!w->linked) {
         if (!w->ready_sent)
             return; /* sent before the broker could know us: it will forget it */
-        s_up(w, now);
+        if ((f->type == FRAME_REPLY || f->type == FRAME_ERROR) && f->id == w->probe_id) {
+            s_up(w, now);
+            return;
+        }
+        if (f->type != FRAME_REQUEST && f->type != FRAME_CANCEL)
+            return; /* maybe from the broker before: only the probe's answer counts */
     }
     switch (f->type) {
     case FRAME_HEARTBEAT:

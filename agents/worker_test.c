@@ -126,7 +126,7 @@ static int s_recv(worker_t *w, frame_type_t want, s_msg_t *m)
         CHECK(frame_decode(m->text, (size_t)hn, more, &m->f) == FRAME_OK);
         if (m->f.type == FRAME_HEARTBEAT && want != FRAME_HEARTBEAT)
             continue;
-        if (m->f.type == FRAME_SERVICES && m->f.id == 0 && want != FRAME_SERVICES)
+        if (m->f.type == FRAME_SERVICES && (m->f.id >> 63) && want != FRAME_SERVICES)
             continue; /* the probe after READY */
         if (m->f.type != want)
             fprintf(stderr, "got %s, want %s\n", frame_type_name(m->f.type),
@@ -193,7 +193,10 @@ static void s_expect_events(const char *want)
     s_events[0] = '\0';
 }
 
-/* Expects READY [svc, capacity] and the SERVICES probe, then links up. */
+static uint64_t s_probe; /* id of the last probe seen */
+
+/* Expects READY [svc, capacity] and the SERVICES probe (a new id each time,
+ * top bit set), then links up. */
 static void s_announce(worker_t *w, uint32_t capacity)
 {
     s_msg_t m;
@@ -201,9 +204,10 @@ static void s_announce(worker_t *w, uint32_t capacity)
     CHECK(m.f.service_len == 3 && memcmp(m.f.service, "svc", 3) == 0);
     CHECK(m.f.capacity == capacity);
     CHECK(s_recv(w, FRAME_SERVICES, &m) == 0);
-    CHECK(m.f.id == 0);
+    CHECK((m.f.id >> 63) == 1 && m.f.id != s_probe);
+    s_probe = m.f.id;
     CHECK(!worker_linked(w));
-    s_send_id(FRAME_REPLY, 0, "\x90"); /* the probe's answer: [] */
+    s_send_id(FRAME_REPLY, s_probe, "\x90"); /* the probe's answer: [] */
     s_wait_event(w, "link:1;");
     CHECK(worker_linked(w));
     s_expect_events("link:1;");
@@ -416,10 +420,27 @@ int main(void)
     int64_t t_ready = clock_mono_ms();
     CHECK(s_recv(w, FRAME_READY, &m) == 0);
     CHECK(clock_mono_ms() - t_ready >= 100); /* not before the silence */
+    CHECK(s_recv(w, FRAME_SERVICES, &m) == 0);
+    uint64_t old_probe = s_probe;
+    s_probe = m.f.id;
+    CHECK(s_probe != old_probe && (s_probe >> 63) == 1);
     s_expect_events("");
+    /* What a dead broker may have left queued does not bring the link up:
+     * a HEARTBEAT, or the answer to an earlier probe. */
     s_send_id(FRAME_HEARTBEAT, 0, NULL);
+    s_send_id(FRAME_REPLY, old_probe, "\x90");
+    s_run(w, 30);
+    s_expect_events("");
+    CHECK(!worker_linked(w));
+    /* A REQUEST is served meanwhile (a broker may hand work over right
+     * after READY, before it reads the probe); the probe's answer links. */
+    rq.id = 105;
+    s_send_frame(&rq, "early");
+    s_wait_event(w, "request:105:early;");
+    CHECK(!worker_linked(w));
+    s_send_id(FRAME_REPLY, s_probe, "\x90");
     s_wait_event(w, "link:1;");
-    s_expect_events("link:1;");
+    s_expect_events("request:105:early;link:1;");
 
     /* Destroy says goodbye. */
     worker_destroy(&w);
