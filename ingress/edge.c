@@ -30,6 +30,7 @@
 #include "common/sbuf.h"
 #include "proto/orch.h"
 #include "routes.h"
+#include "seqtrack.h"
 #include "wsmsg.h"
 
 #include <czmq.h>
@@ -49,12 +50,6 @@ typedef struct out_t {
 
 typedef struct session_t session_t;
 typedef struct pending_t pending_t;
-
-typedef struct {
-    uint64_t next_seq;   /* next seq to send; 0: none sent yet */
-    int filling;         /* an `events` request for a gap is out */
-    uint64_t dropped_max; /* highest seq dropped while filling */
-} s_runpos_t;
 
 typedef struct conn_t {
     struct lws *wsi;
@@ -80,7 +75,7 @@ typedef struct conn_t {
     int hello;
     session_t *session;
     struct conn_t *snext;    /* next socket of the session */
-    zhashx_t *runs;          /* run_id → s_runpos_t */
+    zhashx_t *runs;          /* run_id → seqtrack_t: the runs it follows */
     sbuf_t frag;             /* message being reassembled */
     int frag_too_large;
 } conn_t;
@@ -103,11 +98,12 @@ struct session_t {
     char id[129];
     conn_t *conns;
     uint64_t watch;          /* our watch request, 0 if none */
+    int lost;                /* a watch ended: events may have been missed */
 };
 
 typedef struct {
     uint64_t http_requests, ws_connections, ws_messages, events_sent, slow_closed, errors,
-        orch_requests, orch_unavailable;
+        orch_requests, orch_unavailable, fills, watches_lost;
 } s_metrics_t;
 
 struct edge_t {
@@ -120,6 +116,8 @@ struct edge_t {
     lws_sorted_usec_list_t sul;
     volatile sig_atomic_t *stop;
     s_metrics_t m;
+    int64_t rewatch_at;      /* mono ms: next try for sessions without a watch */
+    long rewatch_ms;         /* the try's backoff */
     int64_t http_conns, ws_conns;
     mp_buf_t mp;
 };
@@ -302,6 +300,55 @@ static void s_watch(session_t *s)
     }
 }
 
+#define S_REWATCH_MIN_MS 100
+#define S_REWATCH_MAX_MS 2000
+
+/* A watch ended (the orchestrator died, the broker lost it): the session
+ * is watched again by the timer, with a backoff while the orchestrator is
+ * away, and filled once the new watch is accepted. */
+static void s_watch_lost(session_t *s)
+{
+    s->watch = 0;
+    s->lost = 1;
+    s_self->m.watches_lost++;
+    int64_t at = clock_mono_ms() + s_self->rewatch_ms;
+    if (!s_self->rewatch_at || at < s_self->rewatch_at)
+        s_self->rewatch_at = at;
+}
+
+static void s_session_refill(session_t *s);
+
+/* A watch was accepted: the orchestrator is there. Sessions still without
+ * one are watched now; this one catches up on what it missed. */
+static void s_watch_back(session_t *s)
+{
+    s_self->rewatch_ms = S_REWATCH_MIN_MS;
+    s_self->rewatch_at = 0;
+    for (session_t *o = zhashx_first(s_self->sessions); o; o = zhashx_next(s_self->sessions))
+        if (!o->watch)
+            s_watch(o);
+    if (s->lost)
+        s_session_refill(s);
+}
+
+/* The timer's part: while sessions lack a watch, one of them tries again
+ * (a probe, not every session at once); its acceptance brings the rest. */
+static void s_rewatch(int64_t now)
+{
+    if (!s_self->rewatch_at || now < s_self->rewatch_at || !worker_linked(s_self->worker))
+        return;
+    s_self->rewatch_at = 0;
+    for (session_t *s = zhashx_first(s_self->sessions); s; s = zhashx_next(s_self->sessions)) {
+        if (!s->watch) {
+            s_watch(s);
+            s_self->rewatch_at = now + s_self->rewatch_ms;
+            s_self->rewatch_ms = s_self->rewatch_ms * 2 < S_REWATCH_MAX_MS ? s_self->rewatch_ms * 2
+                                                                         : S_REWATCH_MAX_MS;
+            return;
+        }
+    }
+}
+
 static void s_session_join(conn_t *c, const char *id)
 {
     session_t *s = zhashx_lookup(s_self->sessions, id);
@@ -340,15 +387,31 @@ static void s_session_leave(conn_t *c)
     mem_free(s);
 }
 
-static void s_fill(conn_t *c, const char *run_id, s_runpos_t *pos)
+/* Sends the fill seqtrack asked for (filling is set); a request that cannot
+ * go out counts as a failed fill. */
+static void s_fill(conn_t *c, const char *run_id, seqtrack_t *t)
 {
-    orch_request_t q = {.op = S_STR("events"), .run_id = S_STR(run_id),
-                        .after_seq = pos->next_seq - 1, .limit = ORCH_LIMIT_MAX};
-    pending_t *p = s_request(c, P_WS_FILL, s_body(&q), s_self->cfg.request_timeout_ms);
-    if (p) {
-        snprintf(p->run_id, sizeof p->run_id, "%s", run_id);
-        pos->filling = 1;
+    do {
+        orch_request_t q = {.op = S_STR("events"), .run_id = S_STR(run_id),
+                            .after_seq = seqtrack_after(t), .limit = ORCH_LIMIT_MAX};
+        pending_t *p = s_request(c, P_WS_FILL, s_body(&q), s_self->cfg.request_timeout_ms);
+        if (p) {
+            snprintf(p->run_id, sizeof p->run_id, "%s", run_id);
+            return;
+        }
+    } while (seqtrack_fill_done(t, 0));
+}
+
+/* The run's tracker on this socket; created from seq next when missing. */
+static seqtrack_t *s_track(conn_t *c, const char *run_id, uint64_t next)
+{
+    seqtrack_t *t = zhashx_lookup(c->runs, run_id);
+    if (!t) {
+        t = mem_alloc(sizeof *t);
+        seqtrack_init(t, next);
+        zhashx_insert(c->runs, run_id, t);
     }
+    return t;
 }
 
 static void s_send_event(conn_t *c, const char *json, size_t len)
@@ -363,39 +426,52 @@ static void s_send_event(conn_t *c, const char *json, size_t len)
     s_self->m.events_sent++;
 }
 
-/* One event of a run for one socket, in order, without duplicates. */
+/* One event of a run for one socket, in order, without duplicates. A run
+ * first seen here was invoked by another socket of the session: the socket
+ * joins it where it is (earlier events come by resume). */
 static void s_ws_event(conn_t *c, const char *run_id, uint64_t seq, int terminal, const char *json,
                        size_t len)
 {
     if (c->closing)
         return;
-    s_runpos_t *pos = zhashx_lookup(c->runs, run_id);
-    if (!pos) {
-        pos = mem_alloc(sizeof *pos);
-        pos->next_seq = seq; /* joined mid-run: earlier events come by resume */
-        zhashx_insert(c->runs, run_id, pos);
+    seqtrack_t *t = s_track(c, run_id, seq);
+    switch (seqtrack_live(t, seq)) {
+    case SEQ_SEND:
+        s_send_event(c, json, len);
+        if (terminal)
+            zhashx_delete(c->runs, run_id);
+        break;
+    case SEQ_FILL:
+        s_self->m.fills++;
+        s_fill(c, run_id, t);
+        break;
+    case SEQ_DROP:
+    case SEQ_HOLD:
+        break;
     }
-    if (seq < pos->next_seq)
-        return; /* sent already */
-    if (seq > pos->next_seq || pos->filling) {
-        if (seq > pos->dropped_max)
-            pos->dropped_max = seq;
-        if (!pos->filling)
-            s_fill(c, run_id, pos);
-        return;
+}
+
+/* A session's watch is back after a loss: every run its sockets follow
+ * may have missed events meanwhile (even its terminal one), so each is
+ * filled from the store. */
+static void s_session_refill(session_t *s)
+{
+    s->lost = 0;
+    for (conn_t *c = s->conns; c; c = c->snext) {
+        for (seqtrack_t *t = zhashx_first(c->runs); t; t = zhashx_next(c->runs)) {
+            if (seqtrack_want_fill(t)) {
+                s_self->m.fills++;
+                s_fill(c, zhashx_cursor(c->runs), t);
+            }
+        }
     }
-    s_send_event(c, json, len);
-    pos->next_seq = seq + 1;
-    if (terminal)
-        zhashx_delete(c->runs, run_id);
 }
 
 static void s_on_fill(conn_t *c, pending_t *p, unsigned status, const char *json, size_t len)
 {
-    s_runpos_t *pos = zhashx_lookup(c->runs, p->run_id);
-    if (!pos)
+    seqtrack_t *t = zhashx_lookup(c->runs, p->run_id);
+    if (!t)
         return;
-    pos->filling = 0;
     json_t *doc = status == 200 ? json_loadb(json, len, 0, NULL) : NULL;
     json_t *events = json_object_get(doc, "events");
     size_t i;
@@ -403,24 +479,24 @@ static void s_on_fill(conn_t *c, pending_t *p, unsigned status, const char *json
     int ended = 0;
     json_array_foreach(events, i, ev) {
         json_int_t seq = json_integer_value(json_object_get(ev, "seq"));
-        if ((uint64_t)seq != pos->next_seq)
+        if (seq <= 0 || !seqtrack_filled(t, (uint64_t)seq))
             continue;
         char *text = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
         if (text) {
             s_send_event(c, text, strlen(text));
             free(text);
         }
-        pos->next_seq++;
         const char *type = json_string_value(json_object_get(ev, "type"));
         if (type && (!strcmp(type, "run_done") || !strcmp(type, "run_failed") ||
                      !strcmp(type, "run_cancelled")))
             ended = 1;
     }
+    int ok = json_is_array(events);
     json_decref(doc);
     if (ended)
         zhashx_delete(c->runs, p->run_id);
-    else if (pos->dropped_max >= pos->next_seq)
-        s_fill(c, p->run_id, pos); /* more came while this one was out */
+    else if (seqtrack_fill_done(t, ok))
+        s_fill(c, p->run_id, t); /* more came while this one was out */
 }
 
 /* ---- answers from the orchestrator --------------------------------------- */
@@ -459,8 +535,10 @@ static void s_on_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t l
     conn_t *c = p->conn;
     switch (p->kind) {
     case P_WATCH:
-        if (ev.accepted)
+        if (ev.accepted) {
+            s_watch_back(p->session);
             return;
+        }
         char run_id[129];
         snprintf(run_id, sizeof run_id, "%.*s", (int)ev.run_id.len, ev.run_id.ptr);
         for (conn_t *s = p->session->conns; s; s = s->snext)
@@ -537,6 +615,10 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
         if (status == 200) {
             char run_id[129] = "";
             s_json_field(json.ptr, json.len, "run_id", run_id, sizeof run_id);
+            /* Followed from seq 1: a gap, or a watch lost before the first
+             * event, is filled from the store. */
+            if (*run_id)
+                s_track(c, run_id, 1);
             /* Events of the run may only be sent after this: they follow
              * on the session's watch, after this answer. */
             sbuf_t j;
@@ -577,7 +659,7 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
         s_on_fill(c, p, status, json.ptr, json.len);
         break;
     case P_WATCH:
-        p->session->watch = 0;
+        s_watch_lost(p->session);
         break;
     }
     s_pending_free(p);
@@ -615,13 +697,16 @@ static void s_on_error(worker_t *w, uint64_t req, const char *code, const char *
         s_ws_error(c, "unavailable", "the orchestrator cannot be reached", p->run_id);
         break;
     case P_WS_FILL: {
-        s_runpos_t *pos = zhashx_lookup(c->runs, p->run_id);
-        if (pos)
-            pos->filling = 0;
-        break;
+        seqtrack_t *t = zhashx_lookup(c->runs, p->run_id);
+        char run_id[sizeof p->run_id];
+        memcpy(run_id, p->run_id, sizeof run_id);
+        s_pending_free(p);
+        if (t && seqtrack_fill_done(t, 0))
+            s_fill(c, run_id, t);
+        return;
     }
     case P_WATCH:
-        p->session->watch = 0; /* re-watched when the link is back */
+        s_watch_lost(p->session);
         break;
     }
     s_pending_free(p);
@@ -676,6 +761,8 @@ static void s_metrics(conn_t *c)
         {"map_ingress_orchestrator_requests_total", m->orch_requests},
         {"map_ingress_orchestrator_unavailable_total", m->orch_unavailable},
         {"map_ingress_slow_clients_closed_total", m->slow_closed},
+        {"map_ingress_gap_fills_total", m->fills},
+        {"map_ingress_watches_lost_total", m->watches_lost},
         {"map_ingress_errors_total", m->errors},
     };
     for (size_t i = 0; i < sizeof counters / sizeof *counters; i++)
@@ -955,14 +1042,7 @@ static void s_ws_message(conn_t *c, const char *text, size_t len)
             snprintf(p->request_id, sizeof p->request_id, "%s", m.request_id);
         break;
     case WSMSG_RESUME: {
-        s_runpos_t *pos = zhashx_lookup(c->runs, m.run_id);
-        if (!pos) {
-            pos = mem_alloc(sizeof *pos);
-            zhashx_insert(c->runs, m.run_id, pos);
-        }
-        pos->next_seq = m.after_seq + 1;
-        pos->filling = 0;
-        pos->dropped_max = 0;
+        seqtrack_init(s_track(c, m.run_id, 1), m.after_seq + 1);
         q.op = S_STR("follow");
         q.run_id = S_STR(m.run_id);
         q.after_seq = m.after_seq;
@@ -1156,6 +1236,7 @@ static void s_tick(lws_sorted_usec_list_t *sul)
         worker_cancel(s_self->worker, p->req);
         s_on_error(s_self->worker, p->req, "timeout", "no answer in time", s_self);
     }
+    s_rewatch(now);
     if (*s_self->stop)
         lws_cancel_service(s_self->ctx);
     else
@@ -1226,6 +1307,7 @@ edge_t *edge_new(const edge_config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     self->pending = hmap_new(1000000);
+    self->rewatch_ms = S_REWATCH_MIN_MS;
     self->sessions = zhashx_new();
     mp_buf_init(&self->mp, (size_t)cfg->max_body + 4096);
     return self;
