@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CHECK(cond)                                                                 \
     do {                                                                            \
@@ -83,18 +84,48 @@ static unsigned s_rand(unsigned *state)
     return (*state >> 16) & 0x7fff;
 }
 
+enum { N = 200 };
+
+/* The socket's side of the model: what it was sent, and the fill it has out. */
+typedef struct {
+    seqtrack_t t;
+    uint64_t got[N + 1];  /* times each seq was sent */
+    uint64_t last;        /* the last seq sent */
+    int fill_out;
+    uint64_t fill_after;
+} sock_t;
+
+static void s_sent(sock_t *k, uint64_t seq)
+{
+    CHECK(seq == k->last + 1);
+    k->last = seq;
+    k->got[seq]++;
+}
+
+static void s_fill_asked(sock_t *k)
+{
+    CHECK(!k->fill_out);
+    k->fill_out = 1;
+    k->fill_after = seqtrack_after(&k->t);
+}
+
+static void s_live(sock_t *k, uint64_t seq)
+{
+    seq_action_t a = seqtrack_live(&k->t, seq);
+    if (a == SEQ_SEND)
+        s_sent(k, seq);
+    else if (a == SEQ_FILL)
+        s_fill_asked(k);
+}
+
 static void s_model(unsigned seed)
 {
-    enum { N = 200 };
-    seqtrack_t t;
-    seqtrack_init(&t, 1);
-    uint64_t got[N + 1] = {0}, last = 0, sent = 0;
+    static sock_t k;
+    memset(&k, 0, sizeof k);
+    seqtrack_init(&k.t, 1);
     unsigned st = seed;
-    int fill_out = 0;
-    uint64_t fill_after = 0;
-    uint64_t pending[8];
+    uint64_t pending[8], stored = 1;
     int npending = 0;
-    uint64_t stored = 1;
     for (int turn = 0; turn < 100000; turn++) {
         unsigned r = s_rand(&st) % 100;
         if (stored <= N && r < 50) {
@@ -108,67 +139,32 @@ static void s_model(unsigned seed)
                 pending[npending++] = seq;
                 continue;
             }
-            for (int k = 0; k < (fate < 30 ? 2 : 1); k++) {
-                seq_action_t a = seqtrack_live(&t, seq);
-                if (a == SEQ_SEND) {
-                    CHECK(seq == last + 1);
-                    last = seq;
-                    got[seq]++;
-                    sent++;
-                } else if (a == SEQ_FILL) {
-                    CHECK(!fill_out);
-                    fill_out = 1;
-                    fill_after = seqtrack_after(&t);
-                }
-            }
+            for (int n = 0; n < (fate < 30 ? 2 : 1); n++)
+                s_live(&k, seq);
         } else if (r < 65 && npending) {
             /* A delayed event arrives late. */
             uint64_t seq = pending[0];
-            for (int i = 1; i < npending; i++)
-                pending[i - 1] = pending[i];
-            npending--;
-            seq_action_t a = seqtrack_live(&t, seq);
-            if (a == SEQ_SEND) {
-                CHECK(seq == last + 1);
-                last = seq;
-                got[seq]++;
-                sent++;
-            } else if (a == SEQ_FILL) {
-                CHECK(!fill_out);
-                fill_out = 1;
-                fill_after = seqtrack_after(&t);
-            }
-        } else if (fill_out) {
+            memmove(pending, pending + 1, (size_t)--npending * sizeof *pending);
+            s_live(&k, seq);
+        } else if (k.fill_out) {
             /* The fill is answered from the store as it is now; 10% fail. */
-            fill_out = 0;
+            k.fill_out = 0;
             int ok = s_rand(&st) % 10 != 0;
-            if (ok) {
-                for (uint64_t seq = fill_after + 1; seq < stored; seq++) {
-                    if (seqtrack_filled(&t, seq)) {
-                        CHECK(seq == last + 1);
-                        last = seq;
-                        got[seq]++;
-                        sent++;
-                    }
-                }
-            }
-            if (seqtrack_fill_done(&t, ok)) {
-                fill_out = 1;
-                fill_after = seqtrack_after(&t);
-            }
-        } else if (stored > N && !npending && !fill_out) {
+            for (uint64_t seq = k.fill_after + 1; ok && seq < stored; seq++)
+                if (seqtrack_filled(&k.t, seq))
+                    s_sent(&k, seq);
+            if (seqtrack_fill_done(&k.t, ok))
+                s_fill_asked(&k);
+        } else if (stored > N && !npending) {
             /* The end: what was lost at the tail comes by a watch's return. */
-            if (last < N && seqtrack_want_fill(&t)) {
-                fill_out = 1;
-                fill_after = seqtrack_after(&t);
-            } else {
+            if (k.last == N || !seqtrack_want_fill(&k.t))
                 break;
-            }
+            s_fill_asked(&k);
         }
     }
-    CHECK(last == N && sent == N);
+    CHECK(k.last == N);
     for (int i = 1; i <= N; i++)
-        CHECK(got[i] == 1);
+        CHECK(k.got[i] == 1);
 }
 
 int main(void)
