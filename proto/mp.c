@@ -453,10 +453,13 @@ static int s_json(mp_reader_t *r, s_out_t *o, int depth)
                     return -1;
                 s_put_jstr(o, k, klen);
             } else {
-                s_put(o, "\"", 1);
-                if (s_json(r, o, depth - 1)) /* non-string key, shown quoted */
+                /* A non-string key: its own JSON text (cut at 128 bytes),
+                 * as an escaped string, so the output stays JSON. */
+                char kbuf[128];
+                s_out_t ko = {kbuf, sizeof kbuf, 0, 0};
+                if (s_json(r, &ko, depth - 1))
                     return -1;
-                s_put(o, "\"", 1);
+                s_put_jstr(o, kbuf, ko.at);
             }
             s_put(o, ":", 1);
             if (s_json(r, o, depth - 1))

@@ -172,6 +172,10 @@ static void s_json(void)
     assert(!strcmp(out, "[-9223372036854775808,18446744073709551615,\"ab01\",false]"));
     mp_reader_init(&r, "\x81\x01\xa1v", 4);
     assert(mp_to_json(&r, out, sizeof out, 4) == 0 && !strcmp(out, "{\"1\":\"v\"}"));
+    /* Keys that are not strings stay JSON: [1,"a"] and bin are escaped. */
+    mp_reader_init(&r, "\x82\x92\x01\xa1\x61\x02\xc4\x01\xff\xc0", 10);
+    assert(mp_to_json(&r, out, sizeof out, 4) == 0);
+    assert(!strcmp(out, "{\"[1,\\\"a\\\"]\":2,\"\\\"ff\\\"\":null}"));
     mp_reader_init(&r, "\xd4\x01\x02", 3);
     assert(mp_to_json(&r, out, sizeof out, 4) == 0 && !strcmp(out, "\"<type 0xd4, 3 bytes>\""));
     mp_reader_init(&r, "\x91\x91\x91\x01", 4);
