@@ -29,6 +29,7 @@
 #include "common/mem.h"
 #include "common/sbuf.h"
 #include "proto/orch.h"
+#include "outq.h"
 #include "routes.h"
 #include "seqtrack.h"
 #include "wsmsg.h"
@@ -42,12 +43,6 @@
 
 #define S_TICK_US (100 * 1000) /* timer: heartbeats, request deadlines, stop */
 
-typedef struct out_t {
-    struct out_t *next;
-    size_t len;
-    unsigned char buf[]; /* LWS_PRE bytes of headroom, then len bytes */
-} out_t;
-
 typedef struct session_t session_t;
 typedef struct pending_t pending_t;
 
@@ -55,8 +50,7 @@ typedef struct conn_t {
     struct lws *wsi;
     int is_ws;
     pending_t *pendings;     /* requests of this connection */
-    out_t *qhead, *qtail;    /* messages to write */
-    size_t qbytes;
+    outq_t q;                /* messages to write */
     int closing;             /* close once the queue is written (or now) */
     int close_code;
     char close_reason[64];
@@ -142,38 +136,18 @@ static void s_close_now(conn_t *c, int code, const char *reason)
     lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 2);
 }
 
-static void s_queue_free(conn_t *c)
-{
-    while (c->qhead) {
-        out_t *o = c->qhead;
-        c->qhead = o->next;
-        mem_free(o);
-    }
-    c->qtail = NULL;
-    c->qbytes = 0;
-}
-
-/* Queues bytes for the connection; a full queue closes a WebSocket. */
+/* Queues bytes for the connection; a full queue closes it (outq.h). */
 static int s_push(conn_t *c, const void *data, size_t len)
 {
     if (c->closing)
         return -1;
-    if (c->qbytes + len > (size_t)s_self->cfg.max_outq) {
+    if (outq_push(&c->q, data, len)) {
         s_self->m.slow_closed++;
-        LOGW("client.slow", "queued=%zu max=%ld ws=%d", c->qbytes, s_self->cfg.max_outq, c->is_ws);
-        s_queue_free(c);
+        LOGW("client.slow", "queued=%zu max=%ld ws=%d", c->q.bytes, s_self->cfg.max_outq, c->is_ws);
+        outq_clear(&c->q);
         s_close_now(c, 4008, "too slow to read; reconnect and resume");
         return -1;
     }
-    out_t *o = mem_alloc(sizeof *o + LWS_PRE + len);
-    o->len = len;
-    memcpy(o->buf + LWS_PRE, data, len);
-    if (c->qtail)
-        c->qtail->next = o;
-    else
-        c->qhead = o;
-    c->qtail = o;
-    c->qbytes += len;
     lws_callback_on_writable(c->wsi);
     return 0;
 }
@@ -914,7 +888,7 @@ static int s_http_writeable(conn_t *c)
         const char *type = c->sse ? "text/event-stream"
                            : c->route.id == ROUTE_METRICS ? "text/plain; version=0.0.4"
                                                           : "application/json";
-        lws_filepos_t clen = c->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)c->qbytes;
+        lws_filepos_t clen = c->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)c->q.bytes;
         if (lws_add_http_common_headers(wsi, (unsigned)c->status, type, clen, &p, end))
             return -1;
         if (c->run_id_hdr[0] &&
@@ -933,15 +907,11 @@ static int s_http_writeable(conn_t *c)
         lws_callback_on_writable(wsi);
         return 0;
     }
-    out_t *o = c->qhead;
+    outq_msg_t *o = outq_take(&c->q);
     if (o) {
-        c->qhead = o->next;
-        if (!c->qhead)
-            c->qtail = NULL;
-        c->qbytes -= o->len;
-        int last = !c->qhead && c->finish;
-        int rc = lws_write(wsi, o->buf + LWS_PRE, o->len, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
-        mem_free(o);
+        int last = !c->q.head && c->finish;
+        int rc = lws_write(wsi, outq_data(&c->q, o), o->len, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+        outq_msg_free(o);
         if (rc < 0)
             return -1;
         if (!last) {
@@ -968,7 +938,7 @@ static void s_conn_cleanup(conn_t *c)
         s_pending_free(p);
     }
     s_session_leave(c);
-    s_queue_free(c);
+    outq_clear(&c->q);
     sbuf_free(&c->body);
     sbuf_free(&c->frag);
     if (c->runs)
@@ -1094,23 +1064,19 @@ static int s_ws_receive(conn_t *c, const void *in, size_t len)
 
 static int s_ws_writeable(conn_t *c)
 {
-    if (c->closing && !c->qhead) {
+    if (c->closing && !c->q.head) {
         lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
                          (unsigned char *)c->close_reason, strlen(c->close_reason));
         return -1;
     }
-    out_t *o = c->qhead;
+    outq_msg_t *o = outq_take(&c->q);
     if (!o)
         return 0;
-    c->qhead = o->next;
-    if (!c->qhead)
-        c->qtail = NULL;
-    c->qbytes -= o->len;
-    int rc = lws_write(c->wsi, o->buf + LWS_PRE, o->len, LWS_WRITE_TEXT);
-    mem_free(o);
+    int rc = lws_write(c->wsi, outq_data(&c->q, o), o->len, LWS_WRITE_TEXT);
+    outq_msg_free(o);
     if (rc < 0)
         return -1;
-    if (c->qhead || c->closing)
+    if (c->q.head || c->closing)
         lws_callback_on_writable(c->wsi);
     return 0;
 }
@@ -1127,6 +1093,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
             s_conn_cleanup(c);
         memset(c, 0, sizeof *c);
         c->wsi = wsi;
+        outq_init(&c->q, (size_t)s_self->cfg.max_outq, LWS_PRE);
         sbuf_init(&c->body, (size_t)s_self->cfg.max_body);
         s_self->m.http_requests++;
         const char *path = in ? in : "/";
@@ -1184,6 +1151,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         memset(c, 0, sizeof *c);
         c->wsi = wsi;
         c->is_ws = 1;
+        outq_init(&c->q, (size_t)s_self->cfg.max_outq, LWS_PRE);
         c->runs = zhashx_new();
         zhashx_set_destructor(c->runs, s_free_item);
         sbuf_init(&c->frag, (size_t)s_self->cfg.max_ws_message);
