@@ -444,6 +444,38 @@ def test_help_and_bad_flag():
     assert out.returncode != 0 and out.stderr.strip()
 
 
+def test_256_streams_at_once():
+    """One bridge with its default capacity holds 256 HTTP streams open at
+    once (one thread, no thread per request); the broker queues the rest,
+    which start as streams end; every answer is whole."""
+    procs = Procs()
+    try:
+        broker_ep = "tcp://127.0.0.1:%d" % free_port()
+        procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
+        bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep], name="bridge")
+        fport = free_port()
+        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
+        faults = "http://127.0.0.1:%d" % fport
+        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
+        req = Requester(broker_ep)
+        req.wait_service("bridge")
+        rids = [req.invoke(faults + "/hold", "n%d" % i, timeout_ms=60000) for i in range(300)]
+        req.until(lambda: sum(1 for r in rids if req.results[r]["deltas"]) == 256, timeout=60,
+                  what="256 streams under way")
+        assert state_of(faults)["active"].get("hold", 0) == 256
+        for _ in range(6):  # the other 44 wait at the broker
+            req.pump(0.05)
+            assert sum(1 for r in rids if req.results[r]["deltas"]) == 256
+        urllib.request.urlopen(urllib.request.Request(faults + "/release", data=b"", method="POST"),
+                               timeout=10).read()
+        for i, rid in enumerate(rids):
+            assert req.wait(rid) == ("reply", {"output": {"role": "assistant", "content": "held n%d" % i}})
+        assert bridge.poll() is None
+        req.close()
+    finally:
+        procs.stop_all()
+
+
 def test_capacity_and_broker_restart():
     """--capacity bounds the HTTP requests in flight (the broker queues the
     rest); losing the broker aborts the HTTP requests of every invoke; a

@@ -6,6 +6,7 @@ one agent per path prefix, each speaking (or breaking) SPEC.md section 5.
     GET  /health          {"status":"ok"}
     GET  /state           what the agents saw: {"requests":{name: [request...]},
                           "disconnects":{name: n}, "active":{name: n}}
+    POST /release         lets every `hold` stream finish
 
 Agents:
     ok        a delta per word of the input, then done with the output
@@ -17,6 +18,8 @@ Agents:
     baddelta  a delta event whose JSON has no delta/content/text
     stall     headers and one delta, then nothing (until the client goes)
     slow      a delta every 50 ms for 30 s (counts client disconnects)
+    hold      one delta, then waits for POST /release (at most 30 s), then
+              a second delta and done: many streams open at once
     big       200 KiB of deltas, then done
     plain     plain-text deltas (unnamed events), CRLF line ends, a BOM,
               comments, then `event: done` with no data
@@ -33,6 +36,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
+RELEASE = threading.Event()
 STATE = {"requests": {}, "disconnects": {}, "active": {}}
 
 
@@ -85,6 +89,10 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def do_POST(self):
+        if self.path == "/release":
+            RELEASE.set()
+            self.reply_json(200, {"released": True})
+            return
         parts = self.path.strip("/").split("/")
         if len(parts) != 2 or parts[1] != "invoke":
             self.reply_json(404, {"error": "no such agent"})
@@ -179,6 +187,13 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(0.05)
         self.send(ev("done", {}))
 
+    def agent_hold(self, body):
+        self.start_stream()
+        self.send(ev("delta", {"delta": "held "}))
+        RELEASE.wait(30)
+        self.send(ev("delta", {"delta": self.content(body)}))
+        self.send(ev("done", {}))
+
     def agent_big(self, body):
         self.start_stream()
         chunk = ev("delta", {"delta": "x" * 1000})
@@ -203,7 +218,7 @@ def main():
     if len(sys.argv) != 2 or not sys.argv[1].isdigit():
         print("usage: fault_agents.py PORT", file=sys.stderr)
         return 2
-    ThreadingHTTPServer.request_queue_size = 256  # many invokes connect at once
+    ThreadingHTTPServer.request_queue_size = 512  # many invokes connect at once
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     server.daemon_threads = True
     server.serve_forever()
