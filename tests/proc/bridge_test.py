@@ -476,6 +476,42 @@ def test_256_streams_at_once():
         procs.stop_all()
 
 
+def test_bridges_side_by_side():
+    """Bridges scale like any worker: two processes of capacity 5 hold 10
+    streams at once between them, and each served its share."""
+    procs = Procs()
+    try:
+        broker_ep = "tcp://127.0.0.1:%d" % free_port()
+        procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
+        bridges = [procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep, "--capacity", 5],
+                               name="bridge%d" % i) for i in range(2)]
+        fport = free_port()
+        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
+        faults = "http://127.0.0.1:%d" % fport
+        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
+        req = Requester(broker_ep)
+        req.until(lambda: any(s[0] == "bridge" and s[1] == 2 for s in
+                              req.wait(req.services())[1]), what="both bridges known")
+        rids = [req.invoke(faults + "/hold", "n%d" % i, timeout_ms=60000) for i in range(12)]
+        req.until(lambda: sum(1 for r in rids if req.results[r]["deltas"]) == 10, what="10 streams")
+        assert state_of(faults)["active"].get("hold", 0) == 10
+        urllib.request.urlopen(urllib.request.Request(faults + "/release", data=b"", method="POST"),
+                               timeout=10).read()
+        for i, rid in enumerate(rids):
+            assert req.wait(rid) == ("reply", {"output": {"role": "assistant", "content": "held n%d" % i}})
+        req.close()
+        served = []
+        for b in bridges:
+            b.send_signal(signal.SIGTERM)
+            assert b.wait(timeout=WAIT) == 0, procs.log(b)
+            stop = [l for l in procs.log(b).splitlines() if " bridge.stop " in l]
+            assert stop, procs.log(b)
+            served.append(int(stop[0].split("done=")[1].split()[0]))
+        assert sum(served) == 12 and min(served) >= 5, served
+    finally:
+        procs.stop_all()
+
+
 def test_capacity_and_broker_restart():
     """--capacity bounds the HTTP requests in flight (the broker queues the
     rest); losing the broker aborts the HTTP requests of every invoke; a
