@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -309,17 +310,21 @@ static double s_phase(int port, int n, int runs, int64_t deadline_us)
         if (B.finished + B.failed >= n && next >= n)
             break;
         lws_service(B.ctx, 0);
-
-
     }
     return (double)(clock_mono_us() - t0) / 1e6;
 }
 
 static void s_phase_end(void)
 {
+    /* Closed with a reset (linger 0), not a FIN: 10,000 closes would leave
+     * as many client ports in TIME_WAIT for a minute, and a second run
+     * soon after found no free port to connect from. */
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
     for (int i = 0; i < B.n; i++) {
-        if (B.clients[i].wsi && !B.clients[i].closed)
+        if (B.clients[i].wsi && !B.clients[i].closed) {
+            setsockopt(lws_get_socket_fd(B.clients[i].wsi), SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
             lws_set_timeout(B.clients[i].wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+        }
         sbuf_free(&B.clients[i].got);
     }
     for (int k = 0; k < 50; k++)
