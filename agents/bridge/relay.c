@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -466,9 +467,11 @@ static int s_jmsg(sbuf_t *out, const agent_msg_t *m)
 
 char *relay_request_json(const agent_invoke_t *inv, char *err, size_t errlen)
 {
-    /* Written directly, with no tree: at most 6 bytes out per byte in. */
+    /* Written directly, with no tree. No maximum of its own: the invoke it
+     * comes from is bounded (bridge.c refuses one over max_response), and
+     * JSON takes at most 6 bytes per byte of it. */
     sbuf_t out;
-    sbuf_init(&out, (size_t)-1 / 8);
+    sbuf_init(&out, SIZE_MAX / 2);
     const char *why = NULL;
     if (s_jfield(&out, "{\"run_id\":", inv->run_id) ||
         s_jfield(&out, ",\"session_id\":", inv->session_id) ||
