@@ -407,11 +407,16 @@ int worker_process(worker_t *w)
     return handled == S_BATCH;
 }
 
-long worker_timeout_ms(worker_t *w)
+int worker_readable(worker_t *w)
 {
     if (w->unchecked)
         s_recheck(w);
-    if (w->readable)
+    return w->readable;
+}
+
+long worker_timeout_ms(worker_t *w)
+{
+    if (worker_readable(w))
         return 0;
     int64_t now = clock_mono_ms();
     int64_t next = w->ready_sent ? w->next_heartbeat : w->next_ready;

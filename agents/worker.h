@@ -77,6 +77,9 @@ int worker_process(worker_t *w);
  * when a message may be waiting. Call it before every wait on worker_fd:
  * after sends, it is what re-reads the edge-triggered fd's state. */
 long worker_timeout_ms(worker_t *w);
+/* 1 when a message may be waiting that the fd will not announce (a send
+ * took its edge): call worker_process again before waiting on worker_fd. */
+int worker_readable(worker_t *w);
 /* Runs zmq_poll + worker_process until *stop is set. Returns 0. */
 int worker_run(worker_t *w, volatile sig_atomic_t *stop);
 int worker_linked(const worker_t *w); /* 1 while the broker is heard */

@@ -206,9 +206,11 @@ static void s_health_down(conn_t *c, int broker_down)
 
 /* ---- requests to the orchestrator ---------------------------------------- */
 
+/* Drains the DEALER; lws then waits on its fd, so what a send may have
+ * hidden from the fd (worker_readable) is drained too. */
 static void s_pump(void)
 {
-    while (worker_process(s_self->worker) > 0) {
+    while (worker_process(s_self->worker) > 0 || worker_readable(s_self->worker)) {
     }
 }
 
@@ -1083,8 +1085,8 @@ static int s_ws_writeable(conn_t *c)
 
 /* ---- the lws callback -------------------------------------------------------- */
 
-static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                      size_t len)
+static int s_handle(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
 {
     conn_t *c = user;
     switch (reason) {
@@ -1176,6 +1178,18 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     }
+}
+
+/* Every callback may send to the broker (a request, a cancel); a send can
+ * take the edge of the DEALER's fd, so what it hid is drained before lws
+ * waits on that fd again (a flag test when nothing was sent). */
+static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+    int rc = s_handle(wsi, reason, user, in, len);
+    if (s_self && s_self->worker && worker_readable(s_self->worker))
+        s_pump();
+    return rc;
 }
 
 static struct lws_protocols s_protocols[] = {
