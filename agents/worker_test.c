@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define CHECK(cond)                                                                \
@@ -441,6 +442,31 @@ int main(void)
     s_send_id(FRAME_REPLY, s_probe, "\x90");
     s_wait_event(w, "link:1;");
     s_expect_events("request:105:early;link:1;");
+
+    /* A message that arrives while we send is announced by
+     * worker_readable (and worker_timeout_ms 0), whatever the fd says. */
+    while (worker_process(w) > 0)
+        ;
+    CHECK(!worker_readable(w));
+    s_send_id(FRAME_HEARTBEAT, 0, NULL);
+    int sent = 0;
+    for (; sent < 50 && !worker_readable(w); sent++) {
+        usleep(2000);
+        CHECK(worker_request(w, "other", "r", 1) > 0); /* a send: the state is read again */
+    }
+    CHECK(worker_readable(w));
+    CHECK(worker_timeout_ms(w) == 0);
+    while (worker_process(w) > 0)
+        ;
+    CHECK(!worker_readable(w));
+    for (int i = 0; i < sent; i++) { /* the requests sent above, ended */
+        CHECK(s_recv(w, FRAME_REQUEST, &m) == 0);
+        frame_t end = {.type = FRAME_ERROR, .id = m.f.id, .code = "overloaded", .code_len = 10};
+        s_send_frame(&end, NULL);
+    }
+    s_run(w, 20);
+    s_events[0] = '\0';
+    CHECK(worker_pending(w) == 0);
 
     /* Destroy says goodbye. */
     worker_destroy(&w);
