@@ -15,6 +15,13 @@ class Edge:
     def __init__(self, api_key=None, ingress_args=(), orch_args=(), bridge=False):
         self.orch_args = orch_args
         self.procs = Procs()
+        try:
+            self._start(api_key, ingress_args, bridge)
+        except BaseException:
+            self.procs.stop_all(check=False)  # no process outlives a failed start
+            raise
+
+    def _start(self, api_key, ingress_args, bridge):
         self.broker_ep = "tcp://127.0.0.1:%d" % free_port()
         self.http = "127.0.0.1:%d" % free_port()
         self.db = os.path.join(self.procs.dir, "map.db")

@@ -14,7 +14,6 @@ python3-zmq, python3-msgpack, python3-fastapi, python3-uvicorn, python3-pytest.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ import urllib.request
 import msgpack
 import pytest
 import zmq
+
+from mapclient import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -38,12 +39,6 @@ WAIT = 10.0  # seconds: a deadline for conditions, far below the bridge's 30 s t
 
 def binary(name, sub):
     return os.environ.get("MAP_BIN_" + name.upper(), os.path.join(BUILD, sub, "map-" + name))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(cond, timeout=WAIT, step=0.02, what="condition"):

@@ -34,10 +34,20 @@ def binary(name):
     return os.path.join(BUILD, sub, name)
 
 
+_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on, and not one this process handed
+    out before: the kernel may give a just-closed port 0 again, so two calls
+    in a row (a broker's port and an ingress's) could otherwise collide."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def wait_until(cond, timeout=10.0, step=0.02, what="condition"):

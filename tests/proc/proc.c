@@ -131,7 +131,8 @@ void proc_kill_all(void)
     }
 }
 
-int proc_free_port(void)
+/* One port from the kernel (port 0), or -1. */
+static int s_any_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -148,6 +149,24 @@ int proc_free_port(void)
         port = ntohs(a.sin_port);
     close(fd);
     return port;
+}
+
+/* The kernel may give a just-closed port again: two calls in a row (a
+ * broker's port and its tap's) must not get the same one. */
+int proc_free_port(void)
+{
+    static int given[64];
+    static int ngiven;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        int port = s_any_port(), seen = 0, n = ngiven < 64 ? ngiven : 64;
+        for (int i = 0; i < n && !seen; i++)
+            seen = given[i] == port;
+        if (port > 0 && !seen) {
+            given[ngiven++ % 64] = port;
+            return port;
+        }
+    }
+    return -1;
 }
 
 int proc_wait_until(int (*cond)(void *arg), void *arg, long timeout_ms)
