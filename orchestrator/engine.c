@@ -823,10 +823,20 @@ static int s_replay_cb(void *arg, const store_event_t *e)
     return 0;
 }
 
+/* A run that has not ended, or NULL. A run that ended in this loop turn
+ * stays in self->runs until the turn's end (s_runs_free_ended), but it
+ * takes no followers any more: its row and events are in the store (this
+ * turn's transaction). */
+static run_t *s_live_run(engine_t *self, const char *run_id)
+{
+    run_t *run = zhashx_lookup(self->runs, run_id);
+    return run && !run->ended ? run : NULL;
+}
+
 /* follow: stored events after after_seq, then live ones while the run runs. */
 static void s_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t after_seq)
 {
-    run_t *run = zhashx_lookup(self->runs, run_id);
+    run_t *run = s_live_run(self, run_id);
     store_run_t row;
     if (!run) {
         int rc = store_run_get(self->store, run_id, &row);
@@ -918,7 +928,7 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
             if (q->follow) {
                 s_follow(self, req, found_id, 0);
             } else {
-                run_t *run = zhashx_lookup(self->runs, found_id);
+                run_t *run = s_live_run(self, found_id);
                 store_run_t row;
                 sbuf_reset(&self->json);
                 if (run)

@@ -183,6 +183,23 @@ def test_busy_reject_names_the_running_run():
         s.close()
 
 
+def test_retries_that_meet_the_run_ending_are_answered(stack):
+    """Retries of an invoke (same request_id, follow) sent while its run
+    ends: those read in the loop turn where the run ends must be answered
+    too (they were once left waiting on a run that had just ended)."""
+    c = stack.client()
+    stack.wait_agent(c, "echo")
+    for round_ in range(5):
+        first = invoke(c, "rr%d" % round_, "echo", "a b c", request_id="x", follow=True)
+        retries = [invoke(c, "rr%d" % round_, "echo", "a b c", request_id="x", follow=True)
+                   for _ in range(40)]
+        status, run = c.reply(first, timeout=10)
+        for f in retries:
+            status, again = c.reply(f, timeout=10)
+            assert status == 200 and again["run_id"] == run["run_id"] and again["status"] == "done"
+            check_run_events(c.events(f), run["run_id"])
+
+
 def test_repeated_request_id_returns_the_same_run(stack):
     c = stack.client()
     stack.wait_agent(c, "echo")
