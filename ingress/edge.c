@@ -589,11 +589,13 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
     }
     case P_WS_INVOKE:
         if (status == 200) {
-            char run_id[129] = "";
+            char run_id[129] = "", run_status[32] = "";
             s_json_field(json.ptr, json.len, "run_id", run_id, sizeof run_id);
-            /* Followed from seq 1: a gap, or a watch lost before the first
-             * event, is filled from the store. */
-            if (*run_id)
+            s_json_field(json.ptr, json.len, "status", run_status, sizeof run_status);
+            /* A run to come is followed from seq 1: a gap, or a watch lost
+             * before its first event, is filled from the store. (A retry
+             * that names an ended run gets its answer only, as before.) */
+            if (*run_id && (!strcmp(run_status, "queued") || !strcmp(run_status, "running")))
                 s_track(c, run_id, 1);
             /* Events of the run may only be sent after this: they follow
              * on the session's watch, after this answer. */

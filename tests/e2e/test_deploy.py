@@ -87,11 +87,18 @@ def test_supervisor_restarts_every_component_and_nothing_is_lost():
                                    "input_message": {"role": "user", "content": "back"}})
                 return code == 200 and "run_done" in text
             wait_until(served, timeout=30, step=0.3, what="a run to complete after killing " + name)
-        # The demo agent through the bridge still works after all that.
-        code, text = curl(http, "POST", "/internal/invoke",
-                          {"session_id": "demo-end", "agent_id": "demo",
-                           "input_message": {"role": "user", "content": "hello"}})
-        assert code == 200 and "run_done" in text, text
+        # The demo agent through the bridge still works after all that, once
+        # the bridge is back on the restarted broker (each worker reconnects
+        # at its own pace; until then its runs fail agent_unavailable).
+        def demo_served():
+            code, text = curl(http, "POST", "/internal/invoke",
+                              {"session_id": "demo-end", "agent_id": "demo",
+                               "input_message": {"role": "user", "content": "hello"}})
+            if code == 200 and "run_done" in text:
+                return True
+            assert code == 200 and "agent_unavailable" in text, text
+            return False
+        wait_until(demo_served, timeout=30, step=0.3, what="the demo agent after the broker restart")
     finally:
         sup.send_signal(signal.SIGTERM)
         try:
