@@ -294,15 +294,22 @@ static void s_watch_lost(session_t *s)
 
 static void s_session_refill(session_t *s);
 
-/* A watch was accepted: the orchestrator is there. Sessions still without
- * one are watched now; this one catches up on what it missed. */
+/* A watch was accepted: the orchestrator is there. If watches were lost
+ * (rewatch_at is set), the sessions still without one are watched now, once
+ * per recovery, not once per accepted watch; this one catches up on what it
+ * missed. */
 static void s_watch_back(session_t *s)
 {
     s_self->rewatch_ms = S_REWATCH_MIN_MS;
-    s_self->rewatch_at = 0;
-    for (session_t *o = zhashx_first(s_self->sessions); o; o = zhashx_next(s_self->sessions))
-        if (!o->watch)
-            s_watch(o);
+    if (s_self->rewatch_at) {
+        s_self->rewatch_at = 0;
+        for (session_t *o = zhashx_first(s_self->sessions); o; o = zhashx_next(s_self->sessions)) {
+            if (!o->watch)
+                s_watch(o);
+            if (!o->watch && !s_self->rewatch_at) /* not sent: the timer tries again */
+                s_self->rewatch_at = clock_mono_ms() + s_self->rewatch_ms;
+        }
+    }
     if (s->lost)
         s_session_refill(s);
 }
