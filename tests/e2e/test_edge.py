@@ -405,50 +405,63 @@ def test_orchestrator_down_then_back():
 
 
 def test_socket_keeps_its_session_across_an_orchestrator_restart():
-    """A WebSocket that stays connected while the orchestrator is killed and
-    restarted gets the rest of its run without a gap (crash recovery ends it
-    with run_failed), and the events of the runs it invokes afterwards."""
+    """WebSockets that stay connected while the orchestrator is killed and
+    restarted get the rest of their runs without a gap (crash recovery ends
+    them with run_failed), and the events of the runs they invoke
+    afterwards. Three sessions: one watch comes back first (the probe), the
+    others follow it."""
     e = Edge()
     try:
-        async def go():
-            async with websockets.connect(e.ws_url()) as ws:
-                await ws.send(json.dumps({"type": "hello", "session_id": "crash1"}))
-                await recv_json(ws)
-                await ws.send(json.dumps({"type": "agent_invoke", "request_id": "r1", "agent_id": "slow",
-                                          "input_message": {"role": "user", "content": " ".join(["w"] * 40)}}))
-                acc = await recv_json(ws)
-                assert acc["type"] == "invoke_accepted"
-                seen = []
-                while len(seen) < 3:
+        async def start(ws, session):
+            await ws.send(json.dumps({"type": "hello", "session_id": session}))
+            await recv_json(ws)
+            await ws.send(json.dumps({"type": "agent_invoke", "request_id": "r1", "agent_id": "slow",
+                                      "input_message": {"role": "user", "content": " ".join(["w"] * 40)}}))
+            acc = await recv_json(ws)
+            assert acc["type"] == "invoke_accepted", acc
+            seen = []
+            while len(seen) < 3:
+                m = await recv_json(ws)
+                if m["type"] == "event":
+                    seen.append(m["event"])
+            return acc["run_id"], seen
+
+        async def finish(ws, run_id, seen):
+            rest = await until_terminal(ws, run_id)
+            check_gapless(seen + rest)
+            assert rest[-1]["type"] == "run_failed"
+            # The same socket invokes again once the orchestrator answers.
+            for attempt in range(50):
+                await ws.send(json.dumps({"type": "agent_invoke", "request_id": "r2-%d" % attempt,
+                                          "agent_id": "echo",
+                                          "input_message": {"role": "user", "content": "after the restart"}}))
+                m = await recv_json(ws)
+                while m["type"] == "event":
                     m = await recv_json(ws)
-                    if m["type"] == "event":
-                        seen.append(m["event"])
+                if m["type"] == "invoke_accepted":
+                    break
+                assert m["type"] == "error" and m["code"] == "unavailable", m
+                await asyncio.sleep(0.2)
+            assert m["type"] == "invoke_accepted", m
+            events = await until_terminal(ws, m["run_id"])
+            check_gapless(events)
+            assert events[-1]["type"] == "run_done"
+
+        async def go():
+            socks = [await websockets.connect(e.ws_url()) for _ in range(3)]
+            try:
+                runs = [await start(ws, "crash%d" % i) for i, ws in enumerate(socks)]
                 e.procs.kill(e.orch, signal.SIGKILL)
                 e.orch = e.start_orchestrator()
-                rest = await until_terminal(ws, acc["run_id"])
-                check_gapless(seen + rest)
-                assert rest[-1]["type"] == "run_failed"
-                # The same socket invokes again once the orchestrator answers.
-                for attempt in range(50):
-                    await ws.send(json.dumps({"type": "agent_invoke", "request_id": "r2-%d" % attempt,
-                                              "agent_id": "echo",
-                                              "input_message": {"role": "user", "content": "after the restart"}}))
-                    m = await recv_json(ws)
-                    while m["type"] == "event":
-                        m = await recv_json(ws)
-                    if m["type"] == "invoke_accepted":
-                        break
-                    assert m["type"] == "error" and m["error"]["code"] == "unavailable", m
-                    await asyncio.sleep(0.2)
-                assert m["type"] == "invoke_accepted", m
-                events = await until_terminal(ws, m["run_id"])
-                check_gapless(events)
-                assert events[-1]["type"] == "run_done"
+                await asyncio.gather(*(finish(ws, rid, seen) for ws, (rid, seen) in zip(socks, runs)))
+            finally:
+                for ws in socks:
+                    await ws.close()
         run(go())
         # The rest came by a fill from the store after the watch was lost.
         st, text, _ = e.curl("GET", "/metrics", raw=True)
         counters = dict(line.split() for line in text.splitlines() if line.startswith("map_ingress_"))
-        assert int(counters["map_ingress_watches_lost_total"]) >= 1, text
+        assert int(counters["map_ingress_watches_lost_total"]) >= 3, text
         assert int(counters["map_ingress_gap_fills_total"]) >= 1, text
     finally:
         e.close()
