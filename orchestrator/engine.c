@@ -83,6 +83,8 @@ struct session_t {
     run_t *running;
     run_t *qhead, *qtail;      /* queued runs, in order of acceptance */
     watcher_t *watchers;
+    size_t runs;               /* run_t that point here, ended ones included
+                                  until the turn's end frees them */
 };
 
 typedef enum { S_OUT_STREAM, S_OUT_REPLY, S_OUT_FAIL } s_out_kind_t;
@@ -316,9 +318,11 @@ static session_t *s_session(engine_t *self, const char *id)
     return s;
 }
 
+/* Frees a session nothing refers to any more: no run (a run that ended
+ * this turn still points here until s_runs_free_ended), no watcher. */
 static void s_session_maybe_free(engine_t *self, session_t *s)
 {
-    if (s->running || s->qhead || s->watchers)
+    if (s->runs || s->watchers)
         return;
     zhashx_delete(self->sessions, s->id);
     mem_free(s->id);
@@ -449,6 +453,7 @@ static void s_runs_free_ended(engine_t *self)
         self->ended = run->next_ended;
         zhashx_delete(self->runs, run->run_id);
         session_t *s = run->session;
+        s->runs--;
         mem_free(run->agent_id);
         mem_free(run->request_id);
         mem_free(run->role);
@@ -966,6 +971,7 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
     s = s_session(self, session_id);
     mem_free(session_id);
     run->session = s;
+    s->runs++;
     run->agent_id = s_dup(&q->agent_id);
     run->request_id = q->request_id.len ? s_dup(&q->request_id) : NULL;
     run->role = s_dup(&q->role);

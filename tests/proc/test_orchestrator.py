@@ -132,6 +132,31 @@ def test_history_reaches_the_agent(stack):
     agent.stop = True
 
 
+def test_a_session_ending_all_at_once_is_freed_once():
+    """The running run, the queued ones and the session's watch all end in
+    one loop turn (one burst of cancels): the session is freed once, after
+    its runs (it was freed with the watch and then used again)."""
+    s = Stack(echo_workers=1, echo_delay_ms=30)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        for round_ in range(5):
+            session = "burst%d" % round_
+            w = c.call("watch", session_id=session)
+            runs = [c.reply(invoke(c, session, "echo", "one two three four five six"))[1]["run_id"]
+                    for _ in range(3)]
+            cancels = [c.call("cancel", run_id=r) for r in runs]
+            c.peer.cancel(w)
+            for rid in cancels:
+                status, run = c.reply(rid)
+                assert status in (200, 202) and run["status"] == "cancelled", (status, run)
+        # The orchestrator still serves (and, stopped, reports no sanitizer error).
+        status, run = c.reply(invoke(c, "after", "echo", "still here"))
+        assert status == 200
+    finally:
+        s.close()
+
+
 def test_runs_of_a_session_run_one_at_a_time_in_order():
     s = Stack(echo_workers=1, echo_delay_ms=30)
     try:
