@@ -110,6 +110,7 @@ struct edge_t {
     lws_sorted_usec_list_t sul;
     volatile sig_atomic_t *stop;
     s_metrics_t m;
+    int ready;               /* edge_new is done: callbacks may pump the DEALER */
     int64_t rewatch_at;      /* mono ms: next try for sessions without a watch */
     long rewatch_ms;         /* the try's backoff */
     int64_t http_conns, ws_conns;
@@ -1196,7 +1197,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
                       size_t len)
 {
     int rc = s_handle(wsi, reason, user, in, len);
-    if (s_self && s_self->worker && worker_readable(s_self->worker))
+    if (s_self && s_self->ready && worker_readable(s_self->worker))
         s_pump();
     return rc;
 }
@@ -1301,6 +1302,7 @@ edge_t *edge_new(const edge_config_t *cfg, char *err, size_t errlen)
     self->rewatch_ms = S_REWATCH_MIN_MS;
     self->sessions = zhashx_new();
     mp_buf_init(&self->mp, (size_t)cfg->max_body + 4096);
+    self->ready = 1;
     return self;
 }
 
