@@ -4,6 +4,7 @@
  * the config errors. Every step checks the exact frames and callbacks. */
 #include "worker.h"
 
+#include "common/check.h"
 #include "common/clock.h"
 #include "proto/frame.h"
 
@@ -12,14 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
-
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                               \
-        }                                                                          \
-    } while (0)
 
 /* ---- callbacks record events as text -------------------------------------------- */
 

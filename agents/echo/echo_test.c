@@ -2,19 +2,12 @@
  * recording sink: all at once, paced, cancelled, refused sends, bad bodies. */
 #include "echo.h"
 
+#include "common/check.h"
 #include "proto/agent.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            exit(1);                                                               \
-        }                                                                          \
-    } while (0)
 
 /* ---- splitting ---------------------------------------------------------------- */
 
