@@ -199,6 +199,21 @@ class Requester:
         self.until(known, what="service " + name)
 
 
+def start_faults(procs):
+    """Starts fault_agents.py on a free port; returns its base URL once up."""
+    port = free_port()
+    procs.start([PY, os.path.join(HERE, "fault_agents.py"), port], name="faults")
+    url = "http://127.0.0.1:%d" % port
+    wait_until(lambda: http_up(url + "/health"), what="fault agents")
+    return url
+
+
+def release_holds(faults):
+    """Lets every `hold` stream of the fault agents finish."""
+    urllib.request.urlopen(urllib.request.Request(faults + "/release", data=b"", method="POST"),
+                           timeout=10).read()
+
+
 @pytest.fixture(scope="module")
 def env():
     procs = Procs()
@@ -208,13 +223,11 @@ def env():
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
                               "--max-response", 65536, "--capacity", 64],
                              env={"MAP_LOG_LEVEL": "info"}, name="bridge")
-        fport, dport = free_port(), free_port()
-        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
+        faults = start_faults(procs)
+        dport = free_port()
         procs.start([PY, os.path.join(ROOT, "agents/demo/demo_agent.py")], name="demo",
                     env={"MAP_DEMO_AGENT_ADDR": "127.0.0.1:%d" % dport, "MAP_DEMO_DELAY_MS": "5"})
-        faults = "http://127.0.0.1:%d" % fport
         demo = "http://127.0.0.1:%d" % dport
-        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
         wait_until(lambda: http_up(demo + "/health"), what="demo agent")
         req = Requester(broker_ep)
         req.wait_service("bridge")
@@ -396,13 +409,11 @@ def test_sigterm_fails_in_flight_with_worker_stopping():
         broker_ep = "tcp://127.0.0.1:%d" % free_port()
         procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep], name="bridge")
-        fport, dport = free_port(), free_port()
-        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
+        faults = start_faults(procs)
+        dport = free_port()
         procs.start([PY, os.path.join(ROOT, "agents/demo/demo_agent.py")], name="demo",
                     env={"MAP_DEMO_AGENT_ADDR": "127.0.0.1:%d" % dport, "MAP_DEMO_DELAY_MS": "0"})
-        faults = "http://127.0.0.1:%d" % fport
         demo = "http://127.0.0.1:%d" % dport
-        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
         wait_until(lambda: http_up(demo + "/health"), what="demo agent")
         req = Requester(broker_ep)
         req.wait_service("bridge")
@@ -448,10 +459,7 @@ def test_256_streams_at_once():
         broker_ep = "tcp://127.0.0.1:%d" % free_port()
         procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep], name="bridge")
-        fport = free_port()
-        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
-        faults = "http://127.0.0.1:%d" % fport
-        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
+        faults = start_faults(procs)
         req = Requester(broker_ep)
         req.wait_service("bridge")
         rids = [req.invoke(faults + "/hold", "n%d" % i, timeout_ms=60000) for i in range(300)]
@@ -461,8 +469,7 @@ def test_256_streams_at_once():
         for _ in range(6):  # the other 44 wait at the broker
             req.pump(0.05)
             assert sum(1 for r in rids if req.results[r]["deltas"]) == 256
-        urllib.request.urlopen(urllib.request.Request(faults + "/release", data=b"", method="POST"),
-                               timeout=10).read()
+        release_holds(faults)
         for i, rid in enumerate(rids):
             assert req.wait(rid) == ("reply", {"output": {"role": "assistant", "content": "held n%d" % i}})
         assert bridge.poll() is None
@@ -480,18 +487,14 @@ def test_bridges_side_by_side():
         procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
         bridges = [procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep, "--capacity", 5],
                                name="bridge%d" % i) for i in range(2)]
-        fport = free_port()
-        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
-        faults = "http://127.0.0.1:%d" % fport
-        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
+        faults = start_faults(procs)
         req = Requester(broker_ep)
         req.until(lambda: any(s[0] == "bridge" and s[1] == 2 for s in
                               req.wait(req.services())[1]), what="both bridges known")
         rids = [req.invoke(faults + "/hold", "n%d" % i, timeout_ms=60000) for i in range(12)]
         req.until(lambda: sum(1 for r in rids if req.results[r]["deltas"]) == 10, what="10 streams")
         assert state_of(faults)["active"].get("hold", 0) == 10
-        urllib.request.urlopen(urllib.request.Request(faults + "/release", data=b"", method="POST"),
-                               timeout=10).read()
+        release_holds(faults)
         for i, rid in enumerate(rids):
             assert req.wait(rid) == ("reply", {"output": {"role": "assistant", "content": "held n%d" % i}})
         req.close()
@@ -522,10 +525,7 @@ def test_capacity_and_broker_restart():
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
                               "--capacity", 2, "--heartbeat-ms", 200, "--timeout-ms", 700],
                              name="bridge")
-        fport = free_port()
-        procs.start([PY, os.path.join(HERE, "fault_agents.py"), fport], name="faults")
-        faults = "http://127.0.0.1:%d" % fport
-        wait_until(lambda: http_up(faults + "/health"), what="fault agents")
+        faults = start_faults(procs)
         req = Requester(broker_ep)
         req.wait_service("bridge")
 
