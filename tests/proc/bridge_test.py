@@ -199,6 +199,13 @@ class Requester:
         self.until(known, what="service " + name)
 
 
+def start_broker(procs):
+    """Starts a broker on a free port (no tap); returns its endpoint."""
+    endpoint = "tcp://127.0.0.1:%d" % free_port()
+    procs.start([binary("broker", "broker"), "--endpoint", endpoint, "--tap", ""], name="broker")
+    return endpoint
+
+
 def start_faults(procs):
     """Starts fault_agents.py on a free port; returns its base URL once up."""
     port = free_port()
@@ -218,8 +225,7 @@ def release_holds(faults):
 def env():
     procs = Procs()
     try:
-        broker_ep = "tcp://127.0.0.1:%d" % free_port()
-        procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
+        broker_ep = start_broker(procs)
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
                               "--max-response", 65536, "--capacity", 64],
                              env={"MAP_LOG_LEVEL": "info"}, name="bridge")
@@ -406,8 +412,7 @@ def test_many_at_once(env):
 def test_sigterm_fails_in_flight_with_worker_stopping():
     procs = Procs()
     try:
-        broker_ep = "tcp://127.0.0.1:%d" % free_port()
-        procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
+        broker_ep = start_broker(procs)
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep], name="bridge")
         faults = start_faults(procs)
         dport = free_port()
@@ -456,8 +461,7 @@ def test_256_streams_at_once():
     which start as streams end; every answer is whole."""
     procs = Procs()
     try:
-        broker_ep = "tcp://127.0.0.1:%d" % free_port()
-        procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
+        broker_ep = start_broker(procs)
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep], name="bridge")
         faults = start_faults(procs)
         req = Requester(broker_ep)
@@ -483,8 +487,7 @@ def test_bridges_side_by_side():
     streams at once between them, and each served its share."""
     procs = Procs()
     try:
-        broker_ep = "tcp://127.0.0.1:%d" % free_port()
-        procs.start([binary("broker", "broker"), "--endpoint", broker_ep, "--tap", ""], name="broker")
+        broker_ep = start_broker(procs)
         bridges = [procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep, "--capacity", 5],
                                name="bridge%d" % i) for i in range(2)]
         faults = start_faults(procs)
