@@ -16,7 +16,7 @@
  * worker count it starts that many workers, measures runs/s, drains the
  * runs in flight and stops them. Last line:
  * {"bench":"scale","runs_per_s":{"1":…,"2":…,"4":…,"8":…}} */
-#include "agents/worker.h"
+#include "worker/worker.h"
 #include "common/clock.h"
 #include "common/flags.h"
 #include "common/hmap.h"

@@ -21,7 +21,7 @@
  * and in order. */
 #include "edge.h"
 
-#include "agents/worker.h"
+#include "worker/worker.h"
 #include "common/clock.h"
 #include "common/hmap.h"
 #include "common/ids.h"

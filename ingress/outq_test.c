@@ -2,7 +2,7 @@
  * nothing), headroom before the data, clear. */
 #include "outq.h"
 
-#include "common/check.h"
+#include "tests/support/check.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * that the socket got 1..N exactly once, in order. */
 #include "seqtrack.h"
 
-#include "common/check.h"
+#include "tests/support/check.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -20,7 +20,7 @@
  * with seq + 1 inside the turn's transaction, so seq is gapless per run. */
 #include "engine.h"
 
-#include "agents/worker.h"
+#include "worker/worker.h"
 #include "common/clock.h"
 #include "common/hmap.h"
 #include "common/ids.h"

@@ -28,7 +28,7 @@
 #include "bridge.h"
 
 #include "agents/bridge/relay.h"
-#include "agents/worker.h"
+#include "worker/worker.h"
 #include "common/clock.h"
 #include "common/hmap.h"
 #include "common/log.h"

@@ -2,7 +2,7 @@
  * recording sink: all at once, paced, cancelled, refused sends, bad bodies. */
 #include "echo.h"
 
-#include "common/check.h"
+#include "tests/support/check.h"
 #include "proto/agent.h"
 
 #include <stdio.h>

@@ -3,7 +3,7 @@
  * the broker or the next echo timer, drain, emit what is due. */
 #include "echo.h"
 
-#include "agents/worker.h"
+#include "worker/worker.h"
 #include "common/clock.h"
 #include "common/flags.h"
 #include "common/log.h"

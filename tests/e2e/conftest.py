@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "proc"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "support"))
 from mapclient import Procs, free_port, wait_until  # noqa: E402
 
 

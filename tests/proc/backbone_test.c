@@ -20,9 +20,9 @@
  * Processes are started by pid and stopped by pid even on failure (proc.c).
  * Waits poll a condition until a deadline; the only time bounds asserted
  * are the ones the contract names (liveness window, 3 s restart). */
-#include "tests/proc/proc.h"
+#include "tests/support/proc.h"
 
-#include "agents/worker.h"
+#include "worker/worker.h"
 #include "common/hmap.h"
 #include "common/log.h"
 #include "common/mem.h"

@@ -17,9 +17,9 @@
  * for that line before sending, since the tap publishes only to
  * subscribers. Processes are stopped by pid even on failure (proc.c); waits
  * poll a condition until a deadline, no timing is asserted. */
-#include "tests/proc/proc.h"
+#include "tests/support/proc.h"
 
-#include "agents/worker.h"
+#include "worker/worker.h"
 #include "common/log.h"
 #include "proto/agent.h"
 #include "proto/mp.h"

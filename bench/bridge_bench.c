@@ -28,7 +28,7 @@
  * "added_p50_us":..,...} where added_p50_us is the median first-delta
  * latency through the bridge minus the native one. */
 #include "agents/bridge/bridge.h"
-#include "agents/worker.h"
+#include "worker/worker.h"
 #include "broker/broker.h"
 #include "common/clock.h"
 #include "common/flags.h"

@@ -4,7 +4,7 @@
  * the config errors. Every step checks the exact frames and callbacks. */
 #include "worker.h"
 
-#include "common/check.h"
+#include "tests/support/check.h"
 #include "common/clock.h"
 #include "proto/frame.h"
 
