@@ -22,6 +22,8 @@ typedef struct {
     long request_timeout_ms; /* an orchestrator answer later than this: 503 */
     long ws_ping_secs;       /* WebSocket keep-alive ping interval */
     long heartbeat_ms;       /* broker heartbeat */
+    long max_requests_per_conn; /* orchestrator requests in flight per connection */
+    const char *allowed_origins; /* comma-separated web origins besides our own */
 } edge_config_t;
 
 /* Binds the port and connects to the broker. NULL + err on a bad address,

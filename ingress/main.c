@@ -16,7 +16,8 @@ int main(int argc, char **argv)
     const char *level = "info";
     int allow_remote = 0, log_json = 0;
     long max_body = 1 << 20, max_ws = 1 << 20, max_outq = 4 << 20, timeout_ms = 10000;
-    long ping_secs = 20, heartbeat_ms = 1000;
+    long ping_secs = 20, heartbeat_ms = 1000, per_conn = 256;
+    const char *origins = "";
     flag_t table[] = {
         {"http-addr", "MAP_HTTP_ADDR", FLAG_STR, &http_addr, 0, 0, "HTTP + WebSocket address host:port"},
         {"broker", "MAP_BROKER", FLAG_STR, &broker, 0, 0, "broker endpoint"},
@@ -33,6 +34,10 @@ int main(int argc, char **argv)
         {"ws-ping-secs", "MAP_WS_PING_SECS", FLAG_INT, &ping_secs, 1, 3600,
          "WebSocket keep-alive ping interval"},
         {"heartbeat-ms", "MAP_HEARTBEAT_MS", FLAG_INT, &heartbeat_ms, 10, 60000, "broker heartbeat"},
+        {"allowed-origins", "MAP_ALLOWED_ORIGINS", FLAG_STR, &origins, 0, 0,
+         "web origins allowed besides the edge's own (comma-separated)"},
+        {"max-requests-per-conn", "MAP_MAX_REQUESTS_PER_CONN", FLAG_INT, &per_conn, 1, 100000,
+         "orchestrator requests in flight per connection"},
         {"log-level", "MAP_LOG_LEVEL", FLAG_STR, &level, 0, 0, "debug, info, warn or error"},
         {"log-json", "MAP_LOG_JSON", FLAG_BOOL, &log_json, 0, 0, "log JSON lines"},
     };
@@ -55,7 +60,8 @@ int main(int argc, char **argv)
                          .allow_remote = allow_remote, .max_body = max_body,
                          .max_ws_message = max_ws, .max_outq = max_outq,
                          .request_timeout_ms = timeout_ms, .ws_ping_secs = ping_secs,
-                         .heartbeat_ms = heartbeat_ms};
+                         .heartbeat_ms = heartbeat_ms, .max_requests_per_conn = per_conn,
+                         .allowed_origins = origins};
     edge_t *edge = edge_new(&cfg, err, sizeof err);
     if (!edge) {
         fprintf(stderr, "map-ingress: %s\n", err);

@@ -26,7 +26,7 @@ static int s_err(route_err_t *e, int status, const char *code, const char *fmt, 
     return -1;
 }
 
-static int s_valid_id(const char *s, size_t n)
+int routes_valid_id(const char *s, size_t n)
 {
     if (n == 0 || n > 128)
         return 0;
@@ -50,7 +50,7 @@ static int s_match_id(const char *path, const char *prefix, const char *suffix, 
     const char *start = path + pl;
     if (memchr(start, '/', idlen))
         return 0;
-    if (!s_valid_id(start, idlen) || idlen >= cap) {
+    if (!routes_valid_id(start, idlen) || idlen >= cap) {
         *bad = 1;
         return 1;
     }
@@ -76,6 +76,7 @@ int routes_match(const char *method, const char *path, route_t *out, route_err_t
         {"GET", "/v1/runs/", "/events", ROUTE_RUN_EVENTS},
         {"POST", "/v1/runs/", "/cancel", ROUTE_RUN_CANCEL},
         {"GET", "/v1/sessions/", "/messages", ROUTE_MESSAGES},
+        {"GET", "/v1/sessions/", "/runs", ROUTE_SESSION_RUNS},
         {"GET", "/v1/runs/", "", ROUTE_RUN},
     };
     memset(out, 0, sizeof *out);
@@ -137,7 +138,7 @@ static int s_str(json_t *obj, const char *key, const char **out, size_t *len, in
         return s_err(e, 400, "bad_request", "%s must be a string", key);
     *out = json_string_value(v);
     *len = json_string_length(v);
-    if (id && !s_valid_id(*out, *len))
+    if (id && !routes_valid_id(*out, *len))
         return s_err(e, 400, "bad_request",
                      "%s must be 1 to 128 printable characters without quotes, slashes, '?', '#' or '%%'",
                      key);

@@ -54,3 +54,19 @@ int seqtrack_fill_done(seqtrack_t *t, int ok)
     t->filling = 1;
     return 1;
 }
+
+void seqtrack_skip(seqtrack_t *t, uint64_t seq)
+{
+    if (seq > t->held_max)
+        t->held_max = seq;
+}
+
+void seqtrack_fill_later(seqtrack_t *t)
+{
+    t->filling = 0;
+}
+
+int seqtrack_behind(const seqtrack_t *t)
+{
+    return t->held_max >= t->next;
+}

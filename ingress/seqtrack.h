@@ -53,5 +53,14 @@ int seqtrack_filled(seqtrack_t *t, uint64_t seq);
 /* The fill's answer is handled (ok 0: it failed). Returns 1 when another
  * fill is to be sent now (filling is set again). */
 int seqtrack_fill_done(seqtrack_t *t, int ok);
+/* A live event in turn (seq == next) that the socket has no room for now:
+ * it is not sent, and the socket catches up from the store later (a fill
+ * once it drained). */
+void seqtrack_skip(seqtrack_t *t, uint64_t seq);
+/* The fill that seqtrack_live/want_fill/fill_done asked for is not sent
+ * now (the socket is behind): filling is cleared; want_fill asks again. */
+void seqtrack_fill_later(seqtrack_t *t);
+/* 1 when events past next are known to exist (dropped or skipped). */
+int seqtrack_behind(const seqtrack_t *t);
 
 #endif

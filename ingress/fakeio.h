@@ -1,0 +1,136 @@
+/* fakeio: io.h for the ingress unit tests (one test program includes it
+ * once). Requests are recorded decoded; answers are fed by the test. */
+#ifndef MAP_FAKEIO_H
+#define MAP_FAKEIO_H
+#include "hub.h"
+#include "io.h"
+#include "sessions.h"
+#include "proto/orch.h"
+#include "tests/support/check.h"
+
+#include <string.h>
+
+#define FAKE_REQ_MAX 256
+
+struct io_t {
+    int linked;
+    int64_t now;
+    uint64_t next_req;
+    int refuse;                      /* io_request answers 0 */
+    size_t nreq;
+    uint64_t req_id[FAKE_REQ_MAX];
+    char req_op[FAKE_REQ_MAX][32];
+    char req_run[FAKE_REQ_MAX][129];
+    char req_session[FAKE_REQ_MAX][129];
+    uint64_t req_after[FAKE_REQ_MAX];
+    uint64_t req_limit[FAKE_REQ_MAX];
+    size_t ncancel;
+    uint64_t cancelled[FAKE_REQ_MAX];
+    int wakes, kills;
+};
+
+void io_wake(io_t *io, conn_t *c)
+{
+    (void)c;
+    io->wakes++;
+}
+
+void io_kill(io_t *io, conn_t *c)
+{
+    (void)c;
+    io->kills++;
+}
+
+uint64_t io_request(io_t *io, const void *body, size_t len)
+{
+    if (io->refuse || io->nreq == FAKE_REQ_MAX)
+        return 0;
+    orch_request_t q;
+    CHECK(orch_decode_request(body, len, &q) == AGENT_OK);
+    size_t i = io->nreq++;
+    io->req_id[i] = ++io->next_req;
+    snprintf(io->req_op[i], sizeof io->req_op[i], "%.*s", (int)q.op.len, q.op.ptr);
+    snprintf(io->req_run[i], sizeof io->req_run[i], "%.*s", (int)q.run_id.len, q.run_id.ptr);
+    snprintf(io->req_session[i], sizeof io->req_session[i], "%.*s", (int)q.session_id.len,
+             q.session_id.ptr);
+    io->req_after[i] = q.after_seq;
+    io->req_limit[i] = q.limit;
+    return io->req_id[i];
+}
+
+void io_cancel(io_t *io, uint64_t req)
+{
+    if (io->ncancel < FAKE_REQ_MAX)
+        io->cancelled[io->ncancel++] = req;
+}
+
+int io_linked(io_t *io)
+{
+    return io->linked;
+}
+
+int64_t io_now_ms(io_t *io)
+{
+    return io->now;
+}
+
+/* A hub on a fresh fake io, with small limits. */
+static inline void fake_hub(hub_t *h, io_t *io)
+{
+    memset(h, 0, sizeof *h);
+    memset(io, 0, sizeof *io);
+    io->linked = 1;
+    io->now = 1000;
+    h->io = io;
+    h->cfg.max_body = 1 << 16;
+    h->cfg.max_ws_message = 1 << 16;
+    h->cfg.max_outq = 1 << 16;
+    h->cfg.request_timeout_ms = 1000;
+    h->cfg.max_requests_per_conn = 8;
+    h->pending = pending_new(1000, 8);
+    h->sessions = sessions_new(h);
+    mp_buf_init(&h->mp, 1 << 17);
+    char err[128];
+    CHECK(policy_init(&h->policy, "", "127.0.0.1", NULL, 0, err, sizeof err) == 0);
+}
+
+static inline void fake_hub_free(hub_t *h)
+{
+    sessions_destroy(&h->sessions);
+    pending_destroy(&h->pending);
+    mp_buf_free(&h->mp);
+}
+
+/* The last request's index, checking its op. */
+static inline size_t fake_last(const io_t *io, const char *op)
+{
+    CHECK(io->nreq > 0);
+    CHECK(!strcmp(io->req_op[io->nreq - 1], op));
+    return io->nreq - 1;
+}
+
+/* Everything queued on c as one string (the queue is emptied). */
+static inline void fake_drain(conn_t *c, sbuf_t *out)
+{
+    sbuf_reset(out);
+    outq_msg_t *m;
+    while ((m = outq_take(&c->q))) {
+        sbuf_cat(out, outq_data(&c->q, m), m->len);
+        outq_msg_free(&*m);
+    }
+    sbuf_cstr(out);
+}
+
+/* A REPLY as the orchestrator sends it. */
+static inline void fake_reply(hub_reply_t *r, unsigned status, const char *json)
+{
+    mp_buf_t b;
+    mp_buf_init(&b, 1 << 20);
+    CHECK(orch_encode_reply(&b, status, json, strlen(json)) == 0);
+    static uint8_t copy[1 << 20];
+    memcpy(copy, b.data, b.len);
+    hub_decode_reply(copy, b.len, r);
+    mp_buf_free(&b);
+}
+
+#endif

@@ -1,0 +1,92 @@
+/* hub: see hub.h. */
+#include "hub.h"
+
+#include "common/log.h"
+#include "proto/orch.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+static void s_copy(json_t *doc, const char *key, char *out, size_t cap)
+{
+    const char *v = json_string_value(json_object_get(doc, key));
+    snprintf(out, cap, "%s", v ? v : "");
+}
+
+void hub_accepted_fields(const char *json, size_t len, hub_reply_t *out)
+{
+    json_t *doc = json_loadb(json, len, 0, NULL);
+    s_copy(doc, "run_id", out->run_id, sizeof out->run_id);
+    s_copy(doc, "status", out->run_status, sizeof out->run_status);
+    s_copy(doc, "session_id", out->session_id, sizeof out->session_id);
+    json_decref(doc);
+}
+
+void hub_decode_reply(const uint8_t *body, size_t len, hub_reply_t *out)
+{
+    memset(out, 0, sizeof *out);
+    agent_str_t json;
+    if (orch_decode_reply(body, len, &out->status, &json) != AGENT_OK) {
+        static const char bad[] =
+            "{\"error\":{\"code\":\"internal\",\"message\":\"a bad answer from the orchestrator\"}}";
+        out->status = 502;
+        out->json = bad;
+        out->json_len = sizeof bad - 1;
+        return;
+    }
+    out->json = json.ptr;
+    out->json_len = json.len;
+    hub_accepted_fields(json.ptr, json.len, out);
+}
+
+int hub_push(hub_t *h, conn_t *c, const void *data, size_t len)
+{
+    if (c->closing)
+        return -1;
+    if (outq_push(&c->q, data, len)) {
+        h->m.slow_closed++;
+        LOGW("client.slow", "conn=%llu queued=%zu max=%ld ws=%d", (unsigned long long)c->id,
+             c->q.bytes, h->cfg.max_outq, c->is_ws);
+        outq_clear(&c->q);
+        hub_close(h, c, 4008, "too slow to read; reconnect and resume");
+        return -1;
+    }
+    io_wake(h->io, c);
+    return 0;
+}
+
+void hub_close(hub_t *h, conn_t *c, int code, const char *reason)
+{
+    c->closing = 1;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof c->close_reason, "%s", reason);
+    io_kill(h->io, c);
+}
+
+pending_t *hub_request(hub_t *h, conn_t *c, pending_kind_t kind, const mp_buf_t *body,
+                       long timeout_ms)
+{
+    if (body->overflow || pending_full(h->pending, c))
+        return NULL;
+    uint64_t req = io_request(h->io, body->data, body->len);
+    if (!req) {
+        h->m.orch_unavailable++;
+        return NULL;
+    }
+    h->m.orch_requests++;
+    int64_t deadline = timeout_ms ? io_now_ms(h->io) + timeout_ms : 0;
+    pending_t *p = pending_add(h->pending, req, kind, c, deadline);
+    if (!p)
+        io_cancel(h->io, req);
+    return p;
+}
+
+void hub_drop_requests(hub_t *h, conn_t *c)
+{
+    while (c->pendings) {
+        pending_t *p = c->pendings;
+        io_cancel(h->io, p->req);
+        pending_free(h->pending, p);
+    }
+}

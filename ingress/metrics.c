@@ -1,0 +1,34 @@
+/* metrics: see metrics.h. One table of counters, so a new one is one line. */
+#include "metrics.h"
+
+void metrics_render(const metrics_t *m, const metrics_gauges_t *g, sbuf_t *t)
+{
+    sbuf_catf(t, "# HELP map_ingress_connections Open connections by kind.\n"
+                 "# TYPE map_ingress_connections gauge\n"
+                 "map_ingress_connections{kind=\"http\"} %lld\n"
+                 "map_ingress_connections{kind=\"ws\"} %lld\n",
+              (long long)g->http_conns, (long long)g->ws_conns);
+    sbuf_catf(t, "# TYPE map_ingress_sessions gauge\nmap_ingress_sessions %zu\n", g->sessions);
+    sbuf_catf(t, "# TYPE map_ingress_orchestrator_pending gauge\nmap_ingress_orchestrator_pending %zu\n",
+              g->pending);
+    const struct {
+        const char *name;
+        uint64_t value;
+    } counters[] = {
+        {"map_ingress_http_requests_total", m->http_requests},
+        {"map_ingress_ws_connections_total", m->ws_connections},
+        {"map_ingress_ws_messages_total", m->ws_messages},
+        {"map_ingress_events_sent_total", m->events_sent},
+        {"map_ingress_orchestrator_requests_total", m->orch_requests},
+        {"map_ingress_orchestrator_unavailable_total", m->orch_unavailable},
+        {"map_ingress_slow_clients_closed_total", m->slow_closed},
+        {"map_ingress_gap_fills_total", m->fills},
+        {"map_ingress_watches_lost_total", m->watches_lost},
+        {"map_ingress_forbidden_total", m->forbidden},
+        {"map_ingress_errors_total", m->errors},
+    };
+    for (size_t i = 0; i < sizeof counters / sizeof *counters; i++)
+        sbuf_catf(t, "# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].name,
+                  (unsigned long long)counters[i].value);
+    sbuf_catf(t, "# TYPE map_ingress_broker_up gauge\nmap_ingress_broker_up %d\n", g->broker_up);
+}

@@ -1,0 +1,40 @@
+/* metrics_test: the exposition has every counter and gauge, in the text
+ * format Prometheus reads (TYPE line, then name value). */
+#include "metrics.h"
+
+#include "tests/support/check.h"
+
+#include <string.h>
+
+int main(void)
+{
+    metrics_t m = {.http_requests = 7, .forbidden = 2, .fills = 3};
+    metrics_gauges_t g = {.http_conns = 4, .ws_conns = 5, .sessions = 6, .pending = 9,
+                          .broker_up = 1};
+    sbuf_t t;
+    sbuf_init(&t, 1 << 16);
+    metrics_render(&m, &g, &t);
+    const char *s = sbuf_cstr(&t);
+    CHECK(!t.overflow);
+    CHECK(strstr(s, "# TYPE map_ingress_http_requests_total counter\nmap_ingress_http_requests_total 7\n"));
+    CHECK(strstr(s, "map_ingress_forbidden_total 2\n"));
+    CHECK(strstr(s, "map_ingress_gap_fills_total 3\n"));
+    CHECK(strstr(s, "map_ingress_connections{kind=\"http\"} 4\n"));
+    CHECK(strstr(s, "map_ingress_connections{kind=\"ws\"} 5\n"));
+    CHECK(strstr(s, "map_ingress_sessions 6\n"));
+    CHECK(strstr(s, "map_ingress_orchestrator_pending 9\n"));
+    CHECK(strstr(s, "map_ingress_broker_up 1\n"));
+    /* Every sample line is "name[{labels}] value". */
+    for (const char *line = s; *line;) {
+        const char *end = strchr(line, '\n');
+        CHECK(end);
+        if (*line != '#') {
+            const char *sp = memchr(line, ' ', (size_t)(end - line));
+            CHECK(sp && sp > line && sp + 1 < end);
+        }
+        line = end + 1;
+    }
+    sbuf_free(&t);
+    printf("metrics_test: ok\n");
+    return 0;
+}
