@@ -569,14 +569,15 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
     (void)w;
     (void)arg;
     pending_t *p = hmap_get(s_self->pending, req);
-    unsigned status = 0;
-    agent_str_t json = {NULL, 0};
+    orch_reply_t rep;
     if (!p)
         return;
-    if (orch_decode_reply(body, len, &status, &json) != AGENT_OK) {
-        status = 502;
-        json = S_STR("{\"error\":{\"code\":\"internal\",\"message\":\"a bad answer from the orchestrator\"}}");
+    if (orch_decode_reply(body, len, &rep) != AGENT_OK) {
+        rep.status = 502;
+        rep.json = S_STR("{\"error\":{\"code\":\"internal\",\"message\":\"a bad answer from the orchestrator\"}}");
     }
+    unsigned status = rep.status;
+    agent_str_t json = rep.json;
     conn_t *c = p->conn;
     switch (p->kind) {
     case P_HTTP:

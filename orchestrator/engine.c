@@ -29,6 +29,7 @@
 #include "common/sbuf.h"
 #include "proto/agent.h"
 #include "proto/frame.h"
+#include "proto/id.h"
 #include "proto/orch.h"
 #include "runfsm.h"
 #include "store.h"
@@ -102,6 +103,7 @@ struct engine_t {
     zhashx_t *runs;            /* run_id → run_t (queued/running) */
     zhashx_t *sessions;        /* session_id → session_t */
     zhashx_t *native;          /* agent id → worker count (from the broker) */
+    zhashx_t *native_seen;     /* native agent ids recorded in the store */
     hmap_t *agent_reqs;        /* our agent request id → run_t */
     hmap_t *follow_reqs;       /* follower request → run_t */
     hmap_t *watch_reqs;        /* watcher request → session_t */
@@ -143,18 +145,15 @@ static void s_now(char *buf)
     memcpy(buf, last, CLOCK_RFC3339_LEN);
 }
 
-/* Ids from clients go into JSON and URLs: printable, no quotes or slashes. */
+/* Ids from clients go into JSON and URLs: the rule of proto/id.h. */
 static int s_valid_id(const agent_str_t *s)
 {
-    if (s->len == 0 || s->len > AGENT_ID_MAX)
-        return 0;
-    for (uint32_t i = 0; i < s->len; i++) {
-        unsigned char c = (unsigned char)s->ptr[i];
-        if (c <= 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/' || c == '?' ||
-            c == '#' || c == '%')
-            return 0;
-    }
-    return 1;
+    return id_valid(s->ptr, s->len);
+}
+
+static agent_str_t s_str(const char *s)
+{
+    return (agent_str_t){s, s ? (uint32_t)strlen(s) : 0};
 }
 
 static void s_begin(engine_t *self)
@@ -194,12 +193,26 @@ static void s_out_push(engine_t *self, uint64_t req, s_out_kind_t kind, const vo
         LOGE("engine.outbox", "reason=full bytes=%zu", self->outbuf.len);
 }
 
+/* A reply about one run carries its id, status and session typed
+ * (run_id NULL: about no run). */
+static void s_out_run_reply(engine_t *self, uint64_t req, unsigned status, const char *json,
+                            size_t len, const char *run_id, const char *run_status,
+                            const char *session_id)
+{
+    orch_reply_t r = {.status = status,
+                      .json = {json, (uint32_t)len},
+                      .run_id = s_str(run_id),
+                      .run_status = s_str(run_id ? run_status : NULL),
+                      .session_id = s_str(run_id ? session_id : NULL)};
+    mp_buf_reset(&self->mp);
+    orch_encode_reply(&self->mp, &r);
+    s_out_push(self, req, S_OUT_REPLY, self->mp.data, self->mp.len);
+}
+
 static void s_out_reply(engine_t *self, uint64_t req, unsigned status, const char *json,
                         size_t len)
 {
-    mp_buf_reset(&self->mp);
-    orch_encode_reply(&self->mp, status, json, len);
-    s_out_push(self, req, S_OUT_REPLY, self->mp.data, self->mp.len);
+    s_out_run_reply(self, req, status, json, len, NULL, NULL, NULL);
 }
 
 static void s_out_error(engine_t *self, uint64_t req, unsigned status, const char *code,
@@ -224,10 +237,16 @@ static void s_out_error(engine_t *self, uint64_t req, unsigned status, const cha
     sbuf_free(&j);
 }
 
-static void s_out_accepted(engine_t *self, uint64_t req, const char *json, size_t len)
+/* run_id NULL: accepted about no run (a watch). */
+static void s_out_accepted(engine_t *self, uint64_t req, const char *json, size_t len,
+                           const char *run_id, const char *run_status, const char *session_id)
 {
+    orch_stream_t acc = {.json = {json, (uint32_t)len},
+                         .run_id = s_str(run_id),
+                         .run_status = s_str(run_id ? run_status : NULL),
+                         .session_id = s_str(run_id ? session_id : NULL)};
     mp_buf_reset(&self->mp);
-    orch_encode_accepted(&self->mp, json, len);
+    orch_encode_accepted(&self->mp, &acc);
     s_out_push(self, req, S_OUT_STREAM, self->mp.data, self->mp.len);
 }
 
@@ -281,7 +300,8 @@ static void s_json_run(sbuf_t *j, const char *run_id, const char *session_id,
         sbuf_json_str(j, ended_at, strlen(ended_at));
     else
         sbuf_cats(j, "null");
-    sbuf_cats(j, "}");
+    /* Client runs (SPEC §3); calls (§7) will fill these. */
+    sbuf_cats(j, ",\"parent_run_id\":null,\"root_run_id\":null,\"depth\":0}");
 }
 
 static void s_json_event(sbuf_t *j, int64_t event_id, const char *run_id, const char *session_id,
@@ -416,7 +436,8 @@ static void s_run_end(engine_t *self, run_t *run, run_input_t input, const char 
     s_run_json(self, run, &self->json, ended_at);
     for (follower_t *f = run->followers; f;) {
         follower_t *next = f->next;
-        s_out_reply(self, f->req, 200, self->json.data, self->json.len);
+        s_out_run_reply(self, f->req, 200, self->json.data, self->json.len, run->run_id,
+                        runfsm_name(to), s->id);
         hmap_del(self->follow_reqs, f->req);
         mem_free(f);
         f = next;
@@ -648,6 +669,14 @@ static void s_on_services(engine_t *self, const uint8_t *body, size_t len)
             memcpy(id, name + plen, name_len - plen);
             id[name_len - plen] = '\0';
             zhashx_insert(self->native, id, (void *)(uintptr_t)workers);
+            if (!zhashx_lookup(self->native_seen, id)) {
+                /* Its id is reserved from now on, across restarts. */
+                char now[CLOCK_RFC3339_LEN];
+                s_now(now);
+                s_begin(self);
+                s_store_check(self, store_agent_native(self->store, id, now), "agent_native");
+                zhashx_insert(self->native_seen, id, (void *)1);
+            }
         }
     }
     /* Runs that waited for this answer resolve now. */
@@ -854,12 +883,16 @@ static void s_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t 
         }
     }
     sbuf_reset(&self->json);
-    if (run)
+    if (run) {
         s_run_json(self, run, &self->json, NULL);
-    else
+        s_out_accepted(self, req, self->json.data, self->json.len, run->run_id,
+                       runfsm_name(run->status), run->session->id);
+    } else {
         s_json_run(&self->json, row.run_id, row.session_id, row.agent_id, row.status,
                    row.created_at, row.ended_at);
-    s_out_accepted(self, req, self->json.data, self->json.len);
+        s_out_accepted(self, req, self->json.data, self->json.len, row.run_id, row.status,
+                       row.session_id);
+    }
     s_replay_t rp = {self, req, after_seq, NULL, 0};
     if (store_events_read(self->store, run_id, after_seq, 0, s_replay_cb, &rp) != 0) {
         s_out_fail(self, req, "internal", store_errmsg(self->store));
@@ -873,7 +906,8 @@ static void s_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t 
     sbuf_reset(&self->json);
     s_json_run(&self->json, row.run_id, row.session_id, row.agent_id, row.status,
                row.created_at, row.ended_at);
-    s_out_reply(self, req, 200, self->json.data, self->json.len);
+    s_out_run_reply(self, req, 200, self->json.data, self->json.len, row.run_id, row.status,
+                    row.session_id);
 }
 
 static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
@@ -936,12 +970,19 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
                 run_t *run = s_live_run(self, found_id);
                 store_run_t row;
                 sbuf_reset(&self->json);
-                if (run)
+                if (run) {
                     s_run_json(self, run, &self->json, NULL);
-                else if (store_run_get(self->store, found_id, &row) == 0)
+                    s_out_run_reply(self, req, 200, self->json.data, self->json.len,
+                                    run->run_id, runfsm_name(run->status), run->session->id);
+                } else if (store_run_get(self->store, found_id, &row) == 0) {
                     s_json_run(&self->json, row.run_id, row.session_id, row.agent_id,
                                row.status, row.created_at, row.ended_at);
-                s_out_reply(self, req, 200, self->json.data, self->json.len);
+                    s_out_run_reply(self, req, 200, self->json.data, self->json.len,
+                                    row.run_id, row.status, row.session_id);
+                } else {
+                    s_out_error(self, req, 500, "internal", "store: %s",
+                                store_errmsg(self->store));
+                }
             }
             mem_free(session_id);
             return;
@@ -957,7 +998,8 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
         sbuf_cats(&self->json, ",\"run_id\":");
         sbuf_json_str(&self->json, busy->run_id, strlen(busy->run_id));
         sbuf_cats(&self->json, "}}");
-        s_out_reply(self, req, 409, self->json.data, self->json.len);
+        s_out_run_reply(self, req, 409, self->json.data, self->json.len, busy->run_id,
+                        runfsm_name(busy->status), s->id);
         mem_free(session_id);
         return;
     }
@@ -994,20 +1036,18 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
         s->qhead = run;
     s->qtail = run;
     LOGD("run.accepted", "run=%s session=%s agent=%s", run->run_id, s->id, run->agent_id);
+    /* The answer goes out before the run's first events, so the edge can
+     * say invoke_accepted before any event: running if it starts now,
+     * queued if it waits behind another run of the session. */
+    const char *status = s->running || s->qhead != run ? "queued" : "running";
+    sbuf_reset(&self->json);
+    s_json_run(&self->json, run->run_id, s->id, run->agent_id, status, run->created_at, NULL);
     if (q->follow) {
-        sbuf_reset(&self->json);
-        s_run_json(self, run, &self->json, NULL);
-        s_out_accepted(self, req, self->json.data, self->json.len);
+        s_out_accepted(self, req, self->json.data, self->json.len, run->run_id, status, s->id);
         s_add_follower(self, run, req, 1);
-    }
-    if (!q->follow) {
-        /* The answer goes out before the run's first events, so the edge can
-         * say invoke_accepted before any event: running if it starts now,
-         * queued if it waits behind another run of the session. */
-        sbuf_reset(&self->json);
-        s_json_run(&self->json, run->run_id, s->id, run->agent_id,
-                   s->running || s->qhead != run ? "queued" : "running", run->created_at, NULL);
-        s_out_reply(self, req, 200, self->json.data, self->json.len);
+    } else {
+        s_out_run_reply(self, req, 200, self->json.data, self->json.len, run->run_id, status,
+                        s->id);
     }
     s_start_next(self, s);
 }
@@ -1026,7 +1066,7 @@ static void s_op_watch(engine_t *self, uint64_t req, const orch_request_t *q)
     w->next = s->watchers;
     s->watchers = w;
     hmap_put(self->watch_reqs, req, s);
-    s_out_accepted(self, req, "{}", 2);
+    s_out_accepted(self, req, "{}", 2, NULL, NULL, NULL);
 }
 
 static void s_op_events(engine_t *self, uint64_t req, const orch_request_t *q)
@@ -1074,7 +1114,8 @@ static void s_op_run(engine_t *self, uint64_t req, const orch_request_t *q)
         sbuf_reset(&self->json);
         s_json_run(&self->json, row.run_id, row.session_id, row.agent_id, row.status,
                    row.created_at, row.ended_at);
-        s_out_reply(self, req, 200, self->json.data, self->json.len);
+        s_out_run_reply(self, req, 200, self->json.data, self->json.len, row.run_id, row.status,
+                        row.session_id);
     }
     mem_free(run_id);
 }
@@ -1089,7 +1130,7 @@ static int s_message_cb(void *arg, const store_message_t *m)
     s_list_t *l = arg;
     if (l->count++)
         sbuf_cats(l->j, ",");
-    sbuf_catf(l->j, "{\"message_id\":%lld,\"run_id\":", (long long)m->message_id);
+    sbuf_catf(l->j, "{\"message_id\":\"%lld\",\"run_id\":", (long long)m->message_id);
     sbuf_json_str(l->j, m->run_id, strlen(m->run_id));
     sbuf_cats(l->j, ",\"role\":");
     sbuf_json_str(l->j, m->role, strlen(m->role));
@@ -1170,7 +1211,9 @@ static void s_op_register(engine_t *self, uint64_t req, const orch_request_t *q)
         return;
     }
     char *id = s_dup(&q->agent_id);
-    if (zhashx_lookup(self->native, id)) {
+    store_agent_t prior;
+    int known = store_agent_get(self->store, id, &prior);
+    if (zhashx_lookup(self->native, id) || (known == 0 && strcmp(prior.kind, "native") == 0)) {
         s_out_error(self, req, 409, "conflict", "agent '%s' is served by native workers", id);
         mem_free(id);
         return;
@@ -1204,6 +1247,7 @@ static void s_op_register(engine_t *self, uint64_t req, const orch_request_t *q)
 typedef struct {
     s_list_t list;
     size_t workers;
+    zhashx_t *native;
 } s_agents_t;
 
 static int s_agent_cb(void *arg, const store_agent_t *a)
@@ -1211,7 +1255,19 @@ static int s_agent_cb(void *arg, const store_agent_t *a)
     s_agents_t *l = arg;
     if (l->list.count++)
         sbuf_cats(l->list.j, ",");
-    s_json_agent(l->list.j, a, l->workers);
+    if (strcmp(a->kind, "native") != 0) {
+        s_json_agent(l->list.j, a, l->workers);
+        return 0;
+    }
+    /* Native: workers as the broker counts them now (0 while they reconnect). */
+    sbuf_cats(l->list.j, "{\"agent_id\":");
+    sbuf_json_str(l->list.j, a->agent_id, strlen(a->agent_id));
+    sbuf_cats(l->list.j, ",\"name\":");
+    sbuf_json_str(l->list.j, a->name, strlen(a->name));
+    sbuf_catf(l->list.j, ",\"endpoint\":null,\"kind\":\"native\",\"workers\":%zu,\"created_at\":",
+              (size_t)(uintptr_t)zhashx_lookup(l->native, a->agent_id));
+    sbuf_json_str(l->list.j, a->created_at, strlen(a->created_at));
+    sbuf_cats(l->list.j, "}");
     return 0;
 }
 
@@ -1220,18 +1276,7 @@ static void s_op_agents(engine_t *self, uint64_t req)
     sbuf_t j;
     sbuf_init(&j, S_JSON_MAX);
     sbuf_cats(&j, "{\"agents\":[");
-    s_agents_t l = {{&j, 0}, self->bridge_workers};
-    for (void *v = zhashx_first(self->native); v; v = zhashx_next(self->native)) {
-        const char *id = zhashx_cursor(self->native);
-        if (l.list.count++)
-            sbuf_cats(&j, ",");
-        sbuf_cats(&j, "{\"agent_id\":");
-        sbuf_json_str(&j, id, strlen(id));
-        sbuf_cats(&j, ",\"name\":");
-        sbuf_json_str(&j, id, strlen(id));
-        sbuf_catf(&j, ",\"endpoint\":null,\"kind\":\"native\",\"workers\":%zu,\"created_at\":null}",
-                  (size_t)(uintptr_t)v);
-    }
+    s_agents_t l = {{&j, 0}, self->bridge_workers, self->native};
     if (store_agents_list(self->store, s_agent_cb, &l) != 0)
         s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
     else {
@@ -1257,7 +1302,8 @@ static void s_op_cancel(engine_t *self, uint64_t req, const orch_request_t *q)
         sbuf_cats(&self->json, "{\"run_id\":");
         sbuf_json_str(&self->json, run_id, strlen(run_id));
         sbuf_cats(&self->json, ",\"status\":\"cancelled\"}");
-        s_out_reply(self, req, 202, self->json.data, self->json.len);
+        s_out_run_reply(self, req, 202, self->json.data, self->json.len, run->run_id,
+                        "cancelled", run->session->id);
         mem_free(run_id);
         return;
     }
@@ -1267,9 +1313,16 @@ static void s_op_cancel(engine_t *self, uint64_t req, const orch_request_t *q)
         s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
     else if (rc > 0)
         s_out_error(self, req, 404, "unknown_run", "no run '%s'", run_id);
-    else
-        s_out_error(self, req, 409, "conflict", "run '%s' has already ended (%s)", run_id,
-                    row.status);
+    else {
+        char msg[300];
+        snprintf(msg, sizeof msg, "run '%s' has already ended (%s)", run_id, row.status);
+        sbuf_reset(&self->json);
+        sbuf_cats(&self->json, "{\"error\":{\"code\":\"conflict\",\"message\":");
+        sbuf_json_str(&self->json, msg, strlen(msg));
+        sbuf_cats(&self->json, "}}");
+        s_out_run_reply(self, req, 409, self->json.data, self->json.len, row.run_id, row.status,
+                        row.session_id);
+    }
     mem_free(run_id);
 }
 
@@ -1528,6 +1581,7 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
     self->runs = zhashx_new();
     self->sessions = zhashx_new();
     self->native = zhashx_new();
+    self->native_seen = zhashx_new();
     self->agent_reqs = hmap_new(1000000);
     self->follow_reqs = hmap_new(1000000);
     self->watch_reqs = hmap_new(1000000);
@@ -1578,6 +1632,7 @@ void engine_destroy(engine_t **self_p)
     zhashx_destroy(&self->runs);
     zhashx_destroy(&self->sessions);
     zhashx_destroy(&self->native);
+    zhashx_destroy(&self->native_seen);
     hmap_destroy(&self->agent_reqs);
     hmap_destroy(&self->follow_reqs);
     hmap_destroy(&self->watch_reqs);

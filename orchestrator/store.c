@@ -5,6 +5,9 @@
  *   1  the first schema: sessions, runs, events, messages, agents
  *   2  idempotent invokes (runs.request_id, unique per session), agents'
  *      updated_at, the index recovery reads runs by
+ *   3  agents.kind: native agents are rows too (endpoint ''), written when
+ *      their first worker is seen, so their id stays reserved and their
+ *      created_at is known across restarts
  *
  * Why these choices:
  *   - events.event_id is the rowid: global, increasing, free to assign.
@@ -44,6 +47,7 @@ typedef enum {
     S_AGENT_GET,
     S_AGENT_INSERT,
     S_AGENT_UPDATE,
+    S_AGENT_NATIVE,
     S_STMT_COUNT
 } s_stmt_id_t;
 
@@ -66,12 +70,14 @@ static const char *s_sql[S_STMT_COUNT] = {
     [S_MESSAGES_READ] = "SELECT message_id, run_id, role, content, created_at FROM "
                         "(SELECT * FROM messages WHERE session_id = ?1 "
                         "ORDER BY message_id DESC LIMIT ?2) ORDER BY message_id",
-    [S_AGENT_GET] = "SELECT agent_id, name, endpoint, created_at, updated_at FROM agents "
+    [S_AGENT_GET] = "SELECT agent_id, name, endpoint, created_at, updated_at, kind FROM agents "
                     "WHERE agent_id = ?1",
     [S_AGENT_INSERT] = "INSERT INTO agents(agent_id, name, endpoint, created_at, updated_at) "
                        "VALUES(?1, ?2, ?3, ?4, ?4)",
     [S_AGENT_UPDATE] = "UPDATE agents SET name = ?2, endpoint = ?3, updated_at = ?4 "
-                       "WHERE agent_id = ?1",
+                       "WHERE agent_id = ?1 AND kind = 'http'",
+    [S_AGENT_NATIVE] = "INSERT OR IGNORE INTO agents(agent_id, name, endpoint, created_at, "
+                       "updated_at, kind) VALUES(?1, ?1, '', ?2, ?2, 'native')",
 };
 
 /* Migration i brings a database from version i to i + 1. */
@@ -95,6 +101,8 @@ static const char *s_migrations[] = {
     "CREATE INDEX runs_status ON runs(status);"
     "ALTER TABLE agents ADD COLUMN updated_at TEXT;"
     "UPDATE agents SET updated_at = created_at;",
+    /* 2 → 3: native agents recorded. */
+    "ALTER TABLE agents ADD COLUMN kind TEXT NOT NULL DEFAULT 'http';",
 };
 
 struct store_t {
@@ -536,6 +544,7 @@ static void s_agent_row(sqlite3_stmt *st, store_agent_t *a)
     s_copy(a->endpoint, sizeof a->endpoint, st, 2);
     s_copy(a->created_at, sizeof a->created_at, st, 3);
     s_copy(a->updated_at, sizeof a->updated_at, st, 4);
+    s_copy(a->kind, sizeof a->kind, st, 5);
 }
 
 int store_agent_get(store_t *self, const char *agent_id, store_agent_t *out)
@@ -572,10 +581,20 @@ int store_agent_upsert(store_t *self, const char *agent_id, const char *name,
     return s_done(self, st, "writing an agent");
 }
 
+int store_agent_native(store_t *self, const char *agent_id, const char *now)
+{
+    sqlite3_stmt *st = s_stmt(self, S_AGENT_NATIVE);
+    s_text(st, 1, agent_id);
+    s_text(st, 2, now);
+    return s_done(self, st, "writing a native agent");
+}
+
 int store_agent_endpoint(store_t *self, const char *agent_id, char *buf, size_t buflen)
 {
     store_agent_t a;
     int rc = store_agent_get(self, agent_id, &a);
+    if (rc == 0 && strcmp(a.kind, "http") != 0)
+        return 1;
     if (rc == 0)
         snprintf(buf, buflen, "%s", a.endpoint);
     return rc;
@@ -585,8 +604,8 @@ int store_agents_list(store_t *self, int (*cb)(void *arg, const store_agent_t *a
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(self->db,
-                           "SELECT agent_id, name, endpoint, created_at, updated_at FROM agents "
-                           "ORDER BY agent_id",
+                           "SELECT agent_id, name, endpoint, created_at, updated_at, kind "
+                           "FROM agents ORDER BY agent_id",
                            -1, &st, NULL) != SQLITE_OK)
         return s_fail(self, "listing agents");
     int rc;

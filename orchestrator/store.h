@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 typedef struct store_t store_t;
 typedef enum { STORE_NORMAL = 0, STORE_FULL = 1 } store_durability_t;
@@ -54,6 +54,7 @@ typedef struct {
     char endpoint[2049];
     char created_at[32];
     char updated_at[32];
+    char kind[8];         /* "http" or "native" (endpoint "") */
 } store_agent_t;
 
 /* Opens (creating it and, if missing, its last directory), sets WAL and the
@@ -105,8 +106,12 @@ int store_history(store_t *self, const char *session_id, size_t max,
 int store_agent_upsert(store_t *self, const char *agent_id, const char *name,
                        const char *endpoint, const char *now, int *created);
 int store_agent_get(store_t *self, const char *agent_id, store_agent_t *out); /* 0, 1, -1 */
+/* Records a native agent the first time its workers are seen (later calls
+ * and an HTTP agent of that id change nothing). */
+int store_agent_native(store_t *self, const char *agent_id, const char *now);
 /* 0 with the endpoint in buf, 1 when no HTTP agent has that id. */
 int store_agent_endpoint(store_t *self, const char *agent_id, char *buf, size_t buflen);
+/* Every agent, HTTP and native, by id. */
 int store_agents_list(store_t *self, int (*cb)(void *arg, const store_agent_t *a), void *arg);
 
 /* Runs left queued or running (a crash), with the last seq each wrote. */

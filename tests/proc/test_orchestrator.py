@@ -443,3 +443,96 @@ def test_sigterm_fails_in_flight_runs_and_exits_cleanly():
         agent.stop = True
     finally:
         s.close()
+
+
+def raw_final(c, rid):
+    """The decoded msgpack body of a request's REPLY (typed fields included)."""
+    kind, body = c.wait_final(rid)[-1]
+    assert kind == REPLY, body
+    return body
+
+
+def test_answers_about_a_run_carry_it_typed():
+    """Every answer about one run names it, its status and its session as
+    msgpack fields, so the edge routes answers without parsing the JSON
+    (issue 11 item 4); the run JSON has SPEC §3's call fields."""
+    s = Stack(echo_workers=0)
+    try:
+        agent = FakeAgent(s.endpoint, "slow", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "slow")
+        first = raw_final(c, invoke(c, "ty1", "slow", "go"))
+        run = json.loads(first["json"])
+        assert first["run_id"] == run["run_id"] and first["run_status"] == "running"
+        assert first["session_id"] == "ty1"
+        assert run["parent_run_id"] is None and run["root_run_id"] is None and run["depth"] == 0
+        f = invoke(c, "ty1", "slow", "later", follow=True)
+        wait_until(lambda: c.accepted(f) or c.pump(5) and False, what="accepted")
+        acc = [b for k, b in c.frames[f] if k == STREAM and "accepted" in b][0]
+        assert acc["run_status"] == "queued" and acc["session_id"] == "ty1"
+        assert acc["run_id"] == json.loads(acc["accepted"])["run_id"]
+        busy = raw_final(c, invoke(c, "ty1", "slow", "no", if_busy="reject"))
+        assert busy["status"] == 409 and busy["run_id"] == run["run_id"]
+        assert busy["run_status"] == "running" and busy["session_id"] == "ty1"
+        got = raw_final(c, c.call("run", run_id=run["run_id"]))
+        assert got["run_id"] == run["run_id"] and got["run_status"] == "running"
+        cancel = raw_final(c, c.call("cancel", run_id=acc["run_id"]))
+        assert cancel["status"] == 202 and cancel["run_id"] == acc["run_id"]
+        assert cancel["run_status"] == "cancelled"
+        final = raw_final(c, f)
+        assert final["run_id"] == acc["run_id"] and final["run_status"] == "cancelled"
+        assert final["session_id"] == "ty1"
+        again = raw_final(c, c.call("cancel", run_id=acc["run_id"]))
+        assert again["status"] == 409 and again["run_status"] == "cancelled"
+        # Answers about no run have none of the fields.
+        unknown = raw_final(c, c.call("run", run_id="run_nope"))
+        assert unknown["status"] == 404 and "run_id" not in unknown and "run_status" not in unknown
+        agent.stop = True
+    finally:
+        s.close()
+
+
+def test_message_ids_are_strings(stack):
+    c = stack.client()
+    stack.wait_agent(c, "echo")
+    status, run = c.reply(invoke(c, "mid1", "echo", "hi there", follow=True))
+    status, doc = c.reply(c.call("messages", session_id="mid1"))
+    ids = [m["message_id"] for m in doc["messages"]]
+    assert len(ids) == 2 and all(isinstance(i, str) and i.isdigit() for i in ids)
+
+
+def test_native_agents_have_a_created_at_and_keep_their_id():
+    """A native agent is recorded when its first worker is seen: its
+    created_at survives its workers leaving and the orchestrator
+    restarting, and its id cannot be registered as an HTTP agent while
+    its workers are away (issue 12 item 5)."""
+    s = Stack(echo_workers=1)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        status, doc = c.reply(c.call("agents"))
+        echo = {a["agent_id"]: a for a in doc["agents"]}["echo"]
+        assert echo["kind"] == "native" and echo["created_at"].endswith("Z")
+        for p in s.echos:
+            s.procs.kill(p)
+        s.procs.kill(s.orch, signal.SIGTERM)
+        s.orch = s.start_orchestrator()
+        c2 = s.client()
+        def listed_without_workers():
+            kind, body = c2.wait_final(c2.call("agents"))[-1]
+            if kind != REPLY:
+                return None
+            by_id = {a["agent_id"]: a for a in json.loads(body["json"])["agents"]}
+            return by_id.get("echo")
+        got = wait_until(listed_without_workers, timeout=15, what="agents listed")
+        assert got["kind"] == "native" and got["workers"] == 0
+        assert got["created_at"] == echo["created_at"]
+        status, doc = c2.reply(c2.call("register", agent_id="echo", name="x",
+                                       endpoint="http://127.0.0.1:9"))
+        assert status == 409 and doc["error"]["code"] == "conflict"
+        db = sqlite3.connect(s.db)
+        assert db.execute("select kind, endpoint from agents where agent_id='echo'").fetchall() == [
+            ("native", "")]
+    finally:
+        s.close()
