@@ -40,8 +40,25 @@
 #include <string.h>
 #include <zmq.h>
 
-#define S_BODY_MAX (1u << 20)      /* largest body we send */
+#define S_BODY_MAX (1u << 20)      /* largest body we send (the broker's frame limit) */
 #define S_JSON_MAX (8u << 20)      /* largest JSON answer we build */
+/* Paged answers: the JSON of one page leaves room in its REPLY body for
+ * the map and the typed fields, so a page always fits a frame; one event
+ * (or message) leaves room in a page for the envelope, so a page always
+ * holds at least one. Events past S_EVENT_MAX are refused where they are
+ * made (413 for an input, agent_error for an agent's answer). */
+#define S_PAGE_BYTES (S_BODY_MAX - 8192)
+#define S_EVENT_MAX (S_PAGE_BYTES - 2048)
+#define S_PAYLOAD_MAX (S_EVENT_MAX - 1024) /* an event's payload JSON: ids, type, time fit */
+#define S_EVENTS_DEFAULT 1000
+#define S_MESSAGES_DEFAULT 100
+#define S_MESSAGES_MAX 1000
+#define S_RUNS_DEFAULT 50
+#define S_RUNS_MAX 1000
+/* follow replays one page of stored events (count and bytes of STREAM
+ * bodies) before going live; the edge fills the rest with `events`. */
+#define S_FOLLOW_EVENTS 1000
+#define S_FOLLOW_BYTES (4u << 20)
 #define S_OUT_MAX (256u << 20)     /* bytes queued in one turn's outbox */
 #define S_TICK_MS 100              /* timeout scan interval */
 #define S_SERVICES_MS 1000         /* services cache refresh */
@@ -713,9 +730,9 @@ static void s_on_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t l
     sbuf_cats(&self->json, "{\"delta\":");
     sbuf_json_str(&self->json, delta.ptr, delta.len);
     sbuf_cats(&self->json, "}");
-    if (self->json.overflow) {
+    if (self->json.overflow || self->json.len > S_PAYLOAD_MAX) {
         worker_cancel(w, req);
-        s_run_fail(self, run, "agent_error", "the agent sent a delta over the maximum");
+        s_run_fail(self, run, "agent_error", "answer too large: a delta is over the event maximum");
         return;
     }
     s_emit(self, run, "agent_stream_delta", self->json.data);
@@ -754,6 +771,12 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
     sbuf_cats(&p, ",\"content\":");
     sbuf_json_str(&p, out.content.ptr, out.content.len);
     sbuf_cats(&p, "}}");
+    if (p.overflow || p.len > S_PAYLOAD_MAX) {
+        sbuf_free(&p);
+        mem_free(role);
+        s_run_fail(self, run, "agent_error", "answer too large: the output is over the event maximum");
+        return;
+    }
     s_emit(self, run, "agent_invoke_done", p.data);
     sbuf_free(&p);
     s_store_check(self,
@@ -821,39 +844,64 @@ static void s_add_follower(engine_t *self, run_t *run, uint64_t req, uint64_t ne
     hmap_put(self->follow_reqs, req, run);
 }
 
+/* One page of stored events: as a JSON list (events op) or as STREAM
+ * bodies (follow). Stops at `limit` events or when the next would pass
+ * `bytes`; more is set when an event was left for the next page. */
 typedef struct {
     engine_t *self;
     uint64_t req;
-    uint64_t last_seq;
-    sbuf_t *list;          /* events op: JSON array being built */
-    int count;
+    uint64_t last_seq;     /* last seq in the page */
+    sbuf_t *list;          /* events op: JSON array being built; NULL: follow */
+    size_t count, limit;
+    size_t bytes, bytes_max;
+    int more;
 } s_replay_t;
+
+static int s_is_terminal(const char *type)
+{
+    return strcmp(type, "run_done") == 0 || strcmp(type, "run_failed") == 0 ||
+           strcmp(type, "run_cancelled") == 0;
+}
 
 static int s_replay_cb(void *arg, const store_event_t *e)
 {
     s_replay_t *rp = arg;
     engine_t *self = rp->self;
+    if (rp->count == rp->limit) {
+        rp->more = 1;
+        return 1;
+    }
     sbuf_reset(&self->json);
     s_json_event(&self->json, e->event_id, e->run_id, e->session_id, e->seq, e->type,
                  e->payload, e->created_at);
-    rp->last_seq = e->seq;
+    size_t need = self->json.len + 1;
     if (rp->list) {
-        if (rp->count++)
+        if (self->json.overflow || rp->bytes + need > rp->bytes_max) {
+            rp->more = 1;
+            return 1;
+        }
+        if (rp->count)
             sbuf_cats(rp->list, ",");
         sbuf_cat(rp->list, self->json.data, self->json.len);
-        return 0;
-    }
-    int terminal = strcmp(e->type, "run_done") == 0 || strcmp(e->type, "run_failed") == 0 ||
-                   strcmp(e->type, "run_cancelled") == 0;
-    orch_stream_t ev = {.run_id = {e->run_id, (uint32_t)strlen(e->run_id)},
-                        .session_id = {e->session_id, (uint32_t)strlen(e->session_id)},
-                        .type = {e->type, (uint32_t)strlen(e->type)},
-                        .seq = e->seq,
-                        .terminal = terminal,
-                        .json = {self->json.data, (uint32_t)self->json.len}};
-    mp_buf_reset(&self->mp);
-    if (orch_encode_event(&self->mp, &ev) == 0)
+    } else {
+        orch_stream_t ev = {.run_id = s_str(e->run_id),
+                            .session_id = s_str(e->session_id),
+                            .type = s_str(e->type),
+                            .seq = e->seq,
+                            .terminal = s_is_terminal(e->type),
+                            .json = {self->json.data, (uint32_t)self->json.len}};
+        mp_buf_reset(&self->mp);
+        if (self->json.overflow || orch_encode_event(&self->mp, &ev) != 0 ||
+            self->mp.len > S_BODY_MAX || (rp->count && rp->bytes + self->mp.len > rp->bytes_max)) {
+            rp->more = 1;
+            return 1;
+        }
+        need = self->mp.len;
         s_out_push(self, rp->req, S_OUT_STREAM, self->mp.data, self->mp.len);
+    }
+    rp->bytes += need;
+    rp->last_seq = e->seq;
+    rp->count++;
     return 0;
 }
 
@@ -893,13 +941,18 @@ static void s_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t 
         s_out_accepted(self, req, self->json.data, self->json.len, row.run_id, row.status,
                        row.session_id);
     }
-    s_replay_t rp = {self, req, after_seq, NULL, 0};
-    if (store_events_read(self->store, run_id, after_seq, 0, s_replay_cb, &rp) != 0) {
+    /* One page, then live: a longer history reaches the edge as a gap
+     * (the next live seq is past the page), which it fills with `events`. */
+    s_replay_t rp = {.self = self, .req = req, .last_seq = after_seq,
+                     .limit = S_FOLLOW_EVENTS, .bytes_max = S_FOLLOW_BYTES};
+    if (store_events_read(self->store, run_id, after_seq, S_FOLLOW_EVENTS + 1, s_replay_cb, &rp) !=
+        0) {
         s_out_fail(self, req, "internal", store_errmsg(self->store));
         return;
     }
     if (run) {
-        uint64_t next = (run->seq > after_seq ? run->seq : after_seq) + 1;
+        uint64_t next = rp.more ? rp.last_seq + 1
+                                : (run->seq > after_seq ? run->seq : after_seq) + 1;
         s_add_follower(self, run, req, next);
         return;
     }
@@ -934,6 +987,19 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
     }
     if (q->request_id.len && !s_valid_id(&q->request_id)) {
         s_out_error(self, req, 400, "bad_request", "request_id is not a valid id");
+        return;
+    }
+    /* Its user_input event must fit a page like any event (SPEC §1 Limits). */
+    sbuf_reset(&self->json);
+    sbuf_cats(&self->json, "{\"message\":{\"role\":");
+    sbuf_json_str(&self->json, q->role.ptr, q->role.len);
+    sbuf_cats(&self->json, ",\"content\":");
+    sbuf_json_str(&self->json, q->content.ptr, q->content.len);
+    sbuf_cats(&self->json, "}}");
+    if (self->json.overflow || self->json.len > S_PAYLOAD_MAX) {
+        s_out_error(self, req, 413, "too_large",
+                    "the input message is over the event maximum (%u bytes of JSON)",
+                    (unsigned)S_PAYLOAD_MAX);
         return;
     }
     int reject = 0;
@@ -1082,21 +1148,31 @@ static void s_op_events(engine_t *self, uint64_t req, const orch_request_t *q)
         mem_free(run_id);
         return;
     }
-    uint64_t limit = q->limit ? q->limit : 1000;
+    uint64_t limit = q->limit ? q->limit : S_EVENTS_DEFAULT;
     if (limit > ORCH_LIMIT_MAX)
         limit = ORCH_LIMIT_MAX;
     sbuf_t list;
-    sbuf_init(&list, S_JSON_MAX);
+    sbuf_init(&list, S_PAGE_BYTES);
     sbuf_cats(&list, "{\"run_id\":");
     sbuf_json_str(&list, run_id, strlen(run_id));
     sbuf_cats(&list, ",\"events\":[");
-    s_replay_t rp = {self, req, q->after_seq, &list, 0};
-    if (store_events_read(self->store, run_id, q->after_seq, (size_t)limit, s_replay_cb, &rp) != 0)
+    const size_t tail = 64; /* ],"has_more":false,"next_after_seq":<20 digits>} */
+    s_replay_t rp = {.self = self, .req = req, .last_seq = q->after_seq, .list = &list,
+                     .limit = (size_t)limit, .bytes = list.len, .bytes_max = S_PAGE_BYTES - tail};
+    if (store_events_read(self->store, run_id, q->after_seq, (size_t)limit + 1, s_replay_cb, &rp) !=
+        0) {
         s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
-    else if (sbuf_cats(&list, "]}") != 0)
-        s_out_error(self, req, 413, "too_large", "the events are over the answer maximum; use a smaller limit");
-    else
-        s_out_reply(self, req, 200, list.data, list.len);
+    } else if (rp.count == 0 && rp.more) {
+        s_out_error(self, req, 500, "internal", "event %llu of run '%s' is over the page maximum",
+                    (unsigned long long)q->after_seq + 1, run_id);
+    } else {
+        sbuf_cats(&list, rp.more ? "],\"has_more\":true" : "],\"has_more\":false");
+        sbuf_cats(&list, ",\"next_after_seq\":");
+        sbuf_cat_u64(&list, rp.last_seq);
+        sbuf_cats(&list, "}");
+        s_out_run_reply(self, req, 200, list.data, list.len, row.run_id, row.status,
+                        row.session_id);
+    }
     sbuf_free(&list);
     mem_free(run_id);
 }
@@ -1125,21 +1201,56 @@ typedef struct {
     int count;
 } s_list_t;
 
+/* A page of messages: each message's JSON goes to `items`, its end offset
+ * to `ends`, so a page read newest first can be written oldest first. */
+typedef struct {
+    sbuf_t items;
+    size_t ends[S_MESSAGES_MAX];
+    size_t count, limit, bytes_max;
+    int more;
+} s_msgpage_t;
+
 static int s_message_cb(void *arg, const store_message_t *m)
 {
-    s_list_t *l = arg;
-    if (l->count++)
-        sbuf_cats(l->j, ",");
-    sbuf_catf(l->j, "{\"message_id\":\"%lld\",\"run_id\":", (long long)m->message_id);
-    sbuf_json_str(l->j, m->run_id, strlen(m->run_id));
-    sbuf_cats(l->j, ",\"role\":");
-    sbuf_json_str(l->j, m->role, strlen(m->role));
-    sbuf_cats(l->j, ",\"content\":");
-    sbuf_json_str(l->j, m->content, m->content_len);
-    sbuf_cats(l->j, ",\"created_at\":");
-    sbuf_json_str(l->j, m->created_at, strlen(m->created_at));
-    sbuf_cats(l->j, "}");
+    s_msgpage_t *pg = arg;
+    if (pg->count == pg->limit) {
+        pg->more = 1;
+        return 1;
+    }
+    size_t before = pg->items.len;
+    sbuf_catf(&pg->items, "{\"message_id\":\"%lld\",\"run_id\":", (long long)m->message_id);
+    sbuf_json_str(&pg->items, m->run_id, strlen(m->run_id));
+    sbuf_cats(&pg->items, ",\"role\":");
+    sbuf_json_str(&pg->items, m->role, strlen(m->role));
+    sbuf_cats(&pg->items, ",\"content\":");
+    sbuf_json_str(&pg->items, m->content, m->content_len);
+    sbuf_cats(&pg->items, ",\"created_at\":");
+    sbuf_json_str(&pg->items, m->created_at, strlen(m->created_at));
+    sbuf_cats(&pg->items, "}");
+    if (pg->items.overflow || pg->items.len + pg->count > pg->bytes_max) {
+        pg->items.len = before; /* not in this page */
+        pg->items.overflow = 0;
+        pg->more = 1;
+        return 1;
+    }
+    pg->ends[pg->count++] = pg->items.len;
     return 0;
+}
+
+/* A message id cursor: a string of digits. 0 when absent, -1 when bad. */
+static int64_t s_cursor(const agent_str_t *c)
+{
+    if (c->len == 0)
+        return 0;
+    if (c->len > 18)
+        return -1;
+    int64_t v = 0;
+    for (uint32_t i = 0; i < c->len; i++) {
+        if (c->ptr[i] < '0' || c->ptr[i] > '9')
+            return -1;
+        v = v * 10 + (c->ptr[i] - '0');
+    }
+    return v > 0 ? v : -1;
 }
 
 static void s_op_messages(engine_t *self, uint64_t req, const orch_request_t *q)
@@ -1148,23 +1259,107 @@ static void s_op_messages(engine_t *self, uint64_t req, const orch_request_t *q)
         s_out_error(self, req, 400, "bad_request", "session_id is required");
         return;
     }
+    int64_t before = s_cursor(&q->before), after = s_cursor(&q->after);
+    if (before < 0 || after < 0 || (before && after)) {
+        s_out_error(self, req, 400, "bad_request",
+                    "before or after (not both) must be a message_id");
+        return;
+    }
     char *id = s_dup(&q->session_id);
-    uint64_t limit = q->limit ? q->limit : 1000;
-    if (limit > ORCH_LIMIT_MAX)
-        limit = ORCH_LIMIT_MAX;
+    uint64_t limit = q->limit ? q->limit : S_MESSAGES_DEFAULT;
+    if (limit > S_MESSAGES_MAX)
+        limit = S_MESSAGES_MAX;
+    s_msgpage_t *pg = mem_alloc(sizeof *pg);
     sbuf_t j;
-    sbuf_init(&j, S_JSON_MAX);
+    sbuf_init(&j, S_PAGE_BYTES);
     sbuf_cats(&j, "{\"session_id\":");
     sbuf_json_str(&j, id, strlen(id));
     sbuf_cats(&j, ",\"messages\":[");
-    s_list_t l = {&j, 0};
-    if (store_messages_read(self->store, id, (size_t)limit, s_message_cb, &l) != 0)
+    sbuf_init(&pg->items, S_PAGE_BYTES);
+    pg->limit = (size_t)limit;
+    pg->bytes_max = S_PAGE_BYTES - j.len - 32; /* ],"has_more":false} */
+    if (store_messages_page(self->store, id, before, after, (size_t)limit + 1, s_message_cb, pg) !=
+        0) {
         s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
-    else if (sbuf_cats(&j, "]}") != 0)
-        s_out_error(self, req, 413, "too_large", "the messages are over the answer maximum; use a smaller limit");
-    else
+    } else if (pg->count == 0 && pg->more) {
+        s_out_error(self, req, 500, "internal", "a message of session '%s' is over the page maximum",
+                    id);
+    } else {
+        /* after: read oldest first; otherwise newest first, written reversed. */
+        for (size_t k = 0; k < pg->count; k++) {
+            size_t i = after ? k : pg->count - 1 - k;
+            size_t start = i ? pg->ends[i - 1] : 0;
+            if (k)
+                sbuf_cats(&j, ",");
+            sbuf_cat(&j, pg->items.data + start, pg->ends[i] - start);
+        }
+        sbuf_cats(&j, pg->more ? "],\"has_more\":true}" : "],\"has_more\":false}");
         s_out_reply(self, req, 200, j.data, j.len);
+    }
+    sbuf_free(&pg->items);
+    mem_free(pg);
     sbuf_free(&j);
+    mem_free(id);
+}
+
+typedef struct {
+    sbuf_t *j;
+    size_t count, limit, bytes_max;
+    int more;
+} s_runpage_t;
+
+static int s_session_run_cb(void *arg, const store_run_t *row)
+{
+    s_runpage_t *pg = arg;
+    if (pg->count == pg->limit) {
+        pg->more = 1;
+        return 1;
+    }
+    size_t before = pg->j->len;
+    if (pg->count)
+        sbuf_cats(pg->j, ",");
+    s_json_run(pg->j, row->run_id, row->session_id, row->agent_id, row->status, row->created_at,
+               row->ended_at);
+    if (pg->j->overflow || pg->j->len > pg->bytes_max) {
+        pg->j->len = before;
+        pg->j->overflow = 0;
+        pg->more = 1;
+        return 1;
+    }
+    pg->count++;
+    return 0;
+}
+
+/* session_runs: the session's runs newest first, paged by `before`. */
+static void s_op_session_runs(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    if (!s_valid_id(&q->session_id)) {
+        s_out_error(self, req, 400, "bad_request", "session_id is required");
+        return;
+    }
+    if (q->before.len && !s_valid_id(&q->before)) {
+        s_out_error(self, req, 400, "bad_request", "before must be a run_id");
+        return;
+    }
+    char *id = s_dup(&q->session_id);
+    char *before = q->before.len ? s_dup(&q->before) : NULL;
+    uint64_t limit = q->limit ? q->limit : S_RUNS_DEFAULT;
+    if (limit > S_RUNS_MAX)
+        limit = S_RUNS_MAX;
+    sbuf_t j;
+    sbuf_init(&j, S_PAGE_BYTES);
+    sbuf_cats(&j, "{\"session_id\":");
+    sbuf_json_str(&j, id, strlen(id));
+    sbuf_cats(&j, ",\"runs\":[");
+    s_runpage_t pg = {&j, 0, (size_t)limit, S_PAGE_BYTES - 32, 0};
+    if (store_session_runs(self->store, id, before, (size_t)limit + 1, s_session_run_cb, &pg) != 0) {
+        s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+    } else {
+        sbuf_cats(&j, pg.more ? "],\"has_more\":true}" : "],\"has_more\":false}");
+        s_out_reply(self, req, 200, j.data, j.len);
+    }
+    sbuf_free(&j);
+    mem_free(before);
     mem_free(id);
 }
 
@@ -1351,6 +1546,8 @@ static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t l
         s_op_run(self, id, &q);
     } else if (S_OP("messages")) {
         s_op_messages(self, id, &q);
+    } else if (S_OP("session_runs")) {
+        s_op_session_runs(self, id, &q);
     } else if (S_OP("register")) {
         s_op_register(self, id, &q);
     } else if (S_OP("agents")) {

@@ -48,6 +48,11 @@ typedef enum {
     S_AGENT_INSERT,
     S_AGENT_UPDATE,
     S_AGENT_NATIVE,
+    S_MESSAGES_BEFORE,
+    S_MESSAGES_AFTER,
+    S_SESSION_RUNS,
+    S_SESSION_RUNS_BEFORE,
+    S_RUN_INPUT,
     S_STMT_COUNT
 } s_stmt_id_t;
 
@@ -78,6 +83,22 @@ static const char *s_sql[S_STMT_COUNT] = {
                        "WHERE agent_id = ?1 AND kind = 'http'",
     [S_AGENT_NATIVE] = "INSERT OR IGNORE INTO agents(agent_id, name, endpoint, created_at, "
                        "updated_at, kind) VALUES(?1, ?1, '', ?2, ?2, 'native')",
+    /* Pages: newest first before a cursor (?2 = 0: from the newest), oldest
+     * first after one; the caller reverses the former. */
+    [S_MESSAGES_BEFORE] = "SELECT message_id, run_id, role, content, created_at FROM messages "
+                          "WHERE session_id = ?1 AND (?2 = 0 OR message_id < ?2) "
+                          "ORDER BY message_id DESC LIMIT ?3",
+    [S_MESSAGES_AFTER] = "SELECT message_id, run_id, role, content, created_at FROM messages "
+                         "WHERE session_id = ?1 AND message_id > ?2 ORDER BY message_id LIMIT ?3",
+    [S_SESSION_RUNS] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
+                       "created_at, COALESCE(ended_at, '') FROM runs WHERE session_id = ?1 "
+                       "ORDER BY created_at DESC, run_id DESC LIMIT ?2",
+    [S_SESSION_RUNS_BEFORE] = "SELECT run_id, session_id, agent_id, status, "
+                              "COALESCE(request_id, ''), created_at, COALESCE(ended_at, '') "
+                              "FROM runs WHERE session_id = ?1 AND (created_at, run_id) < "
+                              "(SELECT created_at, run_id FROM runs WHERE run_id = ?3 AND "
+                              "session_id = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2",
+    [S_RUN_INPUT] = "SELECT input_content FROM runs WHERE run_id = ?1",
 };
 
 /* Migration i brings a database from version i to i + 1. */
@@ -480,22 +501,23 @@ int store_events_read(store_t *self, const char *run_id, uint64_t after_seq, siz
             .payload = (const char *)sqlite3_column_text(st, 5),
             .created_at = (const char *)sqlite3_column_text(st, 6),
         };
-        if (cb(arg, &e) != 0) {
+        int stop = cb(arg, &e);
+        if (stop > 0)
+            break;
+        if (stop < 0) {
             sqlite3_reset(st);
             snprintf(self->errmsg, sizeof self->errmsg, "reading events: stopped by the reader");
             return -1;
         }
     }
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : s_fail(self, "reading events");
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "reading events");
 }
 
-int store_messages_read(store_t *self, const char *session_id, size_t limit,
-                        int (*cb)(void *arg, const store_message_t *m), void *arg)
+/* Steps a message query, handing each row to cb (> 0 stops, < 0 fails). */
+static int s_messages_each(store_t *self, sqlite3_stmt *st,
+                           int (*cb)(void *arg, const store_message_t *m), void *arg)
 {
-    sqlite3_stmt *st = s_stmt(self, S_MESSAGES_READ);
-    s_text(st, 1, session_id);
-    sqlite3_bind_int64(st, 2, limit ? (sqlite3_int64)limit : -1);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         store_message_t m = {
@@ -506,14 +528,77 @@ int store_messages_read(store_t *self, const char *session_id, size_t limit,
             .content_len = (size_t)sqlite3_column_bytes(st, 3),
             .created_at = (const char *)sqlite3_column_text(st, 4),
         };
-        if (cb(arg, &m) != 0) {
+        int stop = cb(arg, &m);
+        if (stop > 0)
+            break;
+        if (stop < 0) {
             sqlite3_reset(st);
             snprintf(self->errmsg, sizeof self->errmsg, "reading messages: stopped by the reader");
             return -1;
         }
     }
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : s_fail(self, "reading messages");
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "reading messages");
+}
+
+int store_messages_read(store_t *self, const char *session_id, size_t limit,
+                        int (*cb)(void *arg, const store_message_t *m), void *arg)
+{
+    sqlite3_stmt *st = s_stmt(self, S_MESSAGES_READ);
+    s_text(st, 1, session_id);
+    sqlite3_bind_int64(st, 2, limit ? (sqlite3_int64)limit : -1);
+    return s_messages_each(self, st, cb, arg);
+}
+
+int store_messages_page(store_t *self, const char *session_id, int64_t before, int64_t after,
+                        size_t limit, int (*cb)(void *arg, const store_message_t *m), void *arg)
+{
+    sqlite3_stmt *st = s_stmt(self, after > 0 ? S_MESSAGES_AFTER : S_MESSAGES_BEFORE);
+    s_text(st, 1, session_id);
+    sqlite3_bind_int64(st, 2, after > 0 ? after : before);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+    return s_messages_each(self, st, cb, arg);
+}
+
+int store_session_runs(store_t *self, const char *session_id, const char *before, size_t limit,
+                       int (*cb)(void *arg, const store_run_t *run), void *arg)
+{
+    sqlite3_stmt *st = s_stmt(self, before ? S_SESSION_RUNS_BEFORE : S_SESSION_RUNS);
+    s_text(st, 1, session_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+    if (before)
+        s_text(st, 3, before);
+    int rc;
+    store_run_t row;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        s_run_row(st, &row);
+        int stop = cb(arg, &row);
+        if (stop > 0)
+            break;
+        if (stop < 0) {
+            sqlite3_reset(st);
+            snprintf(self->errmsg, sizeof self->errmsg, "reading runs: stopped by the reader");
+            return -1;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "reading a session's runs");
+}
+
+int store_run_input(store_t *self, const char *run_id, char **content, size_t *len)
+{
+    sqlite3_stmt *st = s_stmt(self, S_RUN_INPUT);
+    s_text(st, 1, run_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        *len = (size_t)sqlite3_column_bytes(st, 0);
+        *content = mem_strndup(v ? v : "", *len);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? 1 : s_fail(self, "reading a run's input");
 }
 
 typedef struct {
