@@ -9,9 +9,13 @@
  *   follower   a requester streaming one run (follow, invoke with follow);
  *              watcher: a requester streaming every run of a session.
  *
- * The outbox: everything the turn sends to requesters (events, replies,
- * failures) is queued in self->out and sent by s_flush after the turn's
- * transaction committed, so no requester ever sees what is not persisted.
+ * The outbox (outbox.c): everything the turn sends to requesters (events,
+ * replies, failures) is queued there and sent after the turn's transaction
+ * committed, so no requester ever sees what is not persisted. A send the
+ * socket refuses at its high-water mark stays in the outbox and goes at the
+ * next turn, in order. A push the outbox refuses (full: S_OUT_ENTRIES or
+ * S_OUT_MAX) fails that request visibly at the turn's end: ERROR `internal`,
+ * and it stops following or watching.
  * If the commit fails, the outbox is dropped: the runs the turn touched are
  * failed in memory (their requesters get an ERROR `internal`), and a restart
  * ends them in the store (recovery).
@@ -31,6 +35,7 @@
 #include "proto/frame.h"
 #include "proto/id.h"
 #include "proto/orch.h"
+#include "outbox.h"
 #include "runfsm.h"
 #include "store.h"
 
@@ -59,7 +64,9 @@
  * bodies) before going live; the edge fills the rest with `events`. */
 #define S_FOLLOW_EVENTS 1000
 #define S_FOLLOW_BYTES (4u << 20)
-#define S_OUT_MAX (256u << 20)     /* bytes queued in one turn's outbox */
+#define S_OUT_MAX (256u << 20)     /* bytes the outbox holds */
+#define S_OUT_ENTRIES (1u << 20)   /* answers the outbox holds */
+#define S_OUT_RETRY_MS 10          /* wait while answers wait for the socket */
 #define S_TICK_MS 100              /* timeout scan interval */
 #define S_SERVICES_MS 1000         /* services cache refresh */
 
@@ -105,13 +112,8 @@ struct session_t {
                                   until the turn's end frees them */
 };
 
-typedef enum { S_OUT_STREAM, S_OUT_REPLY, S_OUT_FAIL } s_out_kind_t;
-
-typedef struct {
-    uint64_t req;
-    s_out_kind_t kind;
-    size_t off, len;           /* body in self->outbuf; FAIL: "code\0message" */
-} s_out_t;
+#define S_OUT_STREAM OUTBOX_STREAM
+#define S_OUT_REPLY OUTBOX_REPLY
 
 struct engine_t {
     engine_config_t cfg;
@@ -131,9 +133,8 @@ struct engine_t {
     int64_t next_tick;
     int in_tx;                 /* a transaction is open this turn */
     int store_failed;          /* a write failed this turn */
-    s_out_t *out;              /* the outbox */
-    size_t out_len, out_cap;
-    sbuf_t outbuf;             /* bodies of the outbox */
+    outbox_t *out;             /* answers: sent once their turn is committed */
+    hmap_t *refused;           /* requests whose answer the full outbox refused */
     mp_buf_t mp;               /* scratch encoder */
     sbuf_t json;               /* scratch JSON: answers and payloads */
     sbuf_t event;              /* scratch JSON: the event s_emit renders */
@@ -194,20 +195,16 @@ static void s_store_check(engine_t *self, int rc, const char *op)
 
 /* ---- the outbox ----------------------------------------------------------- */
 
-static void s_out_push(engine_t *self, uint64_t req, s_out_kind_t kind, const void *body,
+static void s_out_push(engine_t *self, uint64_t req, outbox_kind_t kind, const void *body,
                        size_t len)
 {
-    if (self->out_len == self->out_cap) {
-        self->out_cap = self->out_cap ? self->out_cap * 2 : 256;
-        self->out = mem_realloc(self->out, self->out_cap * sizeof *self->out);
-    }
-    s_out_t *o = &self->out[self->out_len++];
-    o->req = req;
-    o->kind = kind;
-    o->off = self->outbuf.len;
-    o->len = len;
-    if (sbuf_cat(&self->outbuf, body, len) != 0)
-        LOGE("engine.outbox", "reason=full bytes=%zu", self->outbuf.len);
+    if (hmap_get(self->refused, req))
+        return; /* it fails at the turn's end; nothing more for it */
+    if (outbox_push(self->out, req, kind, body, len) == 0)
+        return;
+    LOGE("engine.outbox", "reason=full req=%llu entries=%zu bytes=%zu", (unsigned long long)req,
+         outbox_entries(self->out), outbox_bytes(self->out));
+    hmap_put(self->refused, req, (void *)1);
 }
 
 /* A reply about one run carries its id, status and session typed
@@ -269,31 +266,48 @@ static void s_out_accepted(engine_t *self, uint64_t req, const char *json, size_
 
 static void s_out_fail(engine_t *self, uint64_t req, const char *code, const char *message)
 {
-    char buf[600];
-    int n = snprintf(buf, sizeof buf, "%s%c%s", code, '\0', message);
-    s_out_push(self, req, S_OUT_FAIL, buf, (size_t)n + 1);
+    if (hmap_get(self->refused, req))
+        return;
+    if (outbox_push_fail(self->out, req, code, message) != 0)
+        hmap_put(self->refused, req, (void *)1);
 }
 
-/* Sends the outbox; called after the commit. */
+/* The outbox's socket: a refusal with EAGAIN is the high-water mark (try
+ * again later); any other is a request that is over (cancelled, link lost:
+ * the library said so through on_cancel). */
+static outbox_sent_t s_send(void *arg, uint64_t req, outbox_kind_t kind, const void *body,
+                            size_t len)
+{
+    engine_t *self = arg;
+    errno = 0;
+    int rc;
+    switch (kind) {
+    case OUTBOX_STREAM: rc = worker_stream(self->worker, req, body, len); break;
+    case OUTBOX_REPLY: rc = worker_reply(self->worker, req, body, len); break;
+    default: rc = worker_fail(self->worker, req, body, (const char *)body + strlen(body) + 1); break;
+    }
+    if (rc == 0)
+        return OUTBOX_SENT;
+    return errno == EAGAIN ? OUTBOX_LATER : OUTBOX_GONE;
+}
+
+static void s_on_cancel(worker_t *w, uint64_t id, void *arg);
+
+/* Sends what is committed; fails the requests the full outbox refused. */
 static void s_flush(engine_t *self)
 {
-    for (size_t i = 0; i < self->out_len; i++) {
-        s_out_t *o = &self->out[i];
-        const char *body = self->outbuf.data + o->off;
-        switch (o->kind) {
-        case S_OUT_STREAM:
-            worker_stream(self->worker, o->req, body, o->len);
-            break;
-        case S_OUT_REPLY:
-            worker_reply(self->worker, o->req, body, o->len);
-            break;
-        case S_OUT_FAIL:
-            worker_fail(self->worker, o->req, body, body + strlen(body) + 1);
-            break;
-        }
+    outbox_flush(self->out, s_send, self);
+    if (hmap_size(self->refused) == 0)
+        return;
+    size_t pos = 0;
+    uint64_t req;
+    void *value;
+    while (hmap_next(self->refused, &pos, &req, &value) == 0) {
+        worker_fail(self->worker, req, "internal", "the answer is over the orchestrator's outbox maximum");
+        s_on_cancel(self->worker, req, self); /* it follows and watches nothing more */
     }
-    self->out_len = 0;
-    sbuf_reset(&self->outbuf);
+    hmap_destroy(&self->refused);
+    self->refused = hmap_new(S_OUT_ENTRIES);
 }
 
 /* ---- JSON of runs and events ---------------------------------------------- */
@@ -1607,6 +1621,11 @@ static void s_on_link(worker_t *w, int up, void *arg)
 
 /* ---- the loop --------------------------------------------------------------- */
 
+static void s_rollback_cb(void *arg, uint64_t req)
+{
+    hmap_put(arg, req, (void *)1);
+}
+
 /* Ends the turn: commit, then send (or fail what the turn touched). */
 static int s_end_turn(engine_t *self)
 {
@@ -1620,20 +1639,18 @@ static int s_end_turn(engine_t *self)
             self->store_failed = 0;
             /* Nothing of the turn is persisted: its answers must not go out.
              * Every requester waiting in this turn learns it failed. */
-            hmap_t *failed = hmap_new(1u << 24);
-            for (size_t i = 0; i < self->out_len; i++) {
-                uint64_t req = self->out[i].req;
-                if (!hmap_get(failed, req)) {
-                    hmap_put(failed, req, (void *)1);
-                    worker_fail(self->worker, req, "internal", "the store could not commit");
-                }
-            }
+            hmap_t *failed = hmap_new(S_OUT_ENTRIES);
+            outbox_rollback(self->out, s_rollback_cb, failed);
+            size_t pos = 0;
+            uint64_t req;
+            void *value;
+            while (hmap_next(failed, &pos, &req, &value) == 0)
+                worker_fail(self->worker, req, "internal", "the store could not commit");
             hmap_destroy(&failed);
-            self->out_len = 0;
-            sbuf_reset(&self->outbuf);
             return -1;
         }
     }
+    outbox_commit(self->out);
     s_flush(self);
     s_runs_free_ended(self);
     return 0;
@@ -1691,6 +1708,8 @@ int engine_run(engine_t *self, volatile sig_atomic_t *stop)
         if (self->draining && (zhashx_size(self->runs) == 0 || now >= drain_until))
             break;
         long timeout = worker_timeout_ms(self->worker);
+        if (outbox_waiting(self->out) && timeout > S_OUT_RETRY_MS)
+            timeout = S_OUT_RETRY_MS; /* answers wait for room in the socket */
         long until_tick = (long)(self->next_tick - now);
         if (until_tick < timeout)
             timeout = until_tick < 0 ? 0 : until_tick;
@@ -1699,7 +1718,8 @@ int engine_run(engine_t *self, volatile sig_atomic_t *stop)
             return -1;
         }
         while (worker_process(self->worker) > 0) {
-            if (self->outbuf.len > S_OUT_MAX / 2)
+            if (outbox_bytes(self->out) > S_OUT_MAX / 2 ||
+                outbox_entries(self->out) > S_OUT_ENTRIES / 2)
                 break; /* commit and send before taking more */
         }
         now = clock_mono_ms();
@@ -1782,7 +1802,8 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
     self->agent_reqs = hmap_new(1000000);
     self->follow_reqs = hmap_new(1000000);
     self->watch_reqs = hmap_new(1000000);
-    sbuf_init(&self->outbuf, S_OUT_MAX);
+    self->out = outbox_new(S_OUT_ENTRIES, S_OUT_MAX);
+    self->refused = hmap_new(S_OUT_ENTRIES);
     sbuf_init(&self->json, S_JSON_MAX);
     sbuf_init(&self->event, S_JSON_MAX);
     mp_buf_init(&self->mp, S_JSON_MAX + 4096);
@@ -1835,11 +1856,11 @@ void engine_destroy(engine_t **self_p)
     hmap_destroy(&self->watch_reqs);
     worker_destroy(&self->worker);
     store_destroy(&self->store);
-    sbuf_free(&self->outbuf);
+    outbox_destroy(&self->out);
+    hmap_destroy(&self->refused);
     sbuf_free(&self->json);
     sbuf_free(&self->event);
     mp_buf_free(&self->mp);
-    mem_free(self->out);
     mem_free(self);
     *self_p = NULL;
 }
