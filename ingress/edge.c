@@ -286,9 +286,7 @@ static int s_handle(edge_t *self, struct lws *wsi, enum lws_callback_reasons rea
         return 0;
     }
     case LWS_CALLBACK_HTTP_BODY:
-        if (c && len)
-            http_body(&self->hub, c, in, len);
-        return 0;
+        return c && len ? http_body(&self->hub, c, in, len) : 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
         if (c)
             http_body_done(&self->hub, c);

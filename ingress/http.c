@@ -27,8 +27,12 @@ static void s_respond_type(hub_t *h, conn_t *c, int status, const char *type, co
     t->status = status;
     t->content_type = type;
     t->finish = 1;
-    if (!t->body_done)
-        t->close_after = 1; /* lws would read the rest of the body as a request */
+    /* A body still to come: lws discards a Content-Length's worth and keeps
+     * the connection; "everything" (chunked, no length) it would read as
+     * body forever, and a client that sent Expect: 100-continue may never
+     * send it: those connections end after the answer. */
+    if (!t->body_done && (t->chunked || t->content_length < 0 || t->expect_continue))
+        t->close_after = 1;
     hub_push(h, c, body, len); /* refused: c is closing */
     io_wake(h->io, c);
 }
@@ -276,8 +280,10 @@ void http_begin(hub_t *h, conn_t *c, const http_head_t *hd)
         snprintf(t->last_event_id, sizeof t->last_event_id, "%s", hd->last_event_id);
     }
     int post = !strcmp(hd->method, "POST"), get = !strcmp(hd->method, "GET");
+    snprintf(t->method, sizeof t->method, "%s", hd->method);
     t->chunked = hd->chunked;
     t->content_length = hd->content_length;
+    t->expect_continue = hd->expect_continue;
     /* What lws will still hand us as body: a Content-Length's worth, or, for
      * a chunked body or a POST/PUT/PATCH without one, "everything". */
     int body_expected = hd->chunked || hd->content_length > 0;
@@ -325,21 +331,32 @@ void http_begin(hub_t *h, conn_t *c, const http_head_t *hd)
     s_dispatch(h, c);
 }
 
-void http_body(hub_t *h, conn_t *c, const void *in, size_t len)
+int http_body(hub_t *h, conn_t *c, const void *in, size_t len)
 {
     http_txn_t *t = &c->http;
-    if (t->state != HTTP_BODY)
-        return;
-    if (!t->chunked) {
-        if (sbuf_cat(&t->body, in, len) != 0) {
-            s_error(h, c, 413, "too_large", "the body is over the maximum size");
+    if (!t->body_seen) {
+        t->body_seen = 1;
+        /* The request line again, or (a short Content-Length) its first
+         * bytes: no JSON body starts so, and a chunk size is hex. */
+        size_t ml = strlen(t->method);
+        int again = len > ml ? !memcmp(in, t->method, ml) && ((const char *)in)[ml] == ' '
+                             : !t->chunked && !memcmp(in, t->method, len);
+        if (again) {
+            LOGW("http.pipeline_cut", "conn=%llu method=%s", (unsigned long long)c->id, t->method);
+            return -1;
         }
-        return;
+    }
+    if (t->state != HTTP_BODY)
+        return 0;
+    if (!t->chunked) {
+        if (sbuf_cat(&t->body, in, len) != 0)
+            s_error(h, c, 413, "too_large", "the body is over the maximum size");
+        return 0;
     }
     size_t used;
     chunked_rc_t rc = chunked_feed(&t->dechunk, in, len, &t->body, &used);
     if (rc == CHUNKED_MORE)
-        return;
+        return 0;
     /* lws goes on reading the connection as this body: it ends after the
      * response whatever comes next (a pipelined request is the client's
      * to send again: RFC 9112 §9.3.2). */
@@ -351,6 +368,7 @@ void http_body(hub_t *h, conn_t *c, const void *in, size_t len)
         s_error(h, c, 413, "too_large", "the body is over the maximum size");
     else
         s_error(h, c, 400, "bad_request", chunked_strerror(rc));
+    return 0;
 }
 
 void http_body_done(hub_t *h, conn_t *c)
@@ -392,7 +410,7 @@ void http_on_stream(hub_t *h, pending_t *p, const orch_stream_t *ev)
         return;
     if (ev->accepted) {
         hub_reply_t f;
-        hub_accepted_fields(ev->json.ptr, ev->json.len, &f);
+        hub_accepted_fields(ev, &f);
         t->state = HTTP_RESPOND;
         t->sse = 1;
         t->status = 200;

@@ -4,30 +4,26 @@
 #include "common/log.h"
 #include "proto/orch.h"
 
-#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
-static void s_copy(json_t *doc, const char *key, char *out, size_t cap)
+static void s_view(const agent_str_t *v, char *out, size_t cap)
 {
-    const char *v = json_string_value(json_object_get(doc, key));
-    snprintf(out, cap, "%s", v ? v : "");
+    snprintf(out, cap, "%.*s", (int)(v->len < cap ? v->len : cap - 1), v->ptr ? v->ptr : "");
 }
 
-void hub_accepted_fields(const char *json, size_t len, hub_reply_t *out)
+void hub_accepted_fields(const orch_stream_t *ev, hub_reply_t *out)
 {
-    json_t *doc = json_loadb(json, len, 0, NULL);
-    s_copy(doc, "run_id", out->run_id, sizeof out->run_id);
-    s_copy(doc, "status", out->run_status, sizeof out->run_status);
-    s_copy(doc, "session_id", out->session_id, sizeof out->session_id);
-    json_decref(doc);
+    s_view(&ev->run_id, out->run_id, sizeof out->run_id);
+    s_view(&ev->run_status, out->run_status, sizeof out->run_status);
+    s_view(&ev->session_id, out->session_id, sizeof out->session_id);
 }
 
 void hub_decode_reply(const uint8_t *body, size_t len, hub_reply_t *out)
 {
     memset(out, 0, sizeof *out);
-    agent_str_t json;
-    if (orch_decode_reply(body, len, &out->status, &json) != AGENT_OK) {
+    orch_reply_t r;
+    if (orch_decode_reply(body, len, &r) != AGENT_OK) {
         static const char bad[] =
             "{\"error\":{\"code\":\"internal\",\"message\":\"a bad answer from the orchestrator\"}}";
         out->status = 502;
@@ -35,9 +31,12 @@ void hub_decode_reply(const uint8_t *body, size_t len, hub_reply_t *out)
         out->json_len = sizeof bad - 1;
         return;
     }
-    out->json = json.ptr;
-    out->json_len = json.len;
-    hub_accepted_fields(json.ptr, json.len, out);
+    out->status = r.status;
+    out->json = r.json.ptr;
+    out->json_len = r.json.len;
+    s_view(&r.run_id, out->run_id, sizeof out->run_id);
+    s_view(&r.run_status, out->run_status, sizeof out->run_status);
+    s_view(&r.session_id, out->session_id, sizeof out->session_id);
 }
 
 int hub_push(hub_t *h, conn_t *c, const void *data, size_t len)

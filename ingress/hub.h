@@ -11,6 +11,7 @@
 #include "pending.h"
 #include "policy.h"
 #include "proto/mp.h"
+#include "proto/orch.h"
 
 typedef struct sessions_t sessions_t;
 
@@ -38,8 +39,8 @@ typedef struct {
 
 /* Decodes a REPLY body; a bad one becomes a 502 with an internal error. */
 void hub_decode_reply(const uint8_t *body, size_t len, hub_reply_t *out);
-/* The run fields of an {"accepted"} STREAM body's run JSON. */
-void hub_accepted_fields(const char *json, size_t len, hub_reply_t *out);
+/* The run fields of an {"accepted"} STREAM body (typed: no JSON parsed). */
+void hub_accepted_fields(const orch_stream_t *ev, hub_reply_t *out);
 
 /* Queues bytes on c; a queue past its maximum closes c (4008: too slow,
  * reconnect and resume) and queues nothing. 0, or -1 when not queued. */

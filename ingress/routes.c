@@ -1,10 +1,11 @@
-/* routes: SPEC §3's table as code. Ids in paths are checked to the same
- * rule as the orchestrator's (printable, no quotes, slashes, '?', '#',
- * '%'), so a bad id is a 400 here and never reaches a JSON document. */
+/* routes: SPEC §3's table as code. Ids in paths and bodies are checked to
+ * the orchestrator's own rule (proto/id.h), so a bad id is a 400 here and
+ * never reaches a JSON document. */
 #include "routes.h"
 
 #include "common/mem.h"
 #include "common/sbuf.h"
+#include "proto/id.h"
 #include "proto/orch.h"
 
 #include <jansson.h>
@@ -26,18 +27,6 @@ static int s_err(route_err_t *e, int status, const char *code, const char *fmt, 
     return -1;
 }
 
-int routes_valid_id(const char *s, size_t n)
-{
-    if (n == 0 || n > 128)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c <= 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/' || c == '?' || c == '#' ||
-            c == '%')
-            return 0;
-    }
-    return 1;
-}
 
 /* Matches "prefix{id}suffix"; copies id. */
 static int s_match_id(const char *path, const char *prefix, const char *suffix, char *id,
@@ -50,7 +39,7 @@ static int s_match_id(const char *path, const char *prefix, const char *suffix, 
     const char *start = path + pl;
     if (memchr(start, '/', idlen))
         return 0;
-    if (!routes_valid_id(start, idlen) || idlen >= cap) {
+    if (!id_valid(start, idlen) || idlen >= cap) {
         *bad = 1;
         return 1;
     }
@@ -138,7 +127,7 @@ static int s_str(json_t *obj, const char *key, const char **out, size_t *len, in
         return s_err(e, 400, "bad_request", "%s must be a string", key);
     *out = json_string_value(v);
     *len = json_string_length(v);
-    if (id && !routes_valid_id(*out, *len))
+    if (id && !id_valid(*out, *len))
         return s_err(e, 400, "bad_request",
                      "%s must be 1 to 128 printable characters without quotes, slashes, '?', '#' or '%%'",
                      key);

@@ -44,9 +44,6 @@ int routes_register(const char *body, size_t len, mp_buf_t *b, route_err_t *e);
  * (compact, caller frees *event_json). */
 int routes_send(const char *body, size_t len, char *session_id, size_t cap, char **event_json,
                 route_err_t *e);
-/* 1 when s (n bytes) is a valid id: 1 to 128 printable bytes, none of
- * " \\ / ? # %% or space (the orchestrator's rule). */
-int routes_valid_id(const char *s, size_t n);
 /* Writes the SPEC error envelope of e into out (NUL-terminated). */
 void routes_error_json(const route_err_t *e, char *out, size_t cap);
 

@@ -2,7 +2,7 @@
  * unauthorized hello closes the socket (4401). */
 #include "ws.h"
 
-#include "routes.h"
+#include "proto/id.h"
 #include "seqtrack.h"
 #include "sessions.h"
 #include "wsmsg.h"
@@ -90,7 +90,7 @@ static void s_hello(hub_t *h, conn_t *c, const wsmsg_t *m)
     }
     char id[IDS_MAX];
     const char *sid = m->session_id[0] ? m->session_id : ids_new("s_", id);
-    if (!routes_valid_id(sid, strlen(sid))) {
+    if (!id_valid(sid, strlen(sid))) {
         ws_error(h, c, "bad_request",
                  "session_id must be 1 to 128 printable characters without quotes, slashes, "
                  "spaces, '?', '#' or '%'",
@@ -214,7 +214,7 @@ void ws_on_stream(hub_t *h, pending_t *p, const orch_stream_t *ev)
         return;
     if (ev->accepted) {
         hub_reply_t f;
-        hub_accepted_fields(ev->json.ptr, ev->json.len, &f);
+        hub_accepted_fields(ev, &f);
         if (!c->session || strcmp(f.session_id, c->session->id) != 0) {
             s_resume_refused(h, p);
             io_cancel(h->io, p->req);

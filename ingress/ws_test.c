@@ -28,9 +28,12 @@ static pending_t *s_last_pending(void)
     return pending_get(H.pending, IO.req_id[IO.nreq - 1]);
 }
 
-static void s_accepted(pending_t *p, const char *run_json)
+static void s_accepted(pending_t *p, const char *run_id, const char *session)
 {
-    orch_stream_t ev = {.accepted = 1, .json = {run_json, (uint32_t)strlen(run_json)}};
+    orch_stream_t ev = {.accepted = 1, .json = {"{}", 2},
+                        .run_id = {run_id, (uint32_t)strlen(run_id)},
+                        .session_id = {session, (uint32_t)strlen(session)},
+                        .run_status = {"running", 7}};
     ws_on_stream(&H, p, &ev);
 }
 
@@ -81,7 +84,7 @@ int main(void)
     p = s_last_pending();
     uint64_t req = p->req;
     CHECK(zhashx_lookup(c->runs, "run_x"));
-    s_accepted(p, "{\"run_id\":\"run_x\",\"session_id\":\"other\",\"status\":\"running\"}");
+    s_accepted(p, "run_x", "other");
     CHECK(strstr(s_out(c), "\"code\":\"unknown_run\""));
     CHECK(!zhashx_lookup(c->runs, "run_x"));
     CHECK(!pending_get(H.pending, req) && IO.cancelled[IO.ncancel - 1] == req);

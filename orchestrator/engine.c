@@ -9,9 +9,13 @@
  *   follower   a requester streaming one run (follow, invoke with follow);
  *              watcher: a requester streaming every run of a session.
  *
- * The outbox: everything the turn sends to requesters (events, replies,
- * failures) is queued in self->out and sent by s_flush after the turn's
- * transaction committed, so no requester ever sees what is not persisted.
+ * The outbox (outbox.c): everything the turn sends to requesters (events,
+ * replies, failures) is queued there and sent after the turn's transaction
+ * committed, so no requester ever sees what is not persisted. A send the
+ * socket refuses at its high-water mark stays in the outbox and goes at the
+ * next turn, in order. A push the outbox refuses (full: S_OUT_ENTRIES or
+ * S_OUT_MAX) fails that request visibly at the turn's end: ERROR `internal`,
+ * and it stops following or watching.
  * If the commit fails, the outbox is dropped: the runs the turn touched are
  * failed in memory (their requesters get an ERROR `internal`), and a restart
  * ends them in the store (recovery).
@@ -29,7 +33,9 @@
 #include "common/sbuf.h"
 #include "proto/agent.h"
 #include "proto/frame.h"
+#include "proto/id.h"
 #include "proto/orch.h"
+#include "outbox.h"
 #include "runfsm.h"
 #include "store.h"
 
@@ -39,9 +45,28 @@
 #include <string.h>
 #include <zmq.h>
 
-#define S_BODY_MAX (1u << 20)      /* largest body we send */
+#define S_BODY_MAX (1u << 20)      /* largest body we send (the broker's frame limit) */
 #define S_JSON_MAX (8u << 20)      /* largest JSON answer we build */
-#define S_OUT_MAX (256u << 20)     /* bytes queued in one turn's outbox */
+/* Paged answers: the JSON of one page leaves room in its REPLY body for
+ * the map and the typed fields, so a page always fits a frame; one event
+ * (or message) leaves room in a page for the envelope, so a page always
+ * holds at least one. Events past S_EVENT_MAX are refused where they are
+ * made (413 for an input, agent_error for an agent's answer). */
+#define S_PAGE_BYTES (S_BODY_MAX - 8192)
+#define S_EVENT_MAX (S_PAGE_BYTES - 2048)
+#define S_PAYLOAD_MAX (S_EVENT_MAX - 1024) /* an event's payload JSON: ids, type, time fit */
+#define S_EVENTS_DEFAULT 1000
+#define S_MESSAGES_DEFAULT 100
+#define S_MESSAGES_MAX 1000
+#define S_RUNS_DEFAULT 50
+#define S_RUNS_MAX 1000
+/* follow replays one page of stored events (count and bytes of STREAM
+ * bodies) before going live; the edge fills the rest with `events`. */
+#define S_FOLLOW_EVENTS 1000
+#define S_FOLLOW_BYTES (4u << 20)
+#define S_OUT_MAX (256u << 20)     /* bytes the outbox holds */
+#define S_OUT_ENTRIES (1u << 20)   /* answers the outbox holds */
+#define S_OUT_RETRY_MS 10          /* wait while answers wait for the socket */
 #define S_TICK_MS 100              /* timeout scan interval */
 #define S_SERVICES_MS 1000         /* services cache refresh */
 
@@ -87,13 +112,8 @@ struct session_t {
                                   until the turn's end frees them */
 };
 
-typedef enum { S_OUT_STREAM, S_OUT_REPLY, S_OUT_FAIL } s_out_kind_t;
-
-typedef struct {
-    uint64_t req;
-    s_out_kind_t kind;
-    size_t off, len;           /* body in self->outbuf; FAIL: "code\0message" */
-} s_out_t;
+#define S_OUT_STREAM OUTBOX_STREAM
+#define S_OUT_REPLY OUTBOX_REPLY
 
 struct engine_t {
     engine_config_t cfg;
@@ -102,6 +122,7 @@ struct engine_t {
     zhashx_t *runs;            /* run_id → run_t (queued/running) */
     zhashx_t *sessions;        /* session_id → session_t */
     zhashx_t *native;          /* agent id → worker count (from the broker) */
+    zhashx_t *native_seen;     /* native agent ids recorded in the store */
     hmap_t *agent_reqs;        /* our agent request id → run_t */
     hmap_t *follow_reqs;       /* follower request → run_t */
     hmap_t *watch_reqs;        /* watcher request → session_t */
@@ -112,9 +133,8 @@ struct engine_t {
     int64_t next_tick;
     int in_tx;                 /* a transaction is open this turn */
     int store_failed;          /* a write failed this turn */
-    s_out_t *out;              /* the outbox */
-    size_t out_len, out_cap;
-    sbuf_t outbuf;             /* bodies of the outbox */
+    outbox_t *out;             /* answers: sent once their turn is committed */
+    hmap_t *refused;           /* requests whose answer the full outbox refused */
     mp_buf_t mp;               /* scratch encoder */
     sbuf_t json;               /* scratch JSON: answers and payloads */
     sbuf_t event;              /* scratch JSON: the event s_emit renders */
@@ -143,18 +163,15 @@ static void s_now(char *buf)
     memcpy(buf, last, CLOCK_RFC3339_LEN);
 }
 
-/* Ids from clients go into JSON and URLs: printable, no quotes or slashes. */
+/* Ids from clients go into JSON and URLs: the rule of proto/id.h. */
 static int s_valid_id(const agent_str_t *s)
 {
-    if (s->len == 0 || s->len > AGENT_ID_MAX)
-        return 0;
-    for (uint32_t i = 0; i < s->len; i++) {
-        unsigned char c = (unsigned char)s->ptr[i];
-        if (c <= 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/' || c == '?' ||
-            c == '#' || c == '%')
-            return 0;
-    }
-    return 1;
+    return id_valid(s->ptr, s->len);
+}
+
+static agent_str_t s_str(const char *s)
+{
+    return (agent_str_t){s, s ? (uint32_t)strlen(s) : 0};
 }
 
 static void s_begin(engine_t *self)
@@ -178,28 +195,38 @@ static void s_store_check(engine_t *self, int rc, const char *op)
 
 /* ---- the outbox ----------------------------------------------------------- */
 
-static void s_out_push(engine_t *self, uint64_t req, s_out_kind_t kind, const void *body,
+static void s_out_push(engine_t *self, uint64_t req, outbox_kind_t kind, const void *body,
                        size_t len)
 {
-    if (self->out_len == self->out_cap) {
-        self->out_cap = self->out_cap ? self->out_cap * 2 : 256;
-        self->out = mem_realloc(self->out, self->out_cap * sizeof *self->out);
-    }
-    s_out_t *o = &self->out[self->out_len++];
-    o->req = req;
-    o->kind = kind;
-    o->off = self->outbuf.len;
-    o->len = len;
-    if (sbuf_cat(&self->outbuf, body, len) != 0)
-        LOGE("engine.outbox", "reason=full bytes=%zu", self->outbuf.len);
+    if (hmap_get(self->refused, req))
+        return; /* it fails at the turn's end; nothing more for it */
+    if (outbox_push(self->out, req, kind, body, len) == 0)
+        return;
+    LOGE("engine.outbox", "reason=full req=%llu entries=%zu bytes=%zu", (unsigned long long)req,
+         outbox_entries(self->out), outbox_bytes(self->out));
+    hmap_put(self->refused, req, (void *)1);
+}
+
+/* A reply about one run carries its id, status and session typed
+ * (run_id NULL: about no run). */
+static void s_out_run_reply(engine_t *self, uint64_t req, unsigned status, const char *json,
+                            size_t len, const char *run_id, const char *run_status,
+                            const char *session_id)
+{
+    orch_reply_t r = {.status = status,
+                      .json = {json, (uint32_t)len},
+                      .run_id = s_str(run_id),
+                      .run_status = s_str(run_id ? run_status : NULL),
+                      .session_id = s_str(run_id ? session_id : NULL)};
+    mp_buf_reset(&self->mp);
+    orch_encode_reply(&self->mp, &r);
+    s_out_push(self, req, S_OUT_REPLY, self->mp.data, self->mp.len);
 }
 
 static void s_out_reply(engine_t *self, uint64_t req, unsigned status, const char *json,
                         size_t len)
 {
-    mp_buf_reset(&self->mp);
-    orch_encode_reply(&self->mp, status, json, len);
-    s_out_push(self, req, S_OUT_REPLY, self->mp.data, self->mp.len);
+    s_out_run_reply(self, req, status, json, len, NULL, NULL, NULL);
 }
 
 static void s_out_error(engine_t *self, uint64_t req, unsigned status, const char *code,
@@ -224,40 +251,63 @@ static void s_out_error(engine_t *self, uint64_t req, unsigned status, const cha
     sbuf_free(&j);
 }
 
-static void s_out_accepted(engine_t *self, uint64_t req, const char *json, size_t len)
+/* run_id NULL: accepted about no run (a watch). */
+static void s_out_accepted(engine_t *self, uint64_t req, const char *json, size_t len,
+                           const char *run_id, const char *run_status, const char *session_id)
 {
+    orch_stream_t acc = {.json = {json, (uint32_t)len},
+                         .run_id = s_str(run_id),
+                         .run_status = s_str(run_id ? run_status : NULL),
+                         .session_id = s_str(run_id ? session_id : NULL)};
     mp_buf_reset(&self->mp);
-    orch_encode_accepted(&self->mp, json, len);
+    orch_encode_accepted(&self->mp, &acc);
     s_out_push(self, req, S_OUT_STREAM, self->mp.data, self->mp.len);
 }
 
 static void s_out_fail(engine_t *self, uint64_t req, const char *code, const char *message)
 {
-    char buf[600];
-    int n = snprintf(buf, sizeof buf, "%s%c%s", code, '\0', message);
-    s_out_push(self, req, S_OUT_FAIL, buf, (size_t)n + 1);
+    if (hmap_get(self->refused, req))
+        return;
+    if (outbox_push_fail(self->out, req, code, message) != 0)
+        hmap_put(self->refused, req, (void *)1);
 }
 
-/* Sends the outbox; called after the commit. */
+/* The outbox's socket: a refusal with EAGAIN is the high-water mark (try
+ * again later); any other is a request that is over (cancelled, link lost:
+ * the library said so through on_cancel). */
+static outbox_sent_t s_send(void *arg, uint64_t req, outbox_kind_t kind, const void *body,
+                            size_t len)
+{
+    engine_t *self = arg;
+    errno = 0;
+    int rc;
+    switch (kind) {
+    case OUTBOX_STREAM: rc = worker_stream(self->worker, req, body, len); break;
+    case OUTBOX_REPLY: rc = worker_reply(self->worker, req, body, len); break;
+    default: rc = worker_fail(self->worker, req, body, (const char *)body + strlen(body) + 1); break;
+    }
+    if (rc == 0)
+        return OUTBOX_SENT;
+    return errno == EAGAIN ? OUTBOX_LATER : OUTBOX_GONE;
+}
+
+static void s_on_cancel(worker_t *w, uint64_t id, void *arg);
+
+/* Sends what is committed; fails the requests the full outbox refused. */
 static void s_flush(engine_t *self)
 {
-    for (size_t i = 0; i < self->out_len; i++) {
-        s_out_t *o = &self->out[i];
-        const char *body = self->outbuf.data + o->off;
-        switch (o->kind) {
-        case S_OUT_STREAM:
-            worker_stream(self->worker, o->req, body, o->len);
-            break;
-        case S_OUT_REPLY:
-            worker_reply(self->worker, o->req, body, o->len);
-            break;
-        case S_OUT_FAIL:
-            worker_fail(self->worker, o->req, body, body + strlen(body) + 1);
-            break;
-        }
+    outbox_flush(self->out, s_send, self);
+    if (hmap_size(self->refused) == 0)
+        return;
+    size_t pos = 0;
+    uint64_t req;
+    void *value;
+    while (hmap_next(self->refused, &pos, &req, &value) == 0) {
+        worker_fail(self->worker, req, "internal", "the answer is over the orchestrator's outbox maximum");
+        s_on_cancel(self->worker, req, self); /* it follows and watches nothing more */
     }
-    self->out_len = 0;
-    sbuf_reset(&self->outbuf);
+    hmap_destroy(&self->refused);
+    self->refused = hmap_new(S_OUT_ENTRIES);
 }
 
 /* ---- JSON of runs and events ---------------------------------------------- */
@@ -281,7 +331,8 @@ static void s_json_run(sbuf_t *j, const char *run_id, const char *session_id,
         sbuf_json_str(j, ended_at, strlen(ended_at));
     else
         sbuf_cats(j, "null");
-    sbuf_cats(j, "}");
+    /* Client runs (SPEC §3); calls (§7) will fill these. */
+    sbuf_cats(j, ",\"parent_run_id\":null,\"root_run_id\":null,\"depth\":0}");
 }
 
 static void s_json_event(sbuf_t *j, int64_t event_id, const char *run_id, const char *session_id,
@@ -416,7 +467,8 @@ static void s_run_end(engine_t *self, run_t *run, run_input_t input, const char 
     s_run_json(self, run, &self->json, ended_at);
     for (follower_t *f = run->followers; f;) {
         follower_t *next = f->next;
-        s_out_reply(self, f->req, 200, self->json.data, self->json.len);
+        s_out_run_reply(self, f->req, 200, self->json.data, self->json.len, run->run_id,
+                        runfsm_name(to), s->id);
         hmap_del(self->follow_reqs, f->req);
         mem_free(f);
         f = next;
@@ -648,6 +700,14 @@ static void s_on_services(engine_t *self, const uint8_t *body, size_t len)
             memcpy(id, name + plen, name_len - plen);
             id[name_len - plen] = '\0';
             zhashx_insert(self->native, id, (void *)(uintptr_t)workers);
+            if (!zhashx_lookup(self->native_seen, id)) {
+                /* Its id is reserved from now on, across restarts. */
+                char now[CLOCK_RFC3339_LEN];
+                s_now(now);
+                s_begin(self);
+                s_store_check(self, store_agent_native(self->store, id, now), "agent_native");
+                zhashx_insert(self->native_seen, id, (void *)1);
+            }
         }
     }
     /* Runs that waited for this answer resolve now. */
@@ -684,9 +744,9 @@ static void s_on_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t l
     sbuf_cats(&self->json, "{\"delta\":");
     sbuf_json_str(&self->json, delta.ptr, delta.len);
     sbuf_cats(&self->json, "}");
-    if (self->json.overflow) {
+    if (self->json.overflow || self->json.len > S_PAYLOAD_MAX) {
         worker_cancel(w, req);
-        s_run_fail(self, run, "agent_error", "the agent sent a delta over the maximum");
+        s_run_fail(self, run, "agent_error", "answer too large: a delta is over the event maximum");
         return;
     }
     s_emit(self, run, "agent_stream_delta", self->json.data);
@@ -725,6 +785,12 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
     sbuf_cats(&p, ",\"content\":");
     sbuf_json_str(&p, out.content.ptr, out.content.len);
     sbuf_cats(&p, "}}");
+    if (p.overflow || p.len > S_PAYLOAD_MAX) {
+        sbuf_free(&p);
+        mem_free(role);
+        s_run_fail(self, run, "agent_error", "answer too large: the output is over the event maximum");
+        return;
+    }
     s_emit(self, run, "agent_invoke_done", p.data);
     sbuf_free(&p);
     s_store_check(self,
@@ -792,39 +858,64 @@ static void s_add_follower(engine_t *self, run_t *run, uint64_t req, uint64_t ne
     hmap_put(self->follow_reqs, req, run);
 }
 
+/* One page of stored events: as a JSON list (events op) or as STREAM
+ * bodies (follow). Stops at `limit` events or when the next would pass
+ * `bytes`; more is set when an event was left for the next page. */
 typedef struct {
     engine_t *self;
     uint64_t req;
-    uint64_t last_seq;
-    sbuf_t *list;          /* events op: JSON array being built */
-    int count;
+    uint64_t last_seq;     /* last seq in the page */
+    sbuf_t *list;          /* events op: JSON array being built; NULL: follow */
+    size_t count, limit;
+    size_t bytes, bytes_max;
+    int more;
 } s_replay_t;
+
+static int s_is_terminal(const char *type)
+{
+    return strcmp(type, "run_done") == 0 || strcmp(type, "run_failed") == 0 ||
+           strcmp(type, "run_cancelled") == 0;
+}
 
 static int s_replay_cb(void *arg, const store_event_t *e)
 {
     s_replay_t *rp = arg;
     engine_t *self = rp->self;
+    if (rp->count == rp->limit) {
+        rp->more = 1;
+        return 1;
+    }
     sbuf_reset(&self->json);
     s_json_event(&self->json, e->event_id, e->run_id, e->session_id, e->seq, e->type,
                  e->payload, e->created_at);
-    rp->last_seq = e->seq;
+    size_t need = self->json.len + 1;
     if (rp->list) {
-        if (rp->count++)
+        if (self->json.overflow || rp->bytes + need > rp->bytes_max) {
+            rp->more = 1;
+            return 1;
+        }
+        if (rp->count)
             sbuf_cats(rp->list, ",");
         sbuf_cat(rp->list, self->json.data, self->json.len);
-        return 0;
-    }
-    int terminal = strcmp(e->type, "run_done") == 0 || strcmp(e->type, "run_failed") == 0 ||
-                   strcmp(e->type, "run_cancelled") == 0;
-    orch_stream_t ev = {.run_id = {e->run_id, (uint32_t)strlen(e->run_id)},
-                        .session_id = {e->session_id, (uint32_t)strlen(e->session_id)},
-                        .type = {e->type, (uint32_t)strlen(e->type)},
-                        .seq = e->seq,
-                        .terminal = terminal,
-                        .json = {self->json.data, (uint32_t)self->json.len}};
-    mp_buf_reset(&self->mp);
-    if (orch_encode_event(&self->mp, &ev) == 0)
+    } else {
+        orch_stream_t ev = {.run_id = s_str(e->run_id),
+                            .session_id = s_str(e->session_id),
+                            .type = s_str(e->type),
+                            .seq = e->seq,
+                            .terminal = s_is_terminal(e->type),
+                            .json = {self->json.data, (uint32_t)self->json.len}};
+        mp_buf_reset(&self->mp);
+        if (self->json.overflow || orch_encode_event(&self->mp, &ev) != 0 ||
+            self->mp.len > S_BODY_MAX || (rp->count && rp->bytes + self->mp.len > rp->bytes_max)) {
+            rp->more = 1;
+            return 1;
+        }
+        need = self->mp.len;
         s_out_push(self, rp->req, S_OUT_STREAM, self->mp.data, self->mp.len);
+    }
+    rp->bytes += need;
+    rp->last_seq = e->seq;
+    rp->count++;
     return 0;
 }
 
@@ -854,26 +945,36 @@ static void s_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t 
         }
     }
     sbuf_reset(&self->json);
-    if (run)
+    if (run) {
         s_run_json(self, run, &self->json, NULL);
-    else
+        s_out_accepted(self, req, self->json.data, self->json.len, run->run_id,
+                       runfsm_name(run->status), run->session->id);
+    } else {
         s_json_run(&self->json, row.run_id, row.session_id, row.agent_id, row.status,
                    row.created_at, row.ended_at);
-    s_out_accepted(self, req, self->json.data, self->json.len);
-    s_replay_t rp = {self, req, after_seq, NULL, 0};
-    if (store_events_read(self->store, run_id, after_seq, 0, s_replay_cb, &rp) != 0) {
+        s_out_accepted(self, req, self->json.data, self->json.len, row.run_id, row.status,
+                       row.session_id);
+    }
+    /* One page, then live: a longer history reaches the edge as a gap
+     * (the next live seq is past the page), which it fills with `events`. */
+    s_replay_t rp = {.self = self, .req = req, .last_seq = after_seq,
+                     .limit = S_FOLLOW_EVENTS, .bytes_max = S_FOLLOW_BYTES};
+    if (store_events_read(self->store, run_id, after_seq, S_FOLLOW_EVENTS + 1, s_replay_cb, &rp) !=
+        0) {
         s_out_fail(self, req, "internal", store_errmsg(self->store));
         return;
     }
     if (run) {
-        uint64_t next = (run->seq > after_seq ? run->seq : after_seq) + 1;
+        uint64_t next = rp.more ? rp.last_seq + 1
+                                : (run->seq > after_seq ? run->seq : after_seq) + 1;
         s_add_follower(self, run, req, next);
         return;
     }
     sbuf_reset(&self->json);
     s_json_run(&self->json, row.run_id, row.session_id, row.agent_id, row.status,
                row.created_at, row.ended_at);
-    s_out_reply(self, req, 200, self->json.data, self->json.len);
+    s_out_run_reply(self, req, 200, self->json.data, self->json.len, row.run_id, row.status,
+                    row.session_id);
 }
 
 static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
@@ -900,6 +1001,19 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
     }
     if (q->request_id.len && !s_valid_id(&q->request_id)) {
         s_out_error(self, req, 400, "bad_request", "request_id is not a valid id");
+        return;
+    }
+    /* Its user_input event must fit a page like any event (SPEC §1 Limits). */
+    sbuf_reset(&self->json);
+    sbuf_cats(&self->json, "{\"message\":{\"role\":");
+    sbuf_json_str(&self->json, q->role.ptr, q->role.len);
+    sbuf_cats(&self->json, ",\"content\":");
+    sbuf_json_str(&self->json, q->content.ptr, q->content.len);
+    sbuf_cats(&self->json, "}}");
+    if (self->json.overflow || self->json.len > S_PAYLOAD_MAX) {
+        s_out_error(self, req, 413, "too_large",
+                    "the input message is over the event maximum (%u bytes of JSON)",
+                    (unsigned)S_PAYLOAD_MAX);
         return;
     }
     int reject = 0;
@@ -936,12 +1050,19 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
                 run_t *run = s_live_run(self, found_id);
                 store_run_t row;
                 sbuf_reset(&self->json);
-                if (run)
+                if (run) {
                     s_run_json(self, run, &self->json, NULL);
-                else if (store_run_get(self->store, found_id, &row) == 0)
+                    s_out_run_reply(self, req, 200, self->json.data, self->json.len,
+                                    run->run_id, runfsm_name(run->status), run->session->id);
+                } else if (store_run_get(self->store, found_id, &row) == 0) {
                     s_json_run(&self->json, row.run_id, row.session_id, row.agent_id,
                                row.status, row.created_at, row.ended_at);
-                s_out_reply(self, req, 200, self->json.data, self->json.len);
+                    s_out_run_reply(self, req, 200, self->json.data, self->json.len,
+                                    row.run_id, row.status, row.session_id);
+                } else {
+                    s_out_error(self, req, 500, "internal", "store: %s",
+                                store_errmsg(self->store));
+                }
             }
             mem_free(session_id);
             return;
@@ -957,7 +1078,8 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
         sbuf_cats(&self->json, ",\"run_id\":");
         sbuf_json_str(&self->json, busy->run_id, strlen(busy->run_id));
         sbuf_cats(&self->json, "}}");
-        s_out_reply(self, req, 409, self->json.data, self->json.len);
+        s_out_run_reply(self, req, 409, self->json.data, self->json.len, busy->run_id,
+                        runfsm_name(busy->status), s->id);
         mem_free(session_id);
         return;
     }
@@ -994,20 +1116,18 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
         s->qhead = run;
     s->qtail = run;
     LOGD("run.accepted", "run=%s session=%s agent=%s", run->run_id, s->id, run->agent_id);
+    /* The answer goes out before the run's first events, so the edge can
+     * say invoke_accepted before any event: running if it starts now,
+     * queued if it waits behind another run of the session. */
+    const char *status = s->running || s->qhead != run ? "queued" : "running";
+    sbuf_reset(&self->json);
+    s_json_run(&self->json, run->run_id, s->id, run->agent_id, status, run->created_at, NULL);
     if (q->follow) {
-        sbuf_reset(&self->json);
-        s_run_json(self, run, &self->json, NULL);
-        s_out_accepted(self, req, self->json.data, self->json.len);
+        s_out_accepted(self, req, self->json.data, self->json.len, run->run_id, status, s->id);
         s_add_follower(self, run, req, 1);
-    }
-    if (!q->follow) {
-        /* The answer goes out before the run's first events, so the edge can
-         * say invoke_accepted before any event: running if it starts now,
-         * queued if it waits behind another run of the session. */
-        sbuf_reset(&self->json);
-        s_json_run(&self->json, run->run_id, s->id, run->agent_id,
-                   s->running || s->qhead != run ? "queued" : "running", run->created_at, NULL);
-        s_out_reply(self, req, 200, self->json.data, self->json.len);
+    } else {
+        s_out_run_reply(self, req, 200, self->json.data, self->json.len, run->run_id, status,
+                        s->id);
     }
     s_start_next(self, s);
 }
@@ -1026,7 +1146,7 @@ static void s_op_watch(engine_t *self, uint64_t req, const orch_request_t *q)
     w->next = s->watchers;
     s->watchers = w;
     hmap_put(self->watch_reqs, req, s);
-    s_out_accepted(self, req, "{}", 2);
+    s_out_accepted(self, req, "{}", 2, NULL, NULL, NULL);
 }
 
 static void s_op_events(engine_t *self, uint64_t req, const orch_request_t *q)
@@ -1042,21 +1162,31 @@ static void s_op_events(engine_t *self, uint64_t req, const orch_request_t *q)
         mem_free(run_id);
         return;
     }
-    uint64_t limit = q->limit ? q->limit : 1000;
+    uint64_t limit = q->limit ? q->limit : S_EVENTS_DEFAULT;
     if (limit > ORCH_LIMIT_MAX)
         limit = ORCH_LIMIT_MAX;
     sbuf_t list;
-    sbuf_init(&list, S_JSON_MAX);
+    sbuf_init(&list, S_PAGE_BYTES);
     sbuf_cats(&list, "{\"run_id\":");
     sbuf_json_str(&list, run_id, strlen(run_id));
     sbuf_cats(&list, ",\"events\":[");
-    s_replay_t rp = {self, req, q->after_seq, &list, 0};
-    if (store_events_read(self->store, run_id, q->after_seq, (size_t)limit, s_replay_cb, &rp) != 0)
+    const size_t tail = 64; /* ],"has_more":false,"next_after_seq":<20 digits>} */
+    s_replay_t rp = {.self = self, .req = req, .last_seq = q->after_seq, .list = &list,
+                     .limit = (size_t)limit, .bytes = list.len, .bytes_max = S_PAGE_BYTES - tail};
+    if (store_events_read(self->store, run_id, q->after_seq, (size_t)limit + 1, s_replay_cb, &rp) !=
+        0) {
         s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
-    else if (sbuf_cats(&list, "]}") != 0)
-        s_out_error(self, req, 413, "too_large", "the events are over the answer maximum; use a smaller limit");
-    else
-        s_out_reply(self, req, 200, list.data, list.len);
+    } else if (rp.count == 0 && rp.more) {
+        s_out_error(self, req, 500, "internal", "event %llu of run '%s' is over the page maximum",
+                    (unsigned long long)q->after_seq + 1, run_id);
+    } else {
+        sbuf_cats(&list, rp.more ? "],\"has_more\":true" : "],\"has_more\":false");
+        sbuf_cats(&list, ",\"next_after_seq\":");
+        sbuf_cat_u64(&list, rp.last_seq);
+        sbuf_cats(&list, "}");
+        s_out_run_reply(self, req, 200, list.data, list.len, row.run_id, row.status,
+                        row.session_id);
+    }
     sbuf_free(&list);
     mem_free(run_id);
 }
@@ -1074,7 +1204,8 @@ static void s_op_run(engine_t *self, uint64_t req, const orch_request_t *q)
         sbuf_reset(&self->json);
         s_json_run(&self->json, row.run_id, row.session_id, row.agent_id, row.status,
                    row.created_at, row.ended_at);
-        s_out_reply(self, req, 200, self->json.data, self->json.len);
+        s_out_run_reply(self, req, 200, self->json.data, self->json.len, row.run_id, row.status,
+                        row.session_id);
     }
     mem_free(run_id);
 }
@@ -1084,21 +1215,56 @@ typedef struct {
     int count;
 } s_list_t;
 
+/* A page of messages: each message's JSON goes to `items`, its end offset
+ * to `ends`, so a page read newest first can be written oldest first. */
+typedef struct {
+    sbuf_t items;
+    size_t ends[S_MESSAGES_MAX];
+    size_t count, limit, bytes_max;
+    int more;
+} s_msgpage_t;
+
 static int s_message_cb(void *arg, const store_message_t *m)
 {
-    s_list_t *l = arg;
-    if (l->count++)
-        sbuf_cats(l->j, ",");
-    sbuf_catf(l->j, "{\"message_id\":%lld,\"run_id\":", (long long)m->message_id);
-    sbuf_json_str(l->j, m->run_id, strlen(m->run_id));
-    sbuf_cats(l->j, ",\"role\":");
-    sbuf_json_str(l->j, m->role, strlen(m->role));
-    sbuf_cats(l->j, ",\"content\":");
-    sbuf_json_str(l->j, m->content, m->content_len);
-    sbuf_cats(l->j, ",\"created_at\":");
-    sbuf_json_str(l->j, m->created_at, strlen(m->created_at));
-    sbuf_cats(l->j, "}");
+    s_msgpage_t *pg = arg;
+    if (pg->count == pg->limit) {
+        pg->more = 1;
+        return 1;
+    }
+    size_t before = pg->items.len;
+    sbuf_catf(&pg->items, "{\"message_id\":\"%lld\",\"run_id\":", (long long)m->message_id);
+    sbuf_json_str(&pg->items, m->run_id, strlen(m->run_id));
+    sbuf_cats(&pg->items, ",\"role\":");
+    sbuf_json_str(&pg->items, m->role, strlen(m->role));
+    sbuf_cats(&pg->items, ",\"content\":");
+    sbuf_json_str(&pg->items, m->content, m->content_len);
+    sbuf_cats(&pg->items, ",\"created_at\":");
+    sbuf_json_str(&pg->items, m->created_at, strlen(m->created_at));
+    sbuf_cats(&pg->items, "}");
+    if (pg->items.overflow || pg->items.len + pg->count > pg->bytes_max) {
+        pg->items.len = before; /* not in this page */
+        pg->items.overflow = 0;
+        pg->more = 1;
+        return 1;
+    }
+    pg->ends[pg->count++] = pg->items.len;
     return 0;
+}
+
+/* A message id cursor: a string of digits. 0 when absent, -1 when bad. */
+static int64_t s_cursor(const agent_str_t *c)
+{
+    if (c->len == 0)
+        return 0;
+    if (c->len > 18)
+        return -1;
+    int64_t v = 0;
+    for (uint32_t i = 0; i < c->len; i++) {
+        if (c->ptr[i] < '0' || c->ptr[i] > '9')
+            return -1;
+        v = v * 10 + (c->ptr[i] - '0');
+    }
+    return v > 0 ? v : -1;
 }
 
 static void s_op_messages(engine_t *self, uint64_t req, const orch_request_t *q)
@@ -1107,23 +1273,107 @@ static void s_op_messages(engine_t *self, uint64_t req, const orch_request_t *q)
         s_out_error(self, req, 400, "bad_request", "session_id is required");
         return;
     }
+    int64_t before = s_cursor(&q->before), after = s_cursor(&q->after);
+    if (before < 0 || after < 0 || (before && after)) {
+        s_out_error(self, req, 400, "bad_request",
+                    "before or after (not both) must be a message_id");
+        return;
+    }
     char *id = s_dup(&q->session_id);
-    uint64_t limit = q->limit ? q->limit : 1000;
-    if (limit > ORCH_LIMIT_MAX)
-        limit = ORCH_LIMIT_MAX;
+    uint64_t limit = q->limit ? q->limit : S_MESSAGES_DEFAULT;
+    if (limit > S_MESSAGES_MAX)
+        limit = S_MESSAGES_MAX;
+    s_msgpage_t *pg = mem_alloc(sizeof *pg);
     sbuf_t j;
-    sbuf_init(&j, S_JSON_MAX);
+    sbuf_init(&j, S_PAGE_BYTES);
     sbuf_cats(&j, "{\"session_id\":");
     sbuf_json_str(&j, id, strlen(id));
     sbuf_cats(&j, ",\"messages\":[");
-    s_list_t l = {&j, 0};
-    if (store_messages_read(self->store, id, (size_t)limit, s_message_cb, &l) != 0)
+    sbuf_init(&pg->items, S_PAGE_BYTES);
+    pg->limit = (size_t)limit;
+    pg->bytes_max = S_PAGE_BYTES - j.len - 32; /* ],"has_more":false} */
+    if (store_messages_page(self->store, id, before, after, (size_t)limit + 1, s_message_cb, pg) !=
+        0) {
         s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
-    else if (sbuf_cats(&j, "]}") != 0)
-        s_out_error(self, req, 413, "too_large", "the messages are over the answer maximum; use a smaller limit");
-    else
+    } else if (pg->count == 0 && pg->more) {
+        s_out_error(self, req, 500, "internal", "a message of session '%s' is over the page maximum",
+                    id);
+    } else {
+        /* after: read oldest first; otherwise newest first, written reversed. */
+        for (size_t k = 0; k < pg->count; k++) {
+            size_t i = after ? k : pg->count - 1 - k;
+            size_t start = i ? pg->ends[i - 1] : 0;
+            if (k)
+                sbuf_cats(&j, ",");
+            sbuf_cat(&j, pg->items.data + start, pg->ends[i] - start);
+        }
+        sbuf_cats(&j, pg->more ? "],\"has_more\":true}" : "],\"has_more\":false}");
         s_out_reply(self, req, 200, j.data, j.len);
+    }
+    sbuf_free(&pg->items);
+    mem_free(pg);
     sbuf_free(&j);
+    mem_free(id);
+}
+
+typedef struct {
+    sbuf_t *j;
+    size_t count, limit, bytes_max;
+    int more;
+} s_runpage_t;
+
+static int s_session_run_cb(void *arg, const store_run_t *row)
+{
+    s_runpage_t *pg = arg;
+    if (pg->count == pg->limit) {
+        pg->more = 1;
+        return 1;
+    }
+    size_t before = pg->j->len;
+    if (pg->count)
+        sbuf_cats(pg->j, ",");
+    s_json_run(pg->j, row->run_id, row->session_id, row->agent_id, row->status, row->created_at,
+               row->ended_at);
+    if (pg->j->overflow || pg->j->len > pg->bytes_max) {
+        pg->j->len = before;
+        pg->j->overflow = 0;
+        pg->more = 1;
+        return 1;
+    }
+    pg->count++;
+    return 0;
+}
+
+/* session_runs: the session's runs newest first, paged by `before`. */
+static void s_op_session_runs(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    if (!s_valid_id(&q->session_id)) {
+        s_out_error(self, req, 400, "bad_request", "session_id is required");
+        return;
+    }
+    if (q->before.len && !s_valid_id(&q->before)) {
+        s_out_error(self, req, 400, "bad_request", "before must be a run_id");
+        return;
+    }
+    char *id = s_dup(&q->session_id);
+    char *before = q->before.len ? s_dup(&q->before) : NULL;
+    uint64_t limit = q->limit ? q->limit : S_RUNS_DEFAULT;
+    if (limit > S_RUNS_MAX)
+        limit = S_RUNS_MAX;
+    sbuf_t j;
+    sbuf_init(&j, S_PAGE_BYTES);
+    sbuf_cats(&j, "{\"session_id\":");
+    sbuf_json_str(&j, id, strlen(id));
+    sbuf_cats(&j, ",\"runs\":[");
+    s_runpage_t pg = {&j, 0, (size_t)limit, S_PAGE_BYTES - 32, 0};
+    if (store_session_runs(self->store, id, before, (size_t)limit + 1, s_session_run_cb, &pg) != 0) {
+        s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+    } else {
+        sbuf_cats(&j, pg.more ? "],\"has_more\":true}" : "],\"has_more\":false}");
+        s_out_reply(self, req, 200, j.data, j.len);
+    }
+    sbuf_free(&j);
+    mem_free(before);
     mem_free(id);
 }
 
@@ -1170,7 +1420,9 @@ static void s_op_register(engine_t *self, uint64_t req, const orch_request_t *q)
         return;
     }
     char *id = s_dup(&q->agent_id);
-    if (zhashx_lookup(self->native, id)) {
+    store_agent_t prior;
+    int known = store_agent_get(self->store, id, &prior);
+    if (zhashx_lookup(self->native, id) || (known == 0 && strcmp(prior.kind, "native") == 0)) {
         s_out_error(self, req, 409, "conflict", "agent '%s' is served by native workers", id);
         mem_free(id);
         return;
@@ -1204,6 +1456,7 @@ static void s_op_register(engine_t *self, uint64_t req, const orch_request_t *q)
 typedef struct {
     s_list_t list;
     size_t workers;
+    zhashx_t *native;
 } s_agents_t;
 
 static int s_agent_cb(void *arg, const store_agent_t *a)
@@ -1211,7 +1464,19 @@ static int s_agent_cb(void *arg, const store_agent_t *a)
     s_agents_t *l = arg;
     if (l->list.count++)
         sbuf_cats(l->list.j, ",");
-    s_json_agent(l->list.j, a, l->workers);
+    if (strcmp(a->kind, "native") != 0) {
+        s_json_agent(l->list.j, a, l->workers);
+        return 0;
+    }
+    /* Native: workers as the broker counts them now (0 while they reconnect). */
+    sbuf_cats(l->list.j, "{\"agent_id\":");
+    sbuf_json_str(l->list.j, a->agent_id, strlen(a->agent_id));
+    sbuf_cats(l->list.j, ",\"name\":");
+    sbuf_json_str(l->list.j, a->name, strlen(a->name));
+    sbuf_catf(l->list.j, ",\"endpoint\":null,\"kind\":\"native\",\"workers\":%zu,\"created_at\":",
+              (size_t)(uintptr_t)zhashx_lookup(l->native, a->agent_id));
+    sbuf_json_str(l->list.j, a->created_at, strlen(a->created_at));
+    sbuf_cats(l->list.j, "}");
     return 0;
 }
 
@@ -1220,18 +1485,7 @@ static void s_op_agents(engine_t *self, uint64_t req)
     sbuf_t j;
     sbuf_init(&j, S_JSON_MAX);
     sbuf_cats(&j, "{\"agents\":[");
-    s_agents_t l = {{&j, 0}, self->bridge_workers};
-    for (void *v = zhashx_first(self->native); v; v = zhashx_next(self->native)) {
-        const char *id = zhashx_cursor(self->native);
-        if (l.list.count++)
-            sbuf_cats(&j, ",");
-        sbuf_cats(&j, "{\"agent_id\":");
-        sbuf_json_str(&j, id, strlen(id));
-        sbuf_cats(&j, ",\"name\":");
-        sbuf_json_str(&j, id, strlen(id));
-        sbuf_catf(&j, ",\"endpoint\":null,\"kind\":\"native\",\"workers\":%zu,\"created_at\":null}",
-                  (size_t)(uintptr_t)v);
-    }
+    s_agents_t l = {{&j, 0}, self->bridge_workers, self->native};
     if (store_agents_list(self->store, s_agent_cb, &l) != 0)
         s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
     else {
@@ -1257,7 +1511,8 @@ static void s_op_cancel(engine_t *self, uint64_t req, const orch_request_t *q)
         sbuf_cats(&self->json, "{\"run_id\":");
         sbuf_json_str(&self->json, run_id, strlen(run_id));
         sbuf_cats(&self->json, ",\"status\":\"cancelled\"}");
-        s_out_reply(self, req, 202, self->json.data, self->json.len);
+        s_out_run_reply(self, req, 202, self->json.data, self->json.len, run->run_id,
+                        "cancelled", run->session->id);
         mem_free(run_id);
         return;
     }
@@ -1267,9 +1522,16 @@ static void s_op_cancel(engine_t *self, uint64_t req, const orch_request_t *q)
         s_out_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
     else if (rc > 0)
         s_out_error(self, req, 404, "unknown_run", "no run '%s'", run_id);
-    else
-        s_out_error(self, req, 409, "conflict", "run '%s' has already ended (%s)", run_id,
-                    row.status);
+    else {
+        char msg[300];
+        snprintf(msg, sizeof msg, "run '%s' has already ended (%s)", run_id, row.status);
+        sbuf_reset(&self->json);
+        sbuf_cats(&self->json, "{\"error\":{\"code\":\"conflict\",\"message\":");
+        sbuf_json_str(&self->json, msg, strlen(msg));
+        sbuf_cats(&self->json, "}}");
+        s_out_run_reply(self, req, 409, self->json.data, self->json.len, row.run_id, row.status,
+                        row.session_id);
+    }
     mem_free(run_id);
 }
 
@@ -1298,6 +1560,8 @@ static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t l
         s_op_run(self, id, &q);
     } else if (S_OP("messages")) {
         s_op_messages(self, id, &q);
+    } else if (S_OP("session_runs")) {
+        s_op_session_runs(self, id, &q);
     } else if (S_OP("register")) {
         s_op_register(self, id, &q);
     } else if (S_OP("agents")) {
@@ -1357,6 +1621,11 @@ static void s_on_link(worker_t *w, int up, void *arg)
 
 /* ---- the loop --------------------------------------------------------------- */
 
+static void s_rollback_cb(void *arg, uint64_t req)
+{
+    hmap_put(arg, req, (void *)1);
+}
+
 /* Ends the turn: commit, then send (or fail what the turn touched). */
 static int s_end_turn(engine_t *self)
 {
@@ -1370,20 +1639,18 @@ static int s_end_turn(engine_t *self)
             self->store_failed = 0;
             /* Nothing of the turn is persisted: its answers must not go out.
              * Every requester waiting in this turn learns it failed. */
-            hmap_t *failed = hmap_new(1u << 24);
-            for (size_t i = 0; i < self->out_len; i++) {
-                uint64_t req = self->out[i].req;
-                if (!hmap_get(failed, req)) {
-                    hmap_put(failed, req, (void *)1);
-                    worker_fail(self->worker, req, "internal", "the store could not commit");
-                }
-            }
+            hmap_t *failed = hmap_new(S_OUT_ENTRIES);
+            outbox_rollback(self->out, s_rollback_cb, failed);
+            size_t pos = 0;
+            uint64_t req;
+            void *value;
+            while (hmap_next(failed, &pos, &req, &value) == 0)
+                worker_fail(self->worker, req, "internal", "the store could not commit");
             hmap_destroy(&failed);
-            self->out_len = 0;
-            sbuf_reset(&self->outbuf);
             return -1;
         }
     }
+    outbox_commit(self->out);
     s_flush(self);
     s_runs_free_ended(self);
     return 0;
@@ -1441,6 +1708,8 @@ int engine_run(engine_t *self, volatile sig_atomic_t *stop)
         if (self->draining && (zhashx_size(self->runs) == 0 || now >= drain_until))
             break;
         long timeout = worker_timeout_ms(self->worker);
+        if (outbox_waiting(self->out) && timeout > S_OUT_RETRY_MS)
+            timeout = S_OUT_RETRY_MS; /* answers wait for room in the socket */
         long until_tick = (long)(self->next_tick - now);
         if (until_tick < timeout)
             timeout = until_tick < 0 ? 0 : until_tick;
@@ -1449,7 +1718,8 @@ int engine_run(engine_t *self, volatile sig_atomic_t *stop)
             return -1;
         }
         while (worker_process(self->worker) > 0) {
-            if (self->outbuf.len > S_OUT_MAX / 2)
+            if (outbox_bytes(self->out) > S_OUT_MAX / 2 ||
+                outbox_entries(self->out) > S_OUT_ENTRIES / 2)
                 break; /* commit and send before taking more */
         }
         now = clock_mono_ms();
@@ -1528,10 +1798,12 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
     self->runs = zhashx_new();
     self->sessions = zhashx_new();
     self->native = zhashx_new();
+    self->native_seen = zhashx_new();
     self->agent_reqs = hmap_new(1000000);
     self->follow_reqs = hmap_new(1000000);
     self->watch_reqs = hmap_new(1000000);
-    sbuf_init(&self->outbuf, S_OUT_MAX);
+    self->out = outbox_new(S_OUT_ENTRIES, S_OUT_MAX);
+    self->refused = hmap_new(S_OUT_ENTRIES);
     sbuf_init(&self->json, S_JSON_MAX);
     sbuf_init(&self->event, S_JSON_MAX);
     mp_buf_init(&self->mp, S_JSON_MAX + 4096);
@@ -1578,16 +1850,17 @@ void engine_destroy(engine_t **self_p)
     zhashx_destroy(&self->runs);
     zhashx_destroy(&self->sessions);
     zhashx_destroy(&self->native);
+    zhashx_destroy(&self->native_seen);
     hmap_destroy(&self->agent_reqs);
     hmap_destroy(&self->follow_reqs);
     hmap_destroy(&self->watch_reqs);
     worker_destroy(&self->worker);
     store_destroy(&self->store);
-    sbuf_free(&self->outbuf);
+    outbox_destroy(&self->out);
+    hmap_destroy(&self->refused);
     sbuf_free(&self->json);
     sbuf_free(&self->event);
     mp_buf_free(&self->mp);
-    mem_free(self->out);
     mem_free(self);
     *self_p = NULL;
 }

@@ -5,6 +5,9 @@
  *   1  the first schema: sessions, runs, events, messages, agents
  *   2  idempotent invokes (runs.request_id, unique per session), agents'
  *      updated_at, the index recovery reads runs by
+ *   3  agents.kind: native agents are rows too (endpoint ''), written when
+ *      their first worker is seen, so their id stays reserved and their
+ *      created_at is known across restarts
  *
  * Why these choices:
  *   - events.event_id is the rowid: global, increasing, free to assign.
@@ -44,6 +47,12 @@ typedef enum {
     S_AGENT_GET,
     S_AGENT_INSERT,
     S_AGENT_UPDATE,
+    S_AGENT_NATIVE,
+    S_MESSAGES_BEFORE,
+    S_MESSAGES_AFTER,
+    S_SESSION_RUNS,
+    S_SESSION_RUNS_BEFORE,
+    S_RUN_INPUT,
     S_STMT_COUNT
 } s_stmt_id_t;
 
@@ -66,12 +75,30 @@ static const char *s_sql[S_STMT_COUNT] = {
     [S_MESSAGES_READ] = "SELECT message_id, run_id, role, content, created_at FROM "
                         "(SELECT * FROM messages WHERE session_id = ?1 "
                         "ORDER BY message_id DESC LIMIT ?2) ORDER BY message_id",
-    [S_AGENT_GET] = "SELECT agent_id, name, endpoint, created_at, updated_at FROM agents "
+    [S_AGENT_GET] = "SELECT agent_id, name, endpoint, created_at, updated_at, kind FROM agents "
                     "WHERE agent_id = ?1",
     [S_AGENT_INSERT] = "INSERT INTO agents(agent_id, name, endpoint, created_at, updated_at) "
                        "VALUES(?1, ?2, ?3, ?4, ?4)",
     [S_AGENT_UPDATE] = "UPDATE agents SET name = ?2, endpoint = ?3, updated_at = ?4 "
-                       "WHERE agent_id = ?1",
+                       "WHERE agent_id = ?1 AND kind = 'http'",
+    [S_AGENT_NATIVE] = "INSERT OR IGNORE INTO agents(agent_id, name, endpoint, created_at, "
+                       "updated_at, kind) VALUES(?1, ?1, '', ?2, ?2, 'native')",
+    /* Pages: newest first before a cursor (?2 = 0: from the newest), oldest
+     * first after one; the caller reverses the former. */
+    [S_MESSAGES_BEFORE] = "SELECT message_id, run_id, role, content, created_at FROM messages "
+                          "WHERE session_id = ?1 AND (?2 = 0 OR message_id < ?2) "
+                          "ORDER BY message_id DESC LIMIT ?3",
+    [S_MESSAGES_AFTER] = "SELECT message_id, run_id, role, content, created_at FROM messages "
+                         "WHERE session_id = ?1 AND message_id > ?2 ORDER BY message_id LIMIT ?3",
+    [S_SESSION_RUNS] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
+                       "created_at, COALESCE(ended_at, '') FROM runs WHERE session_id = ?1 "
+                       "ORDER BY created_at DESC, run_id DESC LIMIT ?2",
+    [S_SESSION_RUNS_BEFORE] = "SELECT run_id, session_id, agent_id, status, "
+                              "COALESCE(request_id, ''), created_at, COALESCE(ended_at, '') "
+                              "FROM runs WHERE session_id = ?1 AND (created_at, run_id) < "
+                              "(SELECT created_at, run_id FROM runs WHERE run_id = ?3 AND "
+                              "session_id = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2",
+    [S_RUN_INPUT] = "SELECT input_content FROM runs WHERE run_id = ?1",
 };
 
 /* Migration i brings a database from version i to i + 1. */
@@ -95,6 +122,8 @@ static const char *s_migrations[] = {
     "CREATE INDEX runs_status ON runs(status);"
     "ALTER TABLE agents ADD COLUMN updated_at TEXT;"
     "UPDATE agents SET updated_at = created_at;",
+    /* 2 → 3: native agents recorded. */
+    "ALTER TABLE agents ADD COLUMN kind TEXT NOT NULL DEFAULT 'http';",
 };
 
 struct store_t {
@@ -472,22 +501,23 @@ int store_events_read(store_t *self, const char *run_id, uint64_t after_seq, siz
             .payload = (const char *)sqlite3_column_text(st, 5),
             .created_at = (const char *)sqlite3_column_text(st, 6),
         };
-        if (cb(arg, &e) != 0) {
+        int stop = cb(arg, &e);
+        if (stop > 0)
+            break;
+        if (stop < 0) {
             sqlite3_reset(st);
             snprintf(self->errmsg, sizeof self->errmsg, "reading events: stopped by the reader");
             return -1;
         }
     }
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : s_fail(self, "reading events");
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "reading events");
 }
 
-int store_messages_read(store_t *self, const char *session_id, size_t limit,
-                        int (*cb)(void *arg, const store_message_t *m), void *arg)
+/* Steps a message query, handing each row to cb (> 0 stops, < 0 fails). */
+static int s_messages_each(store_t *self, sqlite3_stmt *st,
+                           int (*cb)(void *arg, const store_message_t *m), void *arg)
 {
-    sqlite3_stmt *st = s_stmt(self, S_MESSAGES_READ);
-    s_text(st, 1, session_id);
-    sqlite3_bind_int64(st, 2, limit ? (sqlite3_int64)limit : -1);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         store_message_t m = {
@@ -498,14 +528,77 @@ int store_messages_read(store_t *self, const char *session_id, size_t limit,
             .content_len = (size_t)sqlite3_column_bytes(st, 3),
             .created_at = (const char *)sqlite3_column_text(st, 4),
         };
-        if (cb(arg, &m) != 0) {
+        int stop = cb(arg, &m);
+        if (stop > 0)
+            break;
+        if (stop < 0) {
             sqlite3_reset(st);
             snprintf(self->errmsg, sizeof self->errmsg, "reading messages: stopped by the reader");
             return -1;
         }
     }
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : s_fail(self, "reading messages");
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "reading messages");
+}
+
+int store_messages_read(store_t *self, const char *session_id, size_t limit,
+                        int (*cb)(void *arg, const store_message_t *m), void *arg)
+{
+    sqlite3_stmt *st = s_stmt(self, S_MESSAGES_READ);
+    s_text(st, 1, session_id);
+    sqlite3_bind_int64(st, 2, limit ? (sqlite3_int64)limit : -1);
+    return s_messages_each(self, st, cb, arg);
+}
+
+int store_messages_page(store_t *self, const char *session_id, int64_t before, int64_t after,
+                        size_t limit, int (*cb)(void *arg, const store_message_t *m), void *arg)
+{
+    sqlite3_stmt *st = s_stmt(self, after > 0 ? S_MESSAGES_AFTER : S_MESSAGES_BEFORE);
+    s_text(st, 1, session_id);
+    sqlite3_bind_int64(st, 2, after > 0 ? after : before);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+    return s_messages_each(self, st, cb, arg);
+}
+
+int store_session_runs(store_t *self, const char *session_id, const char *before, size_t limit,
+                       int (*cb)(void *arg, const store_run_t *run), void *arg)
+{
+    sqlite3_stmt *st = s_stmt(self, before ? S_SESSION_RUNS_BEFORE : S_SESSION_RUNS);
+    s_text(st, 1, session_id);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+    if (before)
+        s_text(st, 3, before);
+    int rc;
+    store_run_t row;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        s_run_row(st, &row);
+        int stop = cb(arg, &row);
+        if (stop > 0)
+            break;
+        if (stop < 0) {
+            sqlite3_reset(st);
+            snprintf(self->errmsg, sizeof self->errmsg, "reading runs: stopped by the reader");
+            return -1;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "reading a session's runs");
+}
+
+int store_run_input(store_t *self, const char *run_id, char **content, size_t *len)
+{
+    sqlite3_stmt *st = s_stmt(self, S_RUN_INPUT);
+    s_text(st, 1, run_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        *len = (size_t)sqlite3_column_bytes(st, 0);
+        *content = mem_strndup(v ? v : "", *len);
+    }
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    return rc == SQLITE_DONE ? 1 : s_fail(self, "reading a run's input");
 }
 
 typedef struct {
@@ -536,6 +629,7 @@ static void s_agent_row(sqlite3_stmt *st, store_agent_t *a)
     s_copy(a->endpoint, sizeof a->endpoint, st, 2);
     s_copy(a->created_at, sizeof a->created_at, st, 3);
     s_copy(a->updated_at, sizeof a->updated_at, st, 4);
+    s_copy(a->kind, sizeof a->kind, st, 5);
 }
 
 int store_agent_get(store_t *self, const char *agent_id, store_agent_t *out)
@@ -572,10 +666,20 @@ int store_agent_upsert(store_t *self, const char *agent_id, const char *name,
     return s_done(self, st, "writing an agent");
 }
 
+int store_agent_native(store_t *self, const char *agent_id, const char *now)
+{
+    sqlite3_stmt *st = s_stmt(self, S_AGENT_NATIVE);
+    s_text(st, 1, agent_id);
+    s_text(st, 2, now);
+    return s_done(self, st, "writing a native agent");
+}
+
 int store_agent_endpoint(store_t *self, const char *agent_id, char *buf, size_t buflen)
 {
     store_agent_t a;
     int rc = store_agent_get(self, agent_id, &a);
+    if (rc == 0 && strcmp(a.kind, "http") != 0)
+        return 1;
     if (rc == 0)
         snprintf(buf, buflen, "%s", a.endpoint);
     return rc;
@@ -585,8 +689,8 @@ int store_agents_list(store_t *self, int (*cb)(void *arg, const store_agent_t *a
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(self->db,
-                           "SELECT agent_id, name, endpoint, created_at, updated_at FROM agents "
-                           "ORDER BY agent_id",
+                           "SELECT agent_id, name, endpoint, created_at, updated_at, kind "
+                           "FROM agents ORDER BY agent_id",
                            -1, &st, NULL) != SQLITE_OK)
         return s_fail(self, "listing agents");
     int rc;

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 typedef struct store_t store_t;
 typedef enum { STORE_NORMAL = 0, STORE_FULL = 1 } store_durability_t;
@@ -54,6 +54,7 @@ typedef struct {
     char endpoint[2049];
     char created_at[32];
     char updated_at[32];
+    char kind[8];         /* "http" or "native" (endpoint "") */
 } store_agent_t;
 
 /* Opens (creating it and, if missing, its last directory), sets WAL and the
@@ -90,12 +91,27 @@ int store_run_get(store_t *self, const char *run_id, store_run_t *out);
  * out[0] == '\0' when none. */
 int store_run_by_request(store_t *self, const char *session_id, const char *request_id,
                          char *out, size_t outlen);
+/* Readers' callbacks return 0 to go on, 1 to stop (the read succeeds), -1
+ * to fail it. */
 /* Events with seq > after_seq in seq order, at most limit (0: all). */
 int store_events_read(store_t *self, const char *run_id, uint64_t after_seq, size_t limit,
                       int (*cb)(void *arg, const store_event_t *e), void *arg);
 /* The last `limit` messages of the session, oldest first. */
 int store_messages_read(store_t *self, const char *session_id, size_t limit,
                         int (*cb)(void *arg, const store_message_t *m), void *arg);
+/* One page of the session's messages. after > 0: the first `limit` with
+ * message_id > after, oldest first. Otherwise the last `limit` with
+ * message_id < before (before 0: from the newest), NEWEST first. */
+int store_messages_page(store_t *self, const char *session_id, int64_t before, int64_t after,
+                        size_t limit, int (*cb)(void *arg, const store_message_t *m), void *arg);
+/* The session's runs newest first (created_at, then run_id), at most limit,
+ * only those created before run `before` (NULL: from the newest; an unknown
+ * run: none). */
+int store_session_runs(store_t *self, const char *session_id, const char *before, size_t limit,
+                       int (*cb)(void *arg, const store_run_t *run), void *arg);
+/* A run's input content. 0 with *content (the caller's, NUL-terminated) and
+ * *len, 1 when the run is unknown. */
+int store_run_input(store_t *self, const char *run_id, char **content, size_t *len);
 /* The session's last `max` messages oldest first, for an agent's history. */
 int store_history(store_t *self, const char *session_id, size_t max,
                   int (*cb)(void *arg, const char *role, const char *content, size_t len),
@@ -105,8 +121,12 @@ int store_history(store_t *self, const char *session_id, size_t max,
 int store_agent_upsert(store_t *self, const char *agent_id, const char *name,
                        const char *endpoint, const char *now, int *created);
 int store_agent_get(store_t *self, const char *agent_id, store_agent_t *out); /* 0, 1, -1 */
+/* Records a native agent the first time its workers are seen (later calls
+ * and an HTTP agent of that id change nothing). */
+int store_agent_native(store_t *self, const char *agent_id, const char *now);
 /* 0 with the endpoint in buf, 1 when no HTTP agent has that id. */
 int store_agent_endpoint(store_t *self, const char *agent_id, char *buf, size_t buflen);
+/* Every agent, HTTP and native, by id. */
 int store_agents_list(store_t *self, int (*cb)(void *arg, const store_agent_t *a), void *arg);
 
 /* Runs left queued or running (a crash), with the last seq each wrote. */

@@ -170,6 +170,23 @@ static void test_agents_upsert(void)
     char ep[64];
     assert(store_agent_endpoint(st, "demo", ep, sizeof ep) == 0 && !strcmp(ep, a.endpoint));
     assert(store_agent_endpoint(st, "echo", ep, sizeof ep) == 1);
+    assert(!strcmp(a.kind, "http"));
+    /* A native agent: recorded once (its first created_at stays), no
+     * endpoint, not updatable as an HTTP agent, and an HTTP agent of the
+     * same id is left as it is. */
+    assert(store_begin(st) == 0);
+    assert(store_agent_native(st, "echo", "T3") == 0);
+    assert(store_agent_native(st, "echo", "T4") == 0);
+    assert(store_agent_native(st, "demo", "T5") == 0);
+    assert(store_commit(st) == 0);
+    assert(store_agent_get(st, "echo", &a) == 0 && !strcmp(a.kind, "native"));
+    assert(!strcmp(a.created_at, "T3") && !strcmp(a.endpoint, ""));
+    assert(store_agent_endpoint(st, "echo", ep, sizeof ep) == 1);
+    assert(store_agent_get(st, "demo", &a) == 0 && !strcmp(a.kind, "http"));
+    assert(store_begin(st) == 0);
+    assert(store_agent_upsert(st, "echo", "E", "http://127.0.0.1:9", "T6", &created) != 0);
+    store_rollback(st);
+    assert(store_agent_get(st, "echo", &a) == 0 && !strcmp(a.kind, "native"));
     store_destroy(&st);
 }
 

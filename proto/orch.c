@@ -18,7 +18,7 @@ agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *ou
     static const char *const keys[] = {"op",      "session_id", "agent_id", "run_id",
                                        "request_id", "role",    "content",  "if_busy",
                                        "name",    "endpoint",   "after_seq", "limit",
-                                       "follow"};
+                                       "follow",  "before",     "after"};
     mp_reader_t r;
     mp_reader_init(&r, body, len);
     orch_request_t q;
@@ -28,7 +28,7 @@ agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *ou
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = agent_read_key(&r, keys, 13, &seen, &err);
+        int k = agent_read_key(&r, keys, 15, &seen, &err);
         if (k < 0)
             return err;
         switch (k) {
@@ -54,6 +54,8 @@ agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *ou
             if (mp_read_bool(&r, &q.follow))
                 err = agent_err_of(&r);
             break;
+        case 13: err = s_str(&r, &q.before, AGENT_ID_MAX); break;
+        case 14: err = s_str(&r, &q.after, AGENT_ID_MAX); break;
         }
         if (err)
             return err;
@@ -68,42 +70,71 @@ agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *ou
     return AGENT_OK;
 }
 
-agent_err_t orch_decode_reply(const void *body, size_t len, unsigned *status, agent_str_t *json)
+int orch_run_status_valid(const agent_str_t *s)
 {
-    static const char *const keys[] = {"status", "json"};
+    static const char *const names[] = {"queued", "running", "done", "failed", "cancelled"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (s->len == strlen(names[i]) && memcmp(s->ptr, names[i], s->len) == 0)
+            return 1;
+    return 0;
+}
+
+/* The typed run fields both answers may carry: empty is not a value. */
+static agent_err_t s_run_field(mp_reader_t *r, agent_str_t *s, int status)
+{
+    agent_err_t err = s_str(r, s, AGENT_ID_MAX);
+    if (err)
+        return err;
+    if (s->len == 0 || (status && !orch_run_status_valid(s)))
+        return AGENT_E_RANGE;
+    return AGENT_OK;
+}
+
+agent_err_t orch_decode_reply(const void *body, size_t len, orch_reply_t *out)
+{
+    static const char *const keys[] = {"status", "json", "run_id", "run_status", "session_id"};
     mp_reader_t r;
     mp_reader_init(&r, body, len);
     uint32_t n, seen = 0;
     uint64_t st = 0;
-    agent_str_t j = {NULL, 0};
+    orch_reply_t rep;
+    memset(&rep, 0, sizeof rep);
     if (mp_read_map(&r, &n))
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = agent_read_key(&r, keys, 2, &seen, &err);
+        int k = agent_read_key(&r, keys, 5, &seen, &err);
         if (k < 0)
             return err;
-        if (k == 0 && mp_read_uint(&r, &st))
-            return agent_err_of(&r);
-        if (k == 1 && (err = s_str(&r, &j, UINT32_MAX)))
+        switch (k) {
+        case 0:
+            if (mp_read_uint(&r, &st))
+                err = agent_err_of(&r);
+            break;
+        case 1: err = s_str(&r, &rep.json, UINT32_MAX); break;
+        case 2: err = s_run_field(&r, &rep.run_id, 0); break;
+        case 3: err = s_run_field(&r, &rep.run_status, 1); break;
+        case 4: err = s_run_field(&r, &rep.session_id, 0); break;
+        }
+        if (err)
             return err;
     }
-    if (seen != 3)
+    if ((seen & 3) != 3)
         return AGENT_E_MISSING;
     if (st < 100 || st > 599)
         return AGENT_E_RANGE;
     if (mp_left(&r) != 0)
         return AGENT_E_MALFORMED;
-    *status = (unsigned)st;
-    *json = j;
+    rep.status = (unsigned)st;
+    *out = rep;
     return AGENT_OK;
 }
 
 agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out)
 {
-    static const char *const keys[] = {"accepted", "run_id", "session_id", "seq",
-                                       "type",     "terminal", "event"};
-    enum { EVENT_KEYS = 0x7e };
+    static const char *const keys[] = {"accepted", "run_id",   "session_id", "seq",
+                                       "type",     "terminal", "event",      "run_status"};
+    enum { EVENT_KEYS = 0x7e, ACCEPTED_KEYS = 0x87 /* accepted, run_id, session_id, run_status */ };
     mp_reader_t r;
     mp_reader_init(&r, body, len);
     orch_stream_t s;
@@ -113,13 +144,13 @@ agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out)
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = agent_read_key(&r, keys, 7, &seen, &err);
+        int k = agent_read_key(&r, keys, 8, &seen, &err);
         if (k < 0)
             return err;
         switch (k) {
         case 0: err = s_str(&r, &s.json, UINT32_MAX); break;
-        case 1: err = s_str(&r, &s.run_id, AGENT_ID_MAX); break;
-        case 2: err = s_str(&r, &s.session_id, AGENT_ID_MAX); break;
+        case 1: err = s_run_field(&r, &s.run_id, 0); break;
+        case 2: err = s_run_field(&r, &s.session_id, 0); break;
         case 3:
             if (mp_read_uint(&r, &s.seq))
                 err = agent_err_of(&r);
@@ -130,15 +161,20 @@ agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out)
                 err = agent_err_of(&r);
             break;
         case 6: err = s_str(&r, &s.json, UINT32_MAX); break;
+        case 7: err = s_run_field(&r, &s.run_status, 1); break;
         }
         if (err)
             return err;
     }
-    if (seen == 1) {
+    if (seen & 1) {
+        if (seen & ~(uint32_t)ACCEPTED_KEYS)
+            return AGENT_E_KEY; /* an accepted body with event keys */
         s.accepted = 1;
+    } else if (seen & 0x80) {
+        return AGENT_E_KEY; /* run_status belongs to accepted bodies */
     } else if (seen != EVENT_KEYS) {
-        return (seen & 1) ? AGENT_E_KEY : AGENT_E_MISSING;
-    } else if (s.seq == 0 || s.run_id.len == 0) {
+        return AGENT_E_MISSING;
+    } else if (s.seq == 0) {
         return AGENT_E_RANGE;
     }
     if (mp_left(&r) != 0)
@@ -157,18 +193,19 @@ int orch_encode_request(mp_buf_t *b, const orch_request_t *q)
 {
     const agent_str_t *strs[] = {&q->op,      &q->session_id, &q->agent_id, &q->run_id,
                                  &q->request_id, &q->role,    &q->content,  &q->if_busy,
-                                 &q->name,    &q->endpoint};
+                                 &q->name,    &q->endpoint,   &q->before,   &q->after};
     static const char *const names[] = {"op",      "session_id", "agent_id", "run_id",
                                         "request_id", "role",    "content",  "if_busy",
-                                        "name",    "endpoint"};
+                                        "name",    "endpoint",   "before",   "after"};
+    enum { NSTRS = sizeof names / sizeof *names };
     uint32_t n = 0;
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < NSTRS; i++)
         n += strs[i]->len > 0;
     /* content may be empty and still meaningful for invoke */
     int empty_content = q->content.len == 0 && q->role.len > 0;
     n += empty_content + (q->after_seq > 0) + (q->limit > 0) + (q->follow != 0);
     msgpack_pack_map(&b->pk, n);
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < NSTRS; i++)
         s_kv(b, names[i], strs[i]);
     if (empty_content)
         mp_pack_kv_str(b, "content", "", 0);
@@ -187,18 +224,26 @@ int orch_encode_request(mp_buf_t *b, const orch_request_t *q)
     return b->overflow ? -1 : 0;
 }
 
-int orch_encode_reply(mp_buf_t *b, unsigned status, const char *json, size_t len)
+int orch_encode_reply(mp_buf_t *b, const orch_reply_t *r)
 {
-    msgpack_pack_map(&b->pk, 2);
-    mp_pack_kv_int(b, "status", status);
-    mp_pack_kv_str(b, "json", json, len);
+    uint32_t n = 2 + (r->run_id.len > 0) + (r->run_status.len > 0) + (r->session_id.len > 0);
+    msgpack_pack_map(&b->pk, n);
+    mp_pack_kv_int(b, "status", r->status);
+    mp_pack_kv_str(b, "json", r->json.ptr, r->json.len);
+    s_kv(b, "run_id", &r->run_id);
+    s_kv(b, "run_status", &r->run_status);
+    s_kv(b, "session_id", &r->session_id);
     return b->overflow ? -1 : 0;
 }
 
-int orch_encode_accepted(mp_buf_t *b, const char *json, size_t len)
+int orch_encode_accepted(mp_buf_t *b, const orch_stream_t *acc)
 {
-    msgpack_pack_map(&b->pk, 1);
-    mp_pack_kv_str(b, "accepted", json, len);
+    uint32_t n = 1 + (acc->run_id.len > 0) + (acc->run_status.len > 0) + (acc->session_id.len > 0);
+    msgpack_pack_map(&b->pk, n);
+    mp_pack_kv_str(b, "accepted", acc->json.ptr, acc->json.len);
+    s_kv(b, "run_id", &acc->run_id);
+    s_kv(b, "run_status", &acc->run_status);
+    s_kv(b, "session_id", &acc->session_id);
     return b->overflow ? -1 : 0;
 }
 

@@ -2,10 +2,17 @@
  *
  *   request (REQUEST body)  {"op": str, ...arguments}   keys below, all optional
  *                           but op; strings are views into the body
- *   reply   (REPLY body)    {"status": uint, "json": str}
- *   stream  (STREAM body)   {"accepted": str}  or
+ *   reply   (REPLY body)    {"status": uint, "json": str,
+ *                            "run_id": str, "run_status": str, "session_id": str}
+ *                           the last three only in answers about one run
+ *   stream  (STREAM body)   {"accepted": str, "run_id": str, "run_status": str,
+ *                            "session_id": str}   (the last three optional) or
  *                           {"run_id": str, "session_id": str, "seq": uint,
  *                            "type": str, "terminal": bool, "event": str}
+ *
+ * The typed run fields repeat what the JSON says, so a reader (the edge)
+ * never parses the JSON to route an answer. run_status is one of queued,
+ * running, done, failed, cancelled.
  *
  * Decoders are strict (known keys once, right types, bounds, no trailing
  * bytes) and return an agent_err_t (same reasons as agent bodies). */
@@ -18,7 +25,7 @@
 
 typedef struct {
     agent_str_t op;          /* invoke, watch, follow, events, run, messages,
-                                register, agents, cancel, health */
+                                session_runs, register, agents, cancel, health */
     agent_str_t session_id;
     agent_str_t agent_id;
     agent_str_t run_id;
@@ -28,6 +35,8 @@ typedef struct {
     agent_str_t if_busy;     /* "enqueue" or "reject"; len 0 when absent */
     agent_str_t name;
     agent_str_t endpoint;
+    agent_str_t before;      /* paging cursors (messages: message ids, */
+    agent_str_t after;       /* session_runs: a run id); len 0 when absent */
     uint64_t after_seq;      /* 0 when absent */
     uint64_t limit;          /* 0 when absent */
     int follow;              /* 0 when absent */
@@ -36,22 +45,36 @@ typedef struct {
 typedef struct {
     int accepted;            /* 1: an {"accepted"} body; json holds it */
     agent_str_t json;        /* accepted: run JSON; else the event JSON */
-    agent_str_t run_id;
+    agent_str_t run_id;      /* accepted: len 0 when about no run (watch) */
     agent_str_t session_id;
+    agent_str_t run_status;  /* accepted only: the run's status; len 0 if none */
     agent_str_t type;
     uint64_t seq;
     int terminal;
 } orch_stream_t;
 
+typedef struct {
+    unsigned status;         /* HTTP-like, 100..599 */
+    agent_str_t json;        /* the JSON document to show */
+    agent_str_t run_id;      /* the run the answer is about; len 0 if none */
+    agent_str_t run_status;  /* "queued","running","done","failed","cancelled"; len 0 if none */
+    agent_str_t session_id;  /* that run's session; len 0 if none */
+} orch_reply_t;
+
+/* 1 when s names a run status (queued, running, done, failed, cancelled). */
+int orch_run_status_valid(const agent_str_t *s);
+
 agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *out);
-agent_err_t orch_decode_reply(const void *body, size_t len, unsigned *status, agent_str_t *json);
+agent_err_t orch_decode_reply(const void *body, size_t len, orch_reply_t *out);
 agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out);
 
 /* Encoders append to b (reset first). Return 0, or -1 on overflow. Fields of
  * the request with len 0 (and numbers 0, follow 0) are left out. */
 int orch_encode_request(mp_buf_t *b, const orch_request_t *req);
-int orch_encode_reply(mp_buf_t *b, unsigned status, const char *json, size_t len);
-int orch_encode_accepted(mp_buf_t *b, const char *json, size_t len);
+/* Typed fields of len 0 are left out. */
+int orch_encode_reply(mp_buf_t *b, const orch_reply_t *r);
+/* From acc: json, and run_id, session_id, run_status when len > 0. */
+int orch_encode_accepted(mp_buf_t *b, const orch_stream_t *acc);
 int orch_encode_event(mp_buf_t *b, const orch_stream_t *ev);
 
 #endif

@@ -74,7 +74,8 @@ def test_runs_events_replay_and_sse(edge):
     streamed = [e[2] for e in parse_sse(text)]
     status, run, _ = edge.curl("GET", "/v1/runs/" + run_id)
     assert status == 200 and run["status"] == "done" and run["session_id"] == "r1"
-    assert set(run) == {"run_id", "session_id", "agent_id", "status", "created_at", "ended_at"}
+    assert set(run) == {"run_id", "session_id", "agent_id", "status", "created_at", "ended_at",
+                        "parent_run_id", "root_run_id", "depth"}
     status, doc, _ = edge.curl("GET", "/v1/runs/%s/events" % run_id)
     assert status == 200 and doc["run_id"] == run_id and doc["events"] == streamed
     status, doc, _ = edge.curl("GET", "/v1/runs/%s/events?after_seq=2&limit=2" % run_id)

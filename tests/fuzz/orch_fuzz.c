@@ -1,5 +1,6 @@
 /* orch_fuzz: the orchestrator service's body decoders on any bytes; a
- * decoded request re-encodes and decodes to the same fields. */
+ * decoded request, reply or stream body re-encodes and decodes to the same
+ * fields. */
 #include "proto/orch.h"
 
 #include <stdlib.h>
@@ -21,14 +22,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         orch_request_t r;
         if (orch_decode_request(b.data, b.len, &r) != AGENT_OK || !s_same(&r.op, &q.op) ||
             !s_same(&r.session_id, &q.session_id) || !s_same(&r.content, &q.content) ||
+            !s_same(&r.before, &q.before) || !s_same(&r.after, &q.after) ||
             r.after_seq != q.after_seq || r.limit != q.limit || !!r.follow != !!q.follow)
             abort();
         mp_buf_free(&b);
     }
-    unsigned status;
-    agent_str_t json;
-    orch_decode_reply(data, size, &status, &json);
+    orch_reply_t rep;
+    if (orch_decode_reply(data, size, &rep) == AGENT_OK) {
+        mp_buf_t b;
+        mp_buf_init(&b, 1 << 22);
+        orch_reply_t again;
+        if (orch_encode_reply(&b, &rep) != 0 || orch_decode_reply(b.data, b.len, &again) != AGENT_OK ||
+            again.status != rep.status || !s_same(&again.json, &rep.json) ||
+            !s_same(&again.run_id, &rep.run_id) || !s_same(&again.run_status, &rep.run_status) ||
+            !s_same(&again.session_id, &rep.session_id))
+            abort();
+        mp_buf_free(&b);
+    }
     orch_stream_t s;
-    orch_decode_stream(data, size, &s);
+    if (orch_decode_stream(data, size, &s) == AGENT_OK) {
+        mp_buf_t b;
+        mp_buf_init(&b, 1 << 22);
+        int rc = s.accepted ? orch_encode_accepted(&b, &s) : orch_encode_event(&b, &s);
+        orch_stream_t t;
+        if (rc != 0 || orch_decode_stream(b.data, b.len, &t) != AGENT_OK ||
+            t.accepted != s.accepted || !s_same(&t.json, &s.json) ||
+            !s_same(&t.run_id, &s.run_id) || !s_same(&t.run_status, &s.run_status) ||
+            t.seq != s.seq || !!t.terminal != !!s.terminal)
+            abort();
+        mp_buf_free(&b);
+    }
     return 0;
 }

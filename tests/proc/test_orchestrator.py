@@ -443,3 +443,222 @@ def test_sigterm_fails_in_flight_runs_and_exits_cleanly():
         agent.stop = True
     finally:
         s.close()
+
+
+def raw_final(c, rid):
+    """The decoded msgpack body of a request's REPLY (typed fields included)."""
+    kind, body = c.wait_final(rid)[-1]
+    assert kind == REPLY, body
+    return body
+
+
+def test_answers_about_a_run_carry_it_typed():
+    """Every answer about one run names it, its status and its session as
+    msgpack fields, so the edge routes answers without parsing the JSON
+    (issue 11 item 4); the run JSON has SPEC §3's call fields."""
+    s = Stack(echo_workers=0)
+    try:
+        agent = FakeAgent(s.endpoint, "slow", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "slow")
+        first = raw_final(c, invoke(c, "ty1", "slow", "go"))
+        run = json.loads(first["json"])
+        assert first["run_id"] == run["run_id"] and first["run_status"] == "running"
+        assert first["session_id"] == "ty1"
+        assert run["parent_run_id"] is None and run["root_run_id"] is None and run["depth"] == 0
+        f = invoke(c, "ty1", "slow", "later", follow=True)
+        wait_until(lambda: c.accepted(f) or c.pump(5) and False, what="accepted")
+        acc = [b for k, b in c.frames[f] if k == STREAM and "accepted" in b][0]
+        assert acc["run_status"] == "queued" and acc["session_id"] == "ty1"
+        assert acc["run_id"] == json.loads(acc["accepted"])["run_id"]
+        busy = raw_final(c, invoke(c, "ty1", "slow", "no", if_busy="reject"))
+        assert busy["status"] == 409 and busy["run_id"] == run["run_id"]
+        assert busy["run_status"] == "running" and busy["session_id"] == "ty1"
+        got = raw_final(c, c.call("run", run_id=run["run_id"]))
+        assert got["run_id"] == run["run_id"] and got["run_status"] == "running"
+        cancel = raw_final(c, c.call("cancel", run_id=acc["run_id"]))
+        assert cancel["status"] == 202 and cancel["run_id"] == acc["run_id"]
+        assert cancel["run_status"] == "cancelled"
+        final = raw_final(c, f)
+        assert final["run_id"] == acc["run_id"] and final["run_status"] == "cancelled"
+        assert final["session_id"] == "ty1"
+        again = raw_final(c, c.call("cancel", run_id=acc["run_id"]))
+        assert again["status"] == 409 and again["run_status"] == "cancelled"
+        # Answers about no run have none of the fields.
+        unknown = raw_final(c, c.call("run", run_id="run_nope"))
+        assert unknown["status"] == 404 and "run_id" not in unknown and "run_status" not in unknown
+        agent.stop = True
+    finally:
+        s.close()
+
+
+def test_message_ids_are_strings(stack):
+    c = stack.client()
+    stack.wait_agent(c, "echo")
+    status, run = c.reply(invoke(c, "mid1", "echo", "hi there", follow=True))
+    status, doc = c.reply(c.call("messages", session_id="mid1"))
+    ids = [m["message_id"] for m in doc["messages"]]
+    assert len(ids) == 2 and all(isinstance(i, str) and i.isdigit() for i in ids)
+
+
+def test_native_agents_have_a_created_at_and_keep_their_id():
+    """A native agent is recorded when its first worker is seen: its
+    created_at survives its workers leaving and the orchestrator
+    restarting, and its id cannot be registered as an HTTP agent while
+    its workers are away (issue 12 item 5)."""
+    s = Stack(echo_workers=1)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        status, doc = c.reply(c.call("agents"))
+        echo = {a["agent_id"]: a for a in doc["agents"]}["echo"]
+        assert echo["kind"] == "native" and echo["created_at"].endswith("Z")
+        for p in s.echos:
+            s.procs.kill(p)
+        s.procs.kill(s.orch, signal.SIGTERM)
+        s.orch = s.start_orchestrator()
+        c2 = s.client()
+        def listed_without_workers():
+            kind, body = c2.wait_final(c2.call("agents"))[-1]
+            if kind != REPLY:
+                return None
+            by_id = {a["agent_id"]: a for a in json.loads(body["json"])["agents"]}
+            return by_id.get("echo")
+        got = wait_until(listed_without_workers, timeout=15, what="agents listed")
+        assert got["kind"] == "native" and got["workers"] == 0
+        assert got["created_at"] == echo["created_at"]
+        status, doc = c2.reply(c2.call("register", agent_id="echo", name="x",
+                                       endpoint="http://127.0.0.1:9"))
+        assert status == 409 and doc["error"]["code"] == "conflict"
+        db = sqlite3.connect(s.db)
+        assert db.execute("select kind, endpoint from agents where agent_id='echo'").fetchall() == [
+            ("native", "")]
+    finally:
+        s.close()
+
+
+def read_all_events(c, run_id, limit=None):
+    """Every event of a run, page by page; returns (events, pages)."""
+    events, pages, after = [], 0, 0
+    while True:
+        status, doc = c.reply(c.call("events", run_id=run_id, after_seq=after, limit=limit),
+                              timeout=30)
+        assert status == 200, doc
+        pages += 1
+        assert pages < 100
+        events += doc["events"]
+        if doc["events"]:
+            assert doc["next_after_seq"] == doc["events"][-1]["seq"]
+        else:
+            assert doc["next_after_seq"] == after
+        after = doc["next_after_seq"]
+        if not doc["has_more"]:
+            return events, pages
+
+
+def test_a_long_run_reads_back_page_by_page():
+    """6,000 events: a page holds at most `limit` (default 1000) and is cut
+    by bytes so the answer fits a frame (a 10,000 read of it was once over
+    the frame limit and dropped: the edge answered 503); has_more and
+    next_after_seq walk it whole. follow replays one page only."""
+    s = Stack(echo_workers=1)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        words = " ".join("w%d" % i for i in range(6000))
+        status, run = c.reply(invoke(c, "long1", "echo", words, follow=True), timeout=60)
+        assert run["status"] == "done"
+        events, pages = read_all_events(c, run["run_id"])
+        assert pages == 7 and len(events) == 6005
+        check_run_events(events, run["run_id"])
+        status, first = c.reply(c.call("events", run_id=run["run_id"]))
+        assert len(first["events"]) == 1000 and first["has_more"] and first["next_after_seq"] == 1000
+        status, big = c.reply(c.call("events", run_id=run["run_id"], limit=10000), timeout=30)
+        assert status == 200 and big["has_more"] and 1000 < len(big["events"]) < 6005
+        assert len(c.wait_final(c.call("events", run_id=run["run_id"], limit=10000))[-1][1]["json"]) < 1 << 20
+        bigger, pages = read_all_events(c, run["run_id"], limit=10000)
+        assert bigger == events and pages >= 2
+        status, last = c.reply(c.call("events", run_id=run["run_id"], after_seq=6005))
+        assert last["events"] == [] and not last["has_more"] and last["next_after_seq"] == 6005
+        f = c.call("follow", run_id=run["run_id"])
+        status, again = c.reply(f, timeout=30)
+        assert again["status"] == "done"
+        assert c.events(f) == events[:1000]
+    finally:
+        s.close()
+
+
+def test_one_huge_message_leaves_reads_working():
+    """One 600,000-character word: its events and its session's messages
+    read back (each page holds what fits; has_more says more is there)."""
+    s = Stack(echo_workers=1)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        word = "x" * 600000
+        status, run = c.reply(invoke(c, "huge1", "echo", word, follow=True), timeout=60)
+        assert run["status"] == "done", run
+        events, pages = read_all_events(c, run["run_id"])
+        check_run_events(events, run["run_id"])
+        assert pages >= 3
+        assert [e["payload"]["delta"] for e in events if e["type"] == "agent_stream_delta"] == [word]
+        status, doc = c.reply(c.call("messages", session_id="huge1"), timeout=30)
+        assert status == 200 and doc["has_more"] and len(doc["messages"]) == 1
+        newest = doc["messages"][0]
+        assert newest["role"] == "assistant" and newest["content"] == word
+        status, older = c.reply(c.call("messages", session_id="huge1", before=newest["message_id"]))
+        assert [m["role"] for m in older["messages"]] == ["user"] and not older["has_more"]
+        assert older["messages"][0]["content"] == word
+        # An input whose event cannot fit a page is refused, nothing stored.
+        status, doc = c.reply(invoke(c, "huge2", "echo", "\x01" * 180000), timeout=30)
+        assert status == 413 and doc["error"]["code"] == "too_large"
+        status, doc = c.reply(c.call("session_runs", session_id="huge2"))
+        assert doc["runs"] == []
+    finally:
+        s.close()
+
+
+def test_messages_and_session_runs_page(stack):
+    c = stack.client()
+    stack.wait_agent(c, "echo")
+    runs = []
+    for i in range(5):
+        status, run = c.reply(invoke(c, "pg1", "echo", "m%d" % i, follow=True))
+        runs.append(run)
+    # Without a cursor: the last `limit` messages, oldest first.
+    status, doc = c.reply(c.call("messages", session_id="pg1", limit=3))
+    assert [m["content"] for m in doc["messages"]] == ["m3", "m4", "m4"] and doc["has_more"]
+    status, back = c.reply(c.call("messages", session_id="pg1", limit=3,
+                                  before=doc["messages"][0]["message_id"]))
+    assert [m["content"] for m in back["messages"]] == ["m2", "m2", "m3"] and back["has_more"]
+    status, rest = c.reply(c.call("messages", session_id="pg1", limit=3,
+                                  before=back["messages"][0]["message_id"]))
+    assert [m["content"] for m in rest["messages"]] == ["m0", "m1", "m1"] and rest["has_more"]
+    status, first = c.reply(c.call("messages", session_id="pg1", limit=3,
+                                   before=rest["messages"][0]["message_id"]))
+    assert [(m["role"], m["content"]) for m in first["messages"]] == [("user", "m0")]
+    assert not first["has_more"]
+    status, fwd = c.reply(c.call("messages", session_id="pg1", limit=4,
+                                 after=rest["messages"][-1]["message_id"]))
+    assert [m["content"] for m in fwd["messages"]] == ["m2", "m2", "m3", "m3"] and fwd["has_more"]
+    status, end = c.reply(c.call("messages", session_id="pg1",
+                                 after=fwd["messages"][-1]["message_id"]))
+    assert [m["content"] for m in end["messages"]] == ["m4", "m4"] and not end["has_more"]
+    status, doc = c.reply(c.call("messages", session_id="pg1"))
+    assert len(doc["messages"]) == 10 and not doc["has_more"]
+    for bad in ({"before": "x1"}, {"after": "-3"}, {"before": "1", "after": "2"}):
+        status, doc = c.reply(c.call("messages", session_id="pg1", **bad))
+        assert status == 400 and doc["error"]["code"] == "bad_request", bad
+    # session_runs: newest first, paged by before.
+    status, doc = c.reply(c.call("session_runs", session_id="pg1", limit=2))
+    assert [r["run_id"] for r in doc["runs"]] == [runs[4]["run_id"], runs[3]["run_id"]]
+    assert doc["has_more"] and doc["runs"][0] == runs[4]
+    status, more = c.reply(c.call("session_runs", session_id="pg1", limit=2,
+                                  before=doc["runs"][-1]["run_id"]))
+    assert [r["run_id"] for r in more["runs"]] == [runs[2]["run_id"], runs[1]["run_id"]]
+    status, last = c.reply(c.call("session_runs", session_id="pg1",
+                                  before=more["runs"][-1]["run_id"]))
+    assert [r["run_id"] for r in last["runs"]] == [runs[0]["run_id"]] and not last["has_more"]
+    status, none = c.reply(c.call("session_runs", session_id="never"))
+    assert status == 200 and none == {"session_id": "never", "runs": [], "has_more": False}
