@@ -50,6 +50,7 @@ typedef struct {
     const char *content_type;
     char run_id_hdr[129];    /* X-Run-Id */
     int sse;                 /* an event stream: lasts as long as its run */
+    int head_only;           /* HEAD: the head of the answer, no body */
     int headers_sent;
     int finish;              /* the last byte is queued */
 } http_txn_t;

@@ -199,6 +199,8 @@ static int s_http_writeable(edge_t *self, conn_t *c)
         t->headers_sent = 1;
         if (t->sse) /* a stream lasts as long as its run: no idle timeout */
             lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+        if (t->head_only) /* the body is not sent (RFC 9110 §9.3.2) */
+            outq_clear(&c->q);
         lws_callback_on_writable(wsi);
         return 0;
     }

@@ -8,6 +8,7 @@
 #include "http.h"
 
 #include "routes.h"
+#include "proto/id.h"
 #include "sessions.h"
 #include "common/log.h"
 
@@ -116,6 +117,23 @@ static int s_num_arg(hub_t *h, conn_t *c, const char *name, uint64_t min, uint64
     return -1;
 }
 
+/* An optional id argument (a paging cursor) into out; -1 (400 sent) when
+ * present and not an id. */
+static int s_id_arg(hub_t *h, conn_t *c, const char *name, char *out, size_t cap,
+                    agent_str_t *view)
+{
+    if (!s_arg(c->http.query, name, out, cap))
+        return 0;
+    if (!id_valid(out, strlen(out))) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "%s must be an id", name);
+        s_error(h, c, 400, "bad_request", msg);
+        return -1;
+    }
+    *view = S_STR(out);
+    return 0;
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 static void s_metrics(hub_t *h, conn_t *c)
@@ -163,6 +181,7 @@ static void s_dispatch(hub_t *h, conn_t *c)
     pending_kind_t kind = P_HTTP;
     orch_request_t q = {0};
     uint64_t v;
+    char before[ID_MAX + 2], after[ID_MAX + 2];
     switch ((route_id_t)t->route) {
     case ROUTE_HEALTH:
         if (!io_linked(h->io)) {
@@ -206,13 +225,20 @@ static void s_dispatch(hub_t *h, conn_t *c)
     case ROUTE_MESSAGES:
         q.op = S_STR("messages");
         q.session_id = S_STR(t->arg);
-        if (s_num_arg(h, c, "limit", 1, 1000, &q.limit) != 0)
+        if (s_num_arg(h, c, "limit", 1, 1000, &q.limit) != 0 ||
+            s_id_arg(h, c, "before", before, sizeof before, &q.before) != 0 ||
+            s_id_arg(h, c, "after", after, sizeof after, &q.after) != 0)
             return;
+        if (q.before.len && q.after.len) {
+            s_error(h, c, 400, "bad_request", "before and after cannot both be given");
+            return;
+        }
         break;
     case ROUTE_SESSION_RUNS:
         q.op = S_STR("session_runs");
         q.session_id = S_STR(t->arg);
-        if (s_num_arg(h, c, "limit", 1, 1000, &q.limit) != 0)
+        if (s_num_arg(h, c, "limit", 1, 1000, &q.limit) != 0 ||
+            s_id_arg(h, c, "before", before, sizeof before, &q.before) != 0)
             return;
         break;
     case ROUTE_RUN_EVENTS:
@@ -288,8 +314,12 @@ void http_begin(hub_t *h, conn_t *c, const http_head_t *hd)
      * a chunked body or a POST/PUT/PATCH without one, "everything". */
     int body_expected = hd->chunked || hd->content_length > 0;
     t->body_done = !body_expected;
-    if (!hd->chunked && hd->content_length < 0 && !get)
+    /* lws reads "everything" as the body of a POST, PUT or PATCH without a
+     * length (RFC 9112 says none): such a connection ends after its answer. */
+    if (!hd->chunked && hd->content_length < 0 &&
+        (post || !strcmp(hd->method, "PUT") || !strcmp(hd->method, "PATCH")))
         t->close_after = 1;
+    t->head_only = !strcmp(hd->method, "HEAD");
     t->state = body_expected ? HTTP_BODY : HTTP_WAIT;
 
     if (hd->content_length == -2 || hd->bad_te || (hd->chunked && hd->content_length >= 0)) {
