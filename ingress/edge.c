@@ -32,6 +32,7 @@
 #include "outq.h"
 #include "routes.h"
 #include "seqtrack.h"
+#include "ui.h"
 #include "wsmsg.h"
 
 #include <czmq.h>
@@ -65,6 +66,7 @@ typedef struct conn_t {
     int status;
     char run_id_hdr[129];
     int finish;              /* the last chunk is queued */
+    ui_asset_t ui;           /* ROUTE_UI: the page file being served */
     /* WebSocket */
     int hello;
     session_t *session;
@@ -813,6 +815,12 @@ static void s_dispatch(conn_t *c)
     case ROUTE_METRICS:
         s_metrics(c);
         return;
+    case ROUTE_UI:
+        if (ui_find(c->route.arg, &c->ui) != 0)
+            s_http_error(c, 404, "not_found", "no such file of the page");
+        else
+            s_http_respond(c, 200, (const char *)c->ui.data, c->ui.len);
+        return;
     case ROUTE_SEND:
         s_send_to_session(c);
         return;
@@ -895,11 +903,12 @@ static int s_http_writeable(conn_t *c)
     if (!c->responding)
         return 0;
     if (!c->headers_sent) {
-        unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
+        unsigned char hdr[LWS_PRE + 2048], *start = hdr + LWS_PRE, *p = start,
                                           *end = hdr + sizeof hdr - 1;
         const char *type = c->sse ? "text/event-stream"
                            : c->route.id == ROUTE_METRICS ? "text/plain; version=0.0.4"
-                                                          : "application/json";
+                           : c->ui.content_type ? c->ui.content_type
+                                                : "application/json";
         lws_filepos_t clen = c->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)c->q.bytes;
         if (lws_add_http_common_headers(wsi, (unsigned)c->status, type, clen, &p, end))
             return -1;
@@ -911,6 +920,11 @@ static int s_http_writeable(conn_t *c)
         if (c->sse && lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                                   (const unsigned char *)"no-cache", 8, &p, end))
             return -1;
+        for (size_t i = 0; i < c->ui.nheaders; i++)
+            if (lws_add_http_header_by_name(wsi, (const unsigned char *)c->ui.headers[i].name,
+                                            (const unsigned char *)c->ui.headers[i].value,
+                                            (int)strlen(c->ui.headers[i].value), &p, end))
+                return -1;
         if (lws_finalize_write_http_header(wsi, start, &p, end))
             return -1;
         c->headers_sent = 1;
@@ -1118,7 +1132,8 @@ static int s_handle(struct lws *wsi, enum lws_callback_reasons reason, void *use
             s_http_error(c, e.status, e.code, e.message);
             return 0;
         }
-        if (c->route.id != ROUTE_HEALTH && !s_authorized(wsi)) {
+        /* The page is public (it holds no data): it asks for the key itself. */
+        if (c->route.id != ROUTE_HEALTH && c->route.id != ROUTE_UI && !s_authorized(wsi)) {
             s_http_error(c, 401, "unauthorized", "Authorization: Bearer <key> is required");
             return 0;
         }

@@ -18,6 +18,7 @@ typedef enum {
     ROUTE_MESSAGES,
     ROUTE_SEND,
     ROUTE_METRICS,
+    ROUTE_UI,          /* GET /ui and /ui/<file>: the browser page (ui.h); arg: the path */
 } route_id_t;
 
 typedef struct {
