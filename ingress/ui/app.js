@@ -68,6 +68,7 @@
     retryTimer: 0,
     askingKey: false,
     selected: "",         /* run shown in the timeline */
+    pinned: false,        /* the user picked it; else the newest run is followed */
     tl: [],               /* its events, seq order */
     replayTimer: 0,
     dirty: new Set(),     /* turns to redraw */
@@ -336,6 +337,8 @@
     S.dirty.add(runId);
     S.listDirty = true;
     save();
+    if (!S.pinned)
+      selectRun(runId);
   }
 
   /* ---- events ------------------------------------------------------------------ */
@@ -524,7 +527,10 @@
         li.dataset.parentRunId = r.parent_run_id;
       const row = el("div", "run-item" + (r.run_id === S.selected ? " selected" : ""));
       row.append(el("span", "agent", r.agent_id || "?"), badge(r.status), el("code", "", r.run_id));
-      row.addEventListener("click", () => selectRun(r.run_id));
+      row.addEventListener("click", () => {
+        S.pinned = true;
+        selectRun(r.run_id);
+      });
       li.append(row);
       const kids = (children.get(r.run_id) || []).sort((a, b) => a.t - b.t);
       if (kids.length && depth < 16) {
