@@ -218,6 +218,7 @@
     S.ws = ws;
     S.helloOk = false;
     S.wsGen++;
+    ws.key = S.apiKey;
     ws.onopen = () => {
       const hello = { type: "hello", session_id: session };
       if (S.apiKey)
@@ -240,6 +241,10 @@
       S.helloOk = false;
       if (e.code === 4401) {
         setWs("closed", "unauthorized");
+        if (S.apiKey && S.apiKey !== ws.key) {
+          connect(); /* a key was given meanwhile */
+          return;
+        }
         askKey();
         return; /* the key form reconnects */
       }
@@ -359,9 +364,10 @@
     }
     r.lastSeq = ev.seq;
     apply(r, ev);
-    if (S.selected === r.run_id && !S.replayTimer && (!S.tl.length || S.tl[S.tl.length - 1].seq < ev.seq)) {
+    if (S.selected === r.run_id && (!S.tl.length || S.tl[S.tl.length - 1].seq < ev.seq)) {
       S.tl.push(ev);
-      renderTimeline();
+      if (!S.replayTimer) /* a replay draws it when it gets there */
+        renderTimeline();
     }
     S.dirty.add(r.run_id);
     save();
@@ -744,6 +750,8 @@
     }
     if (isTerminal(o.status) && !isTerminal(r.status) && r.final)
       r.status = o.status; /* the whole answer is here already */
+    else if ((o.status === "queued" || o.status === "running") && !isTerminal(r.status))
+      r.status = o.status; /* unfinished: the resume brings the rest */
     S.dirty.add(r.run_id);
     S.listDirty = true;
     return r;
@@ -814,7 +822,7 @@
     }
     if (S.ws && S.helloOk)
       resumeUnfinished();
-    else
+    else if (!S.askingKey) /* else the key form starts again */
       connect();
   }
 

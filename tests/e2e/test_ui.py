@@ -386,3 +386,61 @@ def test_call_tree_nested(stack, browser):
     assert [t["run_id"] for t in b.turns()] == [P]
     assert b.turns()[0]["status"] == "done" and b.turns()[0]["user"] == "plan a trip"
     b.shot("calltree")
+
+
+def test_reconnect_with_backoff_and_health():
+    """The edge killed mid-run: the page shows the socket closed and retries
+    with a growing delay; the edge back, it reconnects, the run's answer
+    arrives once and whole, and a message typed meanwhile is sent. A down
+    orchestrator shows in the health part of the status."""
+    e = Edge()
+    b = None
+    try:
+        e.procs.start("map-echo", "--broker", e.broker_ep, "--agent", "lazy",
+                      "--delay-ms", LAZY_DELAY_MS, "--heartbeat-ms", 250)
+        wait_until(lambda: "lazy" in {a["agent_id"] for a in
+                   e.curl("GET", "/v1/agents")[1].get("agents", [])}, timeout=15,
+                   what="the lazy agent")
+        b = Browser()
+        open_page(b, e, "ui-reconnect", "lazy")
+        wait_until(lambda: b.find("connection-status").text.endswith("health ok"), timeout=10,
+                   what="health ok")
+        text = words(30, "k")
+        send(b, text)
+        b.wait_turn(lambda t: t["status"] == "running" and len(t["answer"].split()) >= 2,
+                    "the run to stream")
+        b.js("""window.__ws = []; new MutationObserver(() => window.__ws.push(
+                  document.getElementById('ws-state').textContent))
+                .observe(document.getElementById('ws-state'), {childList: true, characterData: true, subtree: true});""")
+        e.procs.kill(e.ingress)
+        retries = lambda: [float(s.split("retry in ")[1].split()[0]) for s in b.js("return window.__ws")
+                           if "retry in" in s]
+        wait_until(lambda: len(retries()) >= 3, timeout=20, what="three retries")
+        assert b.find("connection-status").get_attribute("data-ws") in ("closed", "connecting")
+        r = retries()
+        assert r == sorted(r) and r[0] < r[-1], r  # the delay grows
+        wait_until(lambda: "unreachable" in b.find("connection-status").text, timeout=15,
+                   what="the health part to show the edge unreachable")
+        send(b, "typed while offline")
+        e.ingress = e.procs.start("map-ingress", "--broker", e.broker_ep, "--http-addr", e.http,
+                                  "--heartbeat-ms", 250)
+        wait_until(lambda: b.find("connection-status").get_attribute("data-ws") == "open",
+                   timeout=20, what="the page to reconnect")
+        ts = wait_until(lambda: (lambda ts: ts if len(ts) == 2 and all(t["status"] == "done" for t in ts)
+                                 else None)(b.turns()), timeout=30, what="both runs to finish")
+        assert [t["answer"] for t in ts] == [text, "typed while offline"]
+        status, msgs, _ = e.curl("GET", "/v1/sessions/ui-reconnect/messages")
+        assert [m["content"] for m in msgs["messages"]] == [text, text, "typed while offline",
+                                                            "typed while offline"]
+        e.procs.kill(e.orch)
+        wait_until(lambda: "orchestrator" in b.find("connection-status").text, timeout=20,
+                   what="the status to name the orchestrator")
+        assert b.find("connection-status").get_attribute("data-health") == "down"
+        b.shot("health")
+        e.orch = e.start_orchestrator()
+        wait_until(lambda: b.find("connection-status").text.endswith("health ok"), timeout=20,
+                   what="health ok again")
+    finally:
+        if b:
+            b.quit()
+        e.close()
