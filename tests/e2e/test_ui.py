@@ -200,6 +200,16 @@ def test_send_and_see_whole_answer(stack, browser):
     wait_until(lambda: [x["answer"] for x in b.turns()] == [text, "second one"], timeout=15,
                what="the history to be shown")
     assert b.errors() == []
+    # New session: another id in the URL, an empty chat, the agent kept.
+    agent = b.find("agent-select").get_attribute("value")
+    b.find("new-session").click()
+    wait_until(lambda: "session=ui-send" not in b.d.current_url and "session=s_" in b.d.current_url,
+               timeout=10, what="a new session in the URL")
+    wait_until(lambda: b.find("connection-status").get_attribute("data-ws") == "open", timeout=15,
+               what="the new session's socket")
+    wait_until(lambda: b.find("agent-select").get_attribute("value") == agent, timeout=10,
+               what="the agent kept")
+    assert b.turns() == []
 
 
 def test_stop_running_run(stack, browser):
