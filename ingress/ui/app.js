@@ -20,8 +20,9 @@
  *            are sent again (same request_id: the edge starts nothing new)
  *            after a reconnect or a reload.
  *
- * Everything the page keeps is bounded: MAX_RUNS runs per session in
- * storage, MAX_PAGES pages of events per timeline, a capped backoff. */
+ * Bounds: at most MAX_RUNS runs per session in storage (the oldest finished
+ * ones go first), MAX_PAGES pages of events per timeline, 100 messages of
+ * history, a capped backoff. */
 "use strict";
 
 (function () {

@@ -218,14 +218,20 @@ def test_stop_running_run(stack, browser):
     send(b, words(60, "w"))
     running = b.wait_turn(lambda t: t["status"] == "running" and t["answer"].startswith("w0 w1"),
                           "the run to stream")
+    # A second message waits its turn: the session runs one at a time.
+    send(b, "after that")
+    queued = b.wait_turn(lambda t: t["status"] == "queued" and t["run_id"].startswith("run_"),
+                         "the second run to be queued")
     stop = b.find("stop-button")
     assert stop.get_attribute("disabled") is None
     stop.click()
-    t = b.wait_turn(lambda t: t["status"] == "cancelled", "the run to be cancelled")
-    assert t["run_id"] == running["run_id"]
-    assert not t["answer"].endswith("w59")
-    status, run, _ = stack.curl("GET", "/v1/runs/" + t["run_id"])
-    assert run["status"] == "cancelled"
+    ts = wait_until(lambda: (lambda ts: ts if [t["status"] for t in ts] == ["cancelled", "cancelled"]
+                             else None)(b.turns()), timeout=15, what="both runs to be cancelled")
+    assert [t["run_id"] for t in ts] == [running["run_id"], queued["run_id"]]
+    assert not ts[0]["answer"].endswith("w59") and ts[1]["answer"] == ""
+    for t in ts:
+        status, run, _ = stack.curl("GET", "/v1/runs/" + t["run_id"])
+        assert run["status"] == "cancelled"
     wait_until(lambda: b.find("stop-button").get_attribute("disabled") is not None, timeout=5,
                what="Stop to be disabled")
     b.shot("stop")
