@@ -460,3 +460,33 @@ def test_reconnect_with_backoff_and_health():
         if b:
             b.quit()
         e.close()
+
+
+def test_second_tab_joins_running_run(stack, browser):
+    """Another browser (no sessionStorage of its own) opened on the session
+    mid-run: the run's live events reach it, it fetches what came before by
+    resume, and shows the answer once and whole."""
+    b = browser
+    open_page(b, stack, "ui-tab", "lazy")
+    text = words(40, "j")  # 6 s: the second browser starts well within it
+    send(b, text)
+    first = b.wait_turn(lambda t: t["status"] == "running" and len(t["answer"].split()) >= 3,
+                        "the run to stream in the first tab")
+    other = Browser()
+    try:
+        open_page(other, stack, "ui-tab")
+        seen = []
+
+        def done():
+            ts = other.turns()
+            seen.append([(t["run_id"], t["answer"], t["status"]) for t in ts])
+            return ts if ts and ts[0]["status"] == "done" else None
+        ts = wait_until(done, timeout=30, step=0.05, what="the second tab to show the whole answer")
+        assert [(t["run_id"], t["answer"], t["user"]) for t in ts] == [(first["run_id"], text, text)]
+        for turns in seen:
+            assert len(turns) <= 1 and all(text.startswith(a) for _, a, _ in turns), turns
+        assert any(st == "running" for turns in seen for _, _, st in turns), "joined after the end"
+        other.shot("second-tab")
+    finally:
+        other.quit()
+    b.wait_turn(lambda t: t["status"] == "done" and t["answer"] == text, "the first tab's answer")
