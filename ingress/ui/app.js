@@ -74,6 +74,7 @@
     replayTimer: 0,
     dirty: new Set(),     /* turns to redraw */
     listDirty: false,
+    tlDirty: false,       /* the timeline has new events to draw */
     flushQueued: false,
   };
 
@@ -368,7 +369,7 @@
     if (S.selected === r.run_id && (!S.tl.length || S.tl[S.tl.length - 1].seq < ev.seq)) {
       S.tl.push(ev);
       if (!S.replayTimer) /* a replay draws it when it gets there */
-        renderTimeline();
+        S.tlDirty = true;
     }
     S.dirty.add(r.run_id);
     save();
@@ -441,6 +442,10 @@
     if (S.listDirty) {
       S.listDirty = false;
       renderRunList();
+    }
+    if (S.tlDirty && !S.replayTimer) {
+      S.tlDirty = false;
+      renderTimeline();
     }
     updateStop();
   }
