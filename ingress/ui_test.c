@@ -86,6 +86,8 @@ int main(void)
     s_check_served("/ui/index.html", "index.html", "text/html; charset=utf-8");
     s_check_served("/ui/app.js", "app.js", "text/javascript; charset=utf-8");
     s_check_served("/ui/app.css", "app.css", "text/css; charset=utf-8");
+    s_check_served("/ui/runs.js", "runs.js", "text/javascript; charset=utf-8");
+    s_check_served("/ui/view.js", "view.js", "text/javascript; charset=utf-8");
 
     /* Nothing else: no traversal, no prefix tricks, no directories. */
     const char *refused[] = {"/",          "/uix",          "/ui//app.js", "/ui/../ui/app.js",
