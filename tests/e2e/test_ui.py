@@ -490,3 +490,91 @@ def test_second_tab_joins_running_run(stack, browser):
     finally:
         other.quit()
     b.wait_turn(lambda t: t["status"] == "done" and t["answer"] == text, "the first tab's answer")
+
+
+RUNS_JS_CHECKS = r"""
+const done = arguments[arguments.length - 1];
+import("/ui/runs.js").then((m) => {
+  const out = [];
+  const check = (name, cond) => out.push([name, !!cond]);
+  const ev = (run, seq, type, payload, extra) =>
+    Object.assign({run_id: run, seq: seq, type: type, payload: payload || {},
+                   created_at: "2026-12-02T00:00:00." + String(seq).padStart(3, "0") + "Z"}, extra || {});
+  let runs = new m.Runs();
+  check("first event applied", runs.offer(ev("a", 1, "run_started", {agent_id: "echo"})).verdict === "applied");
+  check("running", runs.get("a").status === "running" && runs.get("a").agent_id === "echo");
+  check("duplicate dropped", runs.offer(ev("a", 1, "run_started")).verdict === "dup");
+  check("gap reported", runs.offer(ev("a", 3, "agent_stream_delta", {delta: "x"})).verdict === "gap");
+  check("gap not applied", runs.get("a").lastSeq === 1 && runs.get("a").text === "");
+  runs.offer(ev("a", 2, "agent_stream_delta", {delta: "hel"}));
+  runs.offer(ev("a", 3, "agent_stream_delta", {delta: "lo"}));
+  check("deltas in order", runs.get("a").text === "hello");
+  runs.offer(ev("a", 4, "agent_invoke_done", {output: {role: "assistant", content: "hello!"}}));
+  check("output is the whole answer", runs.get("a").text === "hello!" && runs.get("a").final);
+  runs.offer(ev("a", 5, "agent_stream_delta", {delta: "late"}));
+  check("no delta after the output", runs.get("a").text === "hello!");
+  runs.offer(ev("a", 6, "run_done"));
+  check("done", runs.get("a").status === "done" && runs.active().length === 0);
+
+  runs.offer(ev("b", 1, "run_started"));
+  runs.offer(ev("b", 2, "run_failed", {error: {code: "agent_timeout", message: "silent"}}));
+  check("failed with its error", runs.get("b").status === "failed" && runs.get("b").error.code === "agent_timeout");
+  runs.offer(ev("c", 1, "run_started"));
+  check("active", runs.active().map((r) => r.run_id).join() === "c");
+  runs.offer(ev("c", 2, "run_cancelled"));
+  check("cancelled", runs.get("c").status === "cancelled" && runs.unfinished().length === 0);
+
+  runs = new m.Runs();
+  runs.mergeMessage({run_id: "h", role: "user", content: "q", created_at: "2026-12-02T00:00:00.000Z"});
+  runs.mergeMessage({run_id: "h", role: "assistant", content: "answer", created_at: "2026-12-02T00:00:00.001Z"});
+  check("history: input and answer", runs.get("h").input === "q" && runs.get("h").text === "answer"
+        && runs.get("h").status === "done" && runs.unfinished().length === 0);
+  runs.mergeRunObject({run_id: "q1", status: "running", agent_id: "echo", created_at: "2026-12-02T00:00:01.000Z"});
+  check("a running run object is resumable", runs.unfinished().map((r) => r.run_id).join() === "q1");
+
+  runs = new m.Runs();
+  runs.offer(ev("p", 1, "run_started"));
+  runs.offer(ev("p", 2, "agent_call_started", {call_id: "c1", child_run_id: "k1", agent_id: "echo", depth: 1}));
+  runs.offer(ev("k2", 1, "run_started", {}, {parent_run_id: "p", depth: 1}));
+  runs.offer(ev("g", 1, "run_started", {}, {parent_run_id: "k1", depth: 2}));
+  runs.ensure("req:x", {});
+  const t = runs.tree();
+  check("tree roots", t.roots.map((r) => r.run_id).join() === "p");
+  check("tree children", (t.children.get("p") || []).map((r) => r.run_id).sort().join() === "k1,k2");
+  check("tree grandchild", (t.children.get("k1") || []).map((r) => r.run_id).join() === "g");
+  check("children are not client runs", runs.active().map((r) => r.run_id).join() === "p");
+  check("placeholders are not runs", !runs.unfinished().some((r) => r.run_id === "req:x"));
+
+  runs = new m.Runs();
+  for (let i = 0; i < 10; i++) {
+    const id = "r" + i;
+    runs.offer(ev(id, 1, "run_started", {}, {created_at: "2026-12-02T00:00:0" + i + ".000Z"}));
+    if (i !== 2)
+      runs.offer(ev(id, 2, "run_done", {}, {created_at: "2026-12-02T00:00:0" + i + ".500Z"}));
+  }
+  const kept = runs.dump(4);
+  check("dump keeps the bound", Object.keys(kept).length === 4);
+  check("dump keeps unfinished runs", "r2" in kept && "r9" in kept && !("r0" in kept));
+  const back = new m.Runs();
+  back.restore(JSON.parse(JSON.stringify(kept)));
+  check("restore", back.get("r2").lastSeq === 1 && back.get("r2").status === "running");
+
+  const rows = m.foldTimeline([ev("z", 1, "run_started"), ev("z", 2, "agent_stream_delta", {delta: "a"}),
+                               ev("z", 3, "agent_stream_delta", {delta: "b"}), ev("z", 4, "run_done")]);
+  check("fold", rows.length === 3 && rows[1].count === 2 && rows[1].seq === "2–3" && rows[1].payload === '×2 "ab"');
+  done(out);
+}).catch((e) => done([["import", false, String(e)]]));
+"""
+
+
+def test_runs_module_rules(stack, browser):
+    """runs.js (the page's state, no DOM) checked in the browser itself:
+    the seq rule, the whole answer, statuses, history, the call tree, the
+    storage bound, delta folding."""
+    b = browser
+    b.d.get(stack.url("/ui?session=ui-unit"))
+    b.d.set_script_timeout(10)
+    results = b.d.execute_async_script(RUNS_JS_CHECKS)
+    failed = [r for r in results if not r[1]]
+    assert results and not failed, failed
+    assert len(results) == RUNS_JS_CHECKS.count("check(\"")  # every check ran
