@@ -57,6 +57,12 @@ class Browser:
             self._stop_service()
             raise
         self.d.set_page_load_timeout(20)
+        # Every frame the page sends on a WebSocket, kept in window.__sent.
+        self.d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+            window.__sent = [];
+            const send = WebSocket.prototype.send;
+            WebSocket.prototype.send = function (data) { window.__sent.push(String(data));
+                                                         return send.call(this, data); };"""})
 
     def _stop_service(self):
         p = getattr(self.service, "process", None)
@@ -89,6 +95,10 @@ class Browser:
     def wait_turn(self, cond, what, timeout=20):
         return wait_until(lambda: next((t for t in self.turns() if cond(t)), None),
                           timeout=timeout, step=0.05, what=what)
+
+    def sent(self):
+        """The JSON messages the page sent on its WebSockets (this page load)."""
+        return [json.loads(x) for x in self.js("return window.__sent || []")]
 
     def shot(self, name):
         os.makedirs(SHOTS, exist_ok=True)
@@ -194,6 +204,12 @@ def test_send_and_see_whole_answer(stack, browser):
     b.wait_turn(lambda t: t["answer"] == "second one" and t["status"] == "done", "the second answer")
     assert [x["answer"] for x in b.turns()] == [text, "second one"]
     assert b.find("stop-button").get_attribute("disabled") is not None
+    sent = b.sent()
+    assert sent[0] == {"type": "hello", "session_id": "ui-send"}
+    invokes = [m for m in sent if m["type"] == "agent_invoke"]
+    assert [m["input_message"]["content"] for m in invokes] == [text, "second one"]
+    assert all(m["agent_id"] == "echo" and m["request_id"] for m in invokes)
+    assert invokes[0]["request_id"] != invokes[1]["request_id"]  # one request_id per send
     b.shot("send")
     # History: a fresh page on the same session shows both, once each.
     b.d.get(stack.url("/ui?session=ui-send"))
@@ -250,6 +266,11 @@ def test_reload_mid_run_answer_once_and_whole(stack, browser):
     # The bubble comes back at once with what was seen, then keeps streaming.
     mid = b.wait_turn(lambda t: t["run_id"] == first["run_id"], "the run's bubble after reload", 5)
     assert text.startswith(mid["answer"]) and len(mid["answer"]) >= len(first["answer"])
+    # It resumed from the last seq it had seen (3 events, then one per word), not from 0.
+    resumes = wait_until(lambda: [m for m in b.sent() if m["type"] == "resume"], timeout=10,
+                         what="a resume after the reload")
+    assert resumes[0]["run_id"] == first["run_id"]
+    assert resumes[0]["after_seq"] >= 3 + len(first["answer"].split()), resumes
     seen = []
     def done():
         ts = b.turns()
@@ -341,6 +362,7 @@ def test_api_key_asked_once():
         wait_until(lambda: b.find("agent-select").get_attribute("value") == "echo", timeout=10,
                    what="the agents with the key")
         assert not form.is_displayed()
+        assert {"type": "hello", "session_id": "ui-key", "api_key": "ui-secret"} in b.sent()
         send(b, "with a key")
         t = b.wait_turn(lambda t: t["status"] == "done", "the answer with a key")
         assert t["answer"] == "with a key"
