@@ -51,6 +51,8 @@ typedef struct {
     char run_id_hdr[129];    /* X-Run-Id */
     int sse;                 /* an event stream: lasts as long as its run */
     int head_only;           /* HEAD: the head of the answer, no body */
+    const struct ui_header_t *extra; /* more headers to send (the page's CSP...) */
+    size_t nextra;
     int headers_sent;
     int finish;              /* the last byte is queued */
 } http_txn_t;

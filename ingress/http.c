@@ -8,6 +8,7 @@
 #include "http.h"
 
 #include "routes.h"
+#include "ui.h"
 #include "proto/id.h"
 #include "sessions.h"
 #include "common/log.h"
@@ -195,6 +196,17 @@ static void s_dispatch(hub_t *h, conn_t *c)
     case ROUTE_METRICS:
         s_metrics(h, c);
         return;
+    case ROUTE_UI: {
+        ui_asset_t a;
+        if (ui_find(t->arg, &a) != 0) {
+            s_error(h, c, 404, "not_found", "no such file of the page");
+            return;
+        }
+        t->extra = a.headers;
+        t->nextra = a.nheaders;
+        s_respond_type(h, c, 200, a.content_type, (const char *)a.data, a.len);
+        return;
+    }
     case ROUTE_SEND:
         s_send_to_session(h, c);
         return;
@@ -346,7 +358,10 @@ void http_begin(hub_t *h, conn_t *c, const http_head_t *hd)
     }
     t->route = r.id;
     snprintf(t->arg, sizeof t->arg, "%s", r.arg);
-    if (r.id != ROUTE_HEALTH && !policy_bearer_ok(&h->policy, hd->authorization)) {
+    /* The page holds no data and asks for the key itself (a browser sends
+     * no Authorization header when it opens a page). */
+    if (r.id != ROUTE_HEALTH && r.id != ROUTE_UI &&
+        !policy_bearer_ok(&h->policy, hd->authorization)) {
         s_error(h, c, 401, "unauthorized", "Authorization: Bearer <key> is required");
         return;
     }

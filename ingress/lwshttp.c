@@ -2,6 +2,8 @@
  * present but unusable: a bad Origin or Host is refused, not skipped. */
 #include "lwshttp.h"
 
+#include "ui.h"
+
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,7 +107,7 @@ static int s_header(struct lws *wsi, const char *name, const char *value, unsign
 
 int lwshttp_headers(struct lws *wsi, const http_txn_t *t, size_t clen)
 {
-    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start,
+    unsigned char hdr[LWS_PRE + 2048], *start = hdr + LWS_PRE, *p = start,
                                       *end = hdr + sizeof hdr - 1;
     lws_filepos_t len = t->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)clen;
     if (lws_add_http_common_headers(wsi, (unsigned)t->status,
@@ -118,6 +120,9 @@ int lwshttp_headers(struct lws *wsi, const http_txn_t *t, size_t clen)
         return -1;
     if ((t->close_after || t->sse) && s_header(wsi, "connection:", "close", &p, end))
         return -1;
+    for (size_t i = 0; i < t->nextra; i++)
+        if (s_header(wsi, t->extra[i].name, t->extra[i].value, &p, end))
+            return -1;
     return lws_finalize_write_http_header(wsi, start, &p, end) ? -1 : 0;
 }
 

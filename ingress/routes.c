@@ -69,6 +69,15 @@ int routes_match(const char *method, const char *path, route_t *out, route_err_t
         {"GET", "/v1/runs/", "", ROUTE_RUN},
     };
     memset(out, 0, sizeof *out);
+    if (!strcmp(path, "/ui") || !strncmp(path, "/ui/", 4)) {
+        if (strcmp(method, "GET") != 0)
+            return s_err(e, 405, "method_not_allowed", "%s is not allowed on %.200s", method, path);
+        if (strlen(path) >= sizeof out->arg)
+            return s_err(e, 404, "not_found", "no such path: %.200s", path);
+        out->id = ROUTE_UI;
+        snprintf(out->arg, sizeof out->arg, "%s", path);
+        return 0;
+    }
     int path_known = 0;
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) {
         if (strcmp(path, fixed[i].path) != 0)

@@ -19,6 +19,7 @@ typedef enum {
     ROUTE_SEND,
     ROUTE_METRICS,
     ROUTE_SESSION_RUNS,
+    ROUTE_UI,          /* GET /ui and /ui/<file>: the browser page (ui.h); arg: the path */
 } route_id_t;
 
 typedef struct {

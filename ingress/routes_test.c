@@ -28,6 +28,10 @@ int main(void)
     assert(routes_match("POST", "/v1/runs/run_1/cancel", &r, &e) == 0 && r.id == ROUTE_RUN_CANCEL);
     assert(routes_match("GET", "/v1/sessions/s1/messages", &r, &e) == 0 && !strcmp(r.arg, "s1"));
     assert(routes_match("GET", "/nope", &r, &e) == -1 && e.status == 404);
+    assert(routes_match("GET", "/ui", &r, &e) == 0 && r.id == ROUTE_UI && !strcmp(r.arg, "/ui"));
+    assert(routes_match("GET", "/ui/app.js", &r, &e) == 0 && r.id == ROUTE_UI && !strcmp(r.arg, "/ui/app.js"));
+    assert(routes_match("POST", "/ui", &r, &e) == -1 && e.status == 405);
+    assert(routes_match("GET", "/uix", &r, &e) == -1 && e.status == 404);
     assert(routes_match("GET", "/internal/invoke", &r, &e) == -1 && e.status == 405);
     assert(routes_match("DELETE", "/v1/runs/run_1", &r, &e) == -1 && e.status == 405);
     assert(routes_match("GET", "/v1/runs/a/b/events", &r, &e) == -1 && e.status == 404);

@@ -11,6 +11,7 @@ packages=(
     sqlite3 curl supervisor systemd procps
     python3 python3-pytest python3-zmq python3-msgpack python3-websockets
     python3-fastapi python3-uvicorn python3-httpx
+    chromium chromium-driver python3-selenium
 )
 
 missing=()
