@@ -30,6 +30,7 @@
 #include "proto/agent.h"
 #include "proto/frame.h"
 #include "proto/orch.h"
+#include "retention.h"
 #include "runfsm.h"
 #include "store.h"
 
@@ -98,6 +99,7 @@ typedef struct {
 struct engine_t {
     engine_config_t cfg;
     store_t *store;
+    retention_t *retention;    /* MAP_RETENTION: prunes old ended runs per tick */
     worker_t *worker;
     zhashx_t *runs;            /* run_id → run_t (queued/running) */
     zhashx_t *sessions;        /* session_id → session_t */
@@ -1305,8 +1307,10 @@ static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t l
     } else if (S_OP("cancel")) {
         s_op_cancel(self, id, &q);
     } else if (S_OP("health")) {
-        const char *ok = "{\"status\":\"ok\",\"store\":\"ok\"}";
-        s_out_reply(self, id, 200, ok, strlen(ok));
+        char ok[256], pruned[192];
+        retention_json(self->retention, pruned, sizeof pruned);
+        int n = snprintf(ok, sizeof ok, "{\"status\":\"ok\",\"store\":\"ok\",%s}", pruned);
+        s_out_reply(self, id, 200, ok, (size_t)n);
     } else {
         s_out_error(self, id, 400, "bad_request", "unknown op '%.*s'", (int)q.op.len, q.op.ptr);
     }
@@ -1407,6 +1411,7 @@ static void s_tick(engine_t *self, int64_t now)
     zlistx_destroy(&keys);
     if (now >= self->next_services && worker_linked(self->worker))
         s_request_services(self);
+    retention_step(self->retention, clock_wall_ms());
 }
 
 static void s_fail_all(engine_t *self, const char *message)
@@ -1508,6 +1513,12 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
         mem_free(self);
         return NULL;
     }
+    self->retention = retention_new(self->store, cfg->retention_ms, RETENTION_BATCH_ROWS, err, errlen);
+    if (!self->retention) {
+        store_destroy(&self->store);
+        mem_free(self);
+        return NULL;
+    }
     worker_handlers_t h = {.on_request = s_on_request,
                            .on_cancel = s_on_cancel,
                            .on_stream = s_on_stream,
@@ -1521,6 +1532,7 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
                           .body_max = S_BODY_MAX};
     self->worker = worker_new(&wc, &h, self, err, errlen);
     if (!self->worker) {
+        retention_destroy(&self->retention);
         store_destroy(&self->store);
         mem_free(self);
         return NULL;
@@ -1582,6 +1594,7 @@ void engine_destroy(engine_t **self_p)
     hmap_destroy(&self->follow_reqs);
     hmap_destroy(&self->watch_reqs);
     worker_destroy(&self->worker);
+    retention_destroy(&self->retention);
     store_destroy(&self->store);
     sbuf_free(&self->outbuf);
     sbuf_free(&self->json);
