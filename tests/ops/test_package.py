@@ -12,6 +12,7 @@ root has no shell to chroot the maintainer scripts into
 then). For verify, the root gets what the package depends on for units:
 systemd's own units (a copy of this host's) and python3 for the demo agent."""
 import glob
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import tempfile
 
 import pytest
 
+from mapclient import REPLY, Orch, Procs, free_port, wait_until
 from test_install import PROGRAMS, SHARE, UNITS, VERIFY, exec_starts
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -151,6 +153,9 @@ def test_dpkg_install_into_a_root(deb):
         from test_install import verify
         r = verify(unit_dir, root=root)
         assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+        # The packaged programs serve: broker, orchestrator and an echo
+        # worker from the root, one run through them.
+        serve_one_run(os.path.join(root, "usr/bin"))
         # Removal takes every file of the package away.
         run(dpkg + ["--force-depends", "--force-script-chrootless", "-r", "map"])
         for p in PROGRAMS:
@@ -159,3 +164,36 @@ def test_dpkg_install_into_a_root(deb):
             assert not os.path.exists(os.path.join(unit_dir, u)), u
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def serve_one_run(bindir):
+    procs = Procs()
+    try:
+        ep = "tcp://127.0.0.1:%d" % free_port()
+        tap = "tcp://127.0.0.1:%d" % free_port()
+        db = os.path.join(procs.dir, "map.db")
+        procs.start_argv([os.path.join(bindir, "map-broker"), "--endpoint", ep, "--tap", tap,
+                          "--heartbeat-ms", 200])
+        procs.start_argv([os.path.join(bindir, "map-orchestrator"), "--broker", ep, "--db", db,
+                          "--heartbeat-ms", 200, "--retention", "30d"])
+        procs.start_argv([os.path.join(bindir, "map-echo"), "--broker", ep, "--heartbeat-ms", 200])
+        c = Orch(ep)
+
+        def echo_ready():
+            kind, body = c.wait_final(c.call("agents"))[-1]
+            return kind == REPLY and any(a["agent_id"] == "echo" and a["workers"] >= 1
+                                         for a in json.loads(body["json"])["agents"])
+        wait_until(echo_ready, timeout=20, step=0.1, what="the packaged echo worker")
+        rid = c.call("invoke", session_id="pkg", agent_id="echo", role="user",
+                     content="from the package", follow=True)
+        status, run = c.reply(rid)
+        assert status == 200 and run["status"] == "done", run
+        events = c.events(rid)
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["type"] == "run_done"
+        c.peer.close()
+        r = subprocess.run([os.path.join(bindir, "map-admin"), "check", "--db", db],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "is ok" in r.stdout, r.stderr
+    finally:
+        procs.stop_all()
