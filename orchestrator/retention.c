@@ -18,6 +18,8 @@
  *     second when the store is within its limit. A failed step logs one line
  *     and waits RETENTION_ERROR_MS (a full disk would otherwise log ten lines a
  *     second).
+ *   - One info line (retention.pruned) a minute at most, with what went
+ *     since the last one: a backlog drains in thousands of steps.
  *   - Counts are totals since start; store_prune's savepoint sits inside the
  *     engine's turn transaction when one is open, so if that turn's commit
  *     fails the batch is undone and counted once more when it is pruned again
@@ -33,6 +35,7 @@
 #include <string.h>
 
 #define S_KEEP_MAX_MS (100ll * 365 * 24 * 3600 * 1000) /* 100 years */
+#define S_LOG_EVERY_MS 60000 /* one retention.pruned line a minute at most */
 
 struct retention_t {
     store_t *store;            /* borrowed */
@@ -40,6 +43,8 @@ struct retention_t {
     size_t batch_rows;
     int64_t next_ms;           /* wall ms: no step before this */
     retention_counts_t counts;
+    int64_t logged_ms;         /* wall ms of the last retention.pruned line */
+    retention_counts_t logged; /* counts at that line */
 };
 
 int retention_parse(const char *text, int64_t *keep_ms, char *err, size_t errlen)
@@ -121,8 +126,16 @@ long retention_step(retention_t *self, int64_t now_wall_ms)
     self->counts.messages += p.messages;
     self->counts.sessions += p.sessions;
     self->counts.steps++;
-    LOGD("retention.pruned", "before=%s runs=%" PRIu64 " events=%" PRIu64 " messages=%" PRIu64
-         " sessions=%" PRIu64, before, p.runs, p.events, p.messages, p.sessions);
+    if (now_wall_ms - self->logged_ms >= S_LOG_EVERY_MS) {
+        LOGI("retention.pruned", "before=%s runs=%" PRIu64 " events=%" PRIu64 " messages=%" PRIu64
+             " sessions=%" PRIu64 " since_ms=%" PRId64, before,
+             self->counts.runs - self->logged.runs, self->counts.events - self->logged.events,
+             self->counts.messages - self->logged.messages,
+             self->counts.sessions - self->logged.sessions,
+             self->logged_ms ? now_wall_ms - self->logged_ms : 0);
+        self->logged_ms = now_wall_ms;
+        self->logged = self->counts;
+    }
     return (long)rows;
 }
 
