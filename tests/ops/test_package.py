@@ -197,3 +197,22 @@ def serve_one_run(bindir):
         assert r.returncode == 0 and "is ok" in r.stdout, r.stderr
     finally:
         procs.stop_all()
+
+
+def test_a_package_of_a_sanitizer_or_debug_build_is_refused():
+    """cpack in this build (the ASan Debug one under ./scripts/test.sh) stops
+    with one sentence instead of packaging sanitizer binaries."""
+    with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+        cache = dict(re.findall(r"^(CMAKE_BUILD_TYPE|SANITIZE|FUZZ):\w+=(.*)$", f.read(), re.M))
+    if cache.get("CMAKE_BUILD_TYPE") == "Release" and cache.get("SANITIZE") != "ON" and \
+            cache.get("FUZZ") != "ON":
+        pytest.skip("this build is a Release build: it may be packaged")
+    out = tempfile.mkdtemp(prefix="map-deb-refused-")
+    try:
+        r = subprocess.run(["cpack", "-G", "DEB", "-B", out], cwd=BUILD, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode != 0, r.stdout
+        assert "packages come from a Release build without SANITIZE or FUZZ" in r.stderr, r.stderr
+        assert not glob.glob(os.path.join(out, "*.deb"))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
