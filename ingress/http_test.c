@@ -218,7 +218,7 @@ int main(void)
     http_done(&H, c);
     h = s_head("DELETE", "/v1/agents");
     http_begin(&H, c, &h);
-    CHECK(c->http.status == 405 && c->http.close_after);
+    CHECK(c->http.status == 405 && !c->http.close_after); /* lws expects no body of a DELETE */
     http_done(&H, c);
     char err[128];
     CHECK(policy_init(&H.policy, "", "127.0.0.1", "k3y", 0, err, sizeof err) == 0);

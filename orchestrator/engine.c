@@ -36,6 +36,7 @@
 #include "proto/id.h"
 #include "proto/orch.h"
 #include "outbox.h"
+#include "retention.h"
 #include "runfsm.h"
 #include "store.h"
 
@@ -118,6 +119,7 @@ struct session_t {
 struct engine_t {
     engine_config_t cfg;
     store_t *store;
+    retention_t *retention;    /* MAP_RETENTION: prunes old ended runs per tick */
     worker_t *worker;
     zhashx_t *runs;            /* run_id → run_t (queued/running) */
     zhashx_t *sessions;        /* session_id → session_t */
@@ -1569,8 +1571,10 @@ static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t l
     } else if (S_OP("cancel")) {
         s_op_cancel(self, id, &q);
     } else if (S_OP("health")) {
-        const char *ok = "{\"status\":\"ok\",\"store\":\"ok\"}";
-        s_out_reply(self, id, 200, ok, strlen(ok));
+        char ok[256], pruned[192];
+        retention_json(self->retention, pruned, sizeof pruned);
+        int n = snprintf(ok, sizeof ok, "{\"status\":\"ok\",\"store\":\"ok\",%s}", pruned);
+        s_out_reply(self, id, 200, ok, (size_t)n);
     } else {
         s_out_error(self, id, 400, "bad_request", "unknown op '%.*s'", (int)q.op.len, q.op.ptr);
     }
@@ -1674,6 +1678,7 @@ static void s_tick(engine_t *self, int64_t now)
     zlistx_destroy(&keys);
     if (now >= self->next_services && worker_linked(self->worker))
         s_request_services(self);
+    retention_step(self->retention, clock_wall_ms());
 }
 
 static void s_fail_all(engine_t *self, const char *message)
@@ -1778,6 +1783,12 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
         mem_free(self);
         return NULL;
     }
+    self->retention = retention_new(self->store, cfg->retention_ms, RETENTION_BATCH_ROWS, err, errlen);
+    if (!self->retention) {
+        store_destroy(&self->store);
+        mem_free(self);
+        return NULL;
+    }
     worker_handlers_t h = {.on_request = s_on_request,
                            .on_cancel = s_on_cancel,
                            .on_stream = s_on_stream,
@@ -1791,6 +1802,7 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
                           .body_max = S_BODY_MAX};
     self->worker = worker_new(&wc, &h, self, err, errlen);
     if (!self->worker) {
+        retention_destroy(&self->retention);
         store_destroy(&self->store);
         mem_free(self);
         return NULL;
@@ -1855,6 +1867,7 @@ void engine_destroy(engine_t **self_p)
     hmap_destroy(&self->follow_reqs);
     hmap_destroy(&self->watch_reqs);
     worker_destroy(&self->worker);
+    retention_destroy(&self->retention);
     store_destroy(&self->store);
     outbox_destroy(&self->out);
     hmap_destroy(&self->refused);

@@ -9,6 +9,7 @@
 #ifndef MAP_ENGINE_H
 #define MAP_ENGINE_H
 #include <signal.h>
+#include <stdint.h>
 
 typedef struct engine_t engine_t;
 
@@ -21,6 +22,7 @@ typedef struct {
     long history_max;          /* messages of history sent with an invoke */
     long drain_ms;             /* on stop: time given to running runs */
     long runs_max;             /* runs in memory (queued + running) */
+    int64_t retention_ms;      /* ended runs older than this are pruned; 0: keep all */
 } engine_config_t;
 
 /* Opens the store (recovering runs a crash left unfinished) and connects.

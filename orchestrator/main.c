@@ -1,5 +1,6 @@
 /* map-orchestrator: parses flags, opens the engine, runs it. */
 #include "engine.h"
+#include "retention.h"
 
 #include "common/flags.h"
 #include "common/log.h"
@@ -15,6 +16,7 @@ int main(int argc, char **argv)
     const char *db = "./data/map.db";
     const char *durability = "normal";
     const char *level = "info";
+    const char *retention = "";
     long agent_timeout_ms = 30000, heartbeat_ms = 1000, history_max = 200, drain_ms = 2000;
     long runs_max = 100000;
     int log_json = 0;
@@ -31,6 +33,8 @@ int main(int argc, char **argv)
         {"drain-ms", "MAP_DRAIN_MS", FLAG_INT, &drain_ms, 0, 600000,
          "on SIGTERM, time given to running runs before they fail"},
         {"runs-max", "MAP_RUNS_MAX", FLAG_INT, &runs_max, 1, 10000000, "runs in progress at once"},
+        {"retention", "MAP_RETENTION", FLAG_STR, &retention, 0, 0,
+         "prune ended runs (events, messages) older than this: 30d, 12h, 90m; empty keeps all"},
         {"log-level", "MAP_LOG_LEVEL", FLAG_STR, &level, 0, 0, "debug, info, warn or error"},
         {"log-json", "MAP_LOG_JSON", FLAG_BOOL, &log_json, 0, 0, "log JSON lines"},
     };
@@ -45,6 +49,10 @@ int main(int argc, char **argv)
         snprintf(err, sizeof err, "--log-level must be debug, info, warn or error"), rc = -1;
     if (rc == 0 && strcmp(durability, "normal") != 0 && strcmp(durability, "full") != 0)
         snprintf(err, sizeof err, "--durability must be normal or full"), rc = -1;
+    int64_t retention_ms = 0;
+    char why[300];
+    if (rc == 0 && retention_parse(retention, &retention_ms, why, sizeof why) != 0)
+        snprintf(err, sizeof err, "--retention (MAP_RETENTION): %s", why), rc = -1;
     if (rc < 0) {
         fprintf(stderr, "map-orchestrator: %s\n", err);
         return 2;
@@ -59,14 +67,15 @@ int main(int argc, char **argv)
                            .heartbeat_ms = heartbeat_ms,
                            .history_max = history_max,
                            .drain_ms = drain_ms,
-                           .runs_max = runs_max};
+                           .runs_max = runs_max,
+                           .retention_ms = retention_ms};
     engine_t *engine = engine_new(&cfg, err, sizeof err);
     if (!engine) {
         fprintf(stderr, "map-orchestrator: %s\n", err);
         return 1;
     }
-    LOGI("orchestrator.start", "broker=%s db=%s durability=%s agent_timeout_ms=%ld", broker, db,
-         durability, agent_timeout_ms);
+    LOGI("orchestrator.start", "broker=%s db=%s durability=%s agent_timeout_ms=%ld retention=%s",
+         broker, db, durability, agent_timeout_ms, *retention ? retention : "all");
     rc = engine_run(engine, &sig_stop);
     engine_destroy(&engine);
     LOGI("orchestrator.stop", "clean=%d", rc == 0);

@@ -137,4 +137,34 @@ int store_runs_unfinished(store_t *self,
 /* The highest event id written so far (0 when none). */
 int store_last_event_id(store_t *self, int64_t *event_id);
 
+/* ---- retention (orchestrator/retention.c) ----------------------------------
+ * Pruning deletes ended runs with their events, their messages and, once it
+ * has no run left, their session. */
+
+/* Rows one store_prune call deleted. */
+typedef struct {
+    uint64_t runs;
+    uint64_t events;
+    uint64_t messages;
+    uint64_t sessions;
+} store_pruned_t;
+
+/* Creates, if missing, the two indexes pruning reads: ended runs by end time
+ * (a partial index: queued and running runs are not in it) and messages by
+ * run. Blocking: on a large database made without them, building them reads
+ * the whole runs and messages tables once. The schema version is unchanged
+ * (indexes only; a database without them is as valid). */
+int store_prune_prepare(store_t *self);
+
+/* Deletes about max_rows rows (> 0) of the runs that ended (done, failed,
+ * cancelled) with ended_at < before (RFC 3339, as the store writes it),
+ * oldest end first. A run's events go lowest seq first; its messages, its
+ * row and its session (when no other run is left in it) go with its last
+ * events, so a run larger than max_rows is spread over several calls (it is
+ * found again: it is still the oldest) and a run whose row is gone has no
+ * event left. A queued or running run is never touched. All in one savepoint:
+ * inside the caller's transaction if one is open, its own otherwise; on
+ * failure nothing of the call is deleted. OUT out: what went (zeroed first). */
+int store_prune(store_t *self, const char *before, size_t max_rows, store_pruned_t *out);
+
 #endif

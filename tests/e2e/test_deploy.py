@@ -1,8 +1,8 @@
 """Operations: the real supervisord with deploy/supervisord.conf on free
 ports; each component SIGKILLed in turn while runs stream; supervisord
 restarts it, service resumes, and every run in the store ends with exactly
-one terminal event after a gapless log. The systemd units pass
-`systemd-analyze verify`."""
+one terminal event after a gapless log. (The systemd units are generated at
+install: tests/ops/test_install.py verifies the installed ones.)"""
 import json
 import os
 import shutil
@@ -119,19 +119,3 @@ def test_supervisor_restarts_every_component_and_nothing_is_lost():
         terminal = [r[1] for r in rows if r[1] in ("run_done", "run_failed", "run_cancelled")]
         assert terminal == [rows[-1][1]] and status in ("done", "failed", "cancelled"), (run_id, rows)
     shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def test_systemd_units_verify():
-    d = tempfile.mkdtemp(prefix="map-units-")
-    for f in os.listdir(os.path.join(ROOT, "deploy", "systemd")):
-        with open(os.path.join(ROOT, "deploy", "systemd", f)) as src:
-            text = src.read().replace("/usr/local/bin/", os.path.join(BUILD, "bin") + "/")
-            text = text.replace("/usr/local/share/map/", ROOT + "/")
-        with open(os.path.join(d, f), "w") as dst:
-            dst.write(text)
-    units = ["map-broker.service", "map-orchestrator.service", "map-ingress.service",
-             "map-bridge.service", "map-demo.service", "map-echo@1.service", "map.target"]
-    r = subprocess.run(["systemd-analyze", "verify", "--man=no"] + units, cwd=d,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "not executable" not in r.stderr, r.stderr
-    shutil.rmtree(d, ignore_errors=True)
