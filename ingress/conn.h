@@ -76,6 +76,7 @@ typedef struct conn_t {
     char ended[CONN_ENDED_MAX][129]; /* ring: runs it saw end (late copies dropped) */
     unsigned ended_next;
     int drain_wait;          /* runs were not sent for lack of room: fill when drained */
+    int need_empty;          /* ... and the next event is larger than the room */
     sbuf_t frag;             /* message being reassembled */
     int frag_too_large;
 } conn_t;

@@ -126,6 +126,7 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
     switch (p->kind) {
     case P_HTTP:
     case P_HEALTH:
+    case P_METRICS:
         http_on_reply(&self->hub, p, &r);
         break;
     case P_WATCH:
@@ -151,6 +152,7 @@ static void s_on_error(worker_t *w, uint64_t req, const char *code, const char *
     switch (p->kind) {
     case P_HTTP:
     case P_HEALTH:
+    case P_METRICS:
         http_on_error(&self->hub, p, code, message);
         break;
     case P_WATCH:

@@ -137,14 +137,14 @@ static int s_id_arg(hub_t *h, conn_t *c, const char *name, char *out, size_t cap
 
 /* ---- dispatch ------------------------------------------------------------ */
 
-static void s_metrics(hub_t *h, conn_t *c)
+static void s_metrics(hub_t *h, conn_t *c, const metrics_orch_t *o)
 {
     sbuf_t t;
     sbuf_init(&t, 1 << 16);
     metrics_gauges_t g = {.http_conns = h->http_conns, .ws_conns = h->ws_conns,
                           .sessions = sessions_count(h->sessions),
                           .pending = pending_count(h->pending), .broker_up = io_linked(h->io)};
-    metrics_render(&h->m, &g, &t);
+    metrics_render(&h->m, &g, o, &t);
     s_respond_type(h, c, 200, "text/plain; version=0.0.4", t.data, t.len);
     sbuf_free(&t);
 }
@@ -193,9 +193,11 @@ static void s_dispatch(hub_t *h, conn_t *c)
         kind = P_HEALTH;
         timeout = 1000;
         break;
-    case ROUTE_METRICS:
-        s_metrics(h, c);
-        return;
+    case ROUTE_METRICS: /* with the orchestrator's counts, from its health */
+        q.op = S_STR("health");
+        kind = P_METRICS;
+        timeout = 1000;
+        break;
     case ROUTE_UI: {
         ui_asset_t a;
         if (ui_find(t->arg, &a) != 0) {
@@ -285,7 +287,9 @@ static void s_dispatch(hub_t *h, conn_t *c)
         return;
     }
     if (!hub_request(h, c, kind, mp, timeout)) {
-        if (kind == P_HEALTH)
+        if (kind == P_METRICS)
+            s_metrics(h, c, NULL);
+        else if (kind == P_HEALTH)
             s_health_down(h, c, 1);
         else
             s_error(h, c, 503, "unavailable", "the broker cannot be reached");
@@ -474,6 +478,13 @@ void http_on_reply(hub_t *h, pending_t *p, const hub_reply_t *r)
     http_txn_t *t = &c->http;
     if (t->state != HTTP_WAIT && !(t->state == HTTP_RESPOND && t->sse))
         return;
+    if (p->kind == P_METRICS) {
+        metrics_orch_t o = {0};
+        if (r->status != 200 || metrics_orch_parse(r->json, r->json_len, &o) != 0)
+            o.orch_up = 0;
+        s_metrics(h, c, &o);
+        return;
+    }
     if (p->kind == P_HEALTH) {
         const char *ok = "{\"status\":\"ok\",\"components\":{\"broker\":\"ok\",\"orchestrator\":\"ok\"}}";
         if (r->status == 200)
@@ -497,7 +508,9 @@ void http_on_error(hub_t *h, pending_t *p, const char *code, const char *message
     if (t->state != HTTP_WAIT && !(t->state == HTTP_RESPOND && t->sse))
         return;
     LOGD("orch.error", "conn=%llu code=%s", (unsigned long long)c->id, code);
-    if (p->kind == P_HEALTH) {
+    if (p->kind == P_METRICS) {
+        s_metrics(h, c, NULL);
+    } else if (p->kind == P_HEALTH) {
         /* unknown_service or silence: the orchestrator; a lost link: the broker. */
         s_health_down(h, c, !strcmp(code, "broker_lost") || !io_linked(h->io));
     } else if (t->sse) {

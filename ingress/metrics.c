@@ -1,7 +1,25 @@
 /* metrics: see metrics.h. One table of counters, so a new one is one line. */
 #include "metrics.h"
 
-void metrics_render(const metrics_t *m, const metrics_gauges_t *g, sbuf_t *t)
+#include <jansson.h>
+
+int metrics_orch_parse(const char *json, size_t len, metrics_orch_t *o)
+{
+    json_t *doc = json_loadb(json, len, 0, NULL);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return -1;
+    }
+    o->orch_up = 1;
+    o->pruned_runs = (uint64_t)json_integer_value(json_object_get(doc, "pruned_runs"));
+    o->pruned_events = (uint64_t)json_integer_value(json_object_get(doc, "pruned_events"));
+    o->pruned_messages = (uint64_t)json_integer_value(json_object_get(doc, "pruned_messages"));
+    json_decref(doc);
+    return 0;
+}
+
+void metrics_render(const metrics_t *m, const metrics_gauges_t *g, const metrics_orch_t *o,
+                    sbuf_t *t)
 {
     sbuf_catf(t, "# HELP map_ingress_connections Open connections by kind.\n"
                  "# TYPE map_ingress_connections gauge\n"
@@ -31,4 +49,14 @@ void metrics_render(const metrics_t *m, const metrics_gauges_t *g, sbuf_t *t)
         sbuf_catf(t, "# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].name,
                   (unsigned long long)counters[i].value);
     sbuf_catf(t, "# TYPE map_ingress_broker_up gauge\nmap_ingress_broker_up %d\n", g->broker_up);
+    sbuf_catf(t, "# TYPE map_orchestrator_up gauge\nmap_orchestrator_up %d\n", o && o->orch_up);
+    if (!o || !o->orch_up)
+        return;
+    sbuf_catf(t, "# HELP map_orchestrator_pruned_total Rows retention deleted since the orchestrator started.\n"
+                 "# TYPE map_orchestrator_pruned_total counter\n"
+                 "map_orchestrator_pruned_total{table=\"runs\"} %llu\n"
+                 "map_orchestrator_pruned_total{table=\"events\"} %llu\n"
+                 "map_orchestrator_pruned_total{table=\"messages\"} %llu\n",
+              (unsigned long long)o->pruned_runs, (unsigned long long)o->pruned_events,
+              (unsigned long long)o->pruned_messages);
 }

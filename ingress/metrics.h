@@ -11,13 +11,22 @@ typedef struct {
 } metrics_t;
 
 typedef struct {
+    int orch_up;                  /* the orchestrator answered: its counts below */
+    uint64_t pruned_runs, pruned_events, pruned_messages; /* retention, since it started */
+} metrics_orch_t;
+
+typedef struct {
     int64_t http_conns, ws_conns; /* open now */
     size_t sessions;
     size_t pending;               /* requests to the orchestrator in flight */
     int broker_up;
 } metrics_gauges_t;
 
-/* Appends the whole exposition to out (its maximum must hold ~4 KiB). */
-void metrics_render(const metrics_t *m, const metrics_gauges_t *g, sbuf_t *out);
+/* Appends the whole exposition to out (its maximum must hold ~4 KiB); o
+ * NULL or not up: the orchestrator's lines are left out. */
+void metrics_render(const metrics_t *m, const metrics_gauges_t *g, const metrics_orch_t *o,
+                    sbuf_t *out);
+/* The orchestrator's counts from its health JSON. 0, or -1 when unreadable. */
+int metrics_orch_parse(const char *json, size_t len, metrics_orch_t *o);
 
 #endif

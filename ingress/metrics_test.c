@@ -13,7 +13,12 @@ int main(void)
                           .broker_up = 1};
     sbuf_t t;
     sbuf_init(&t, 1 << 16);
-    metrics_render(&m, &g, &t);
+    metrics_orch_t o;
+    const char *health = "{\"status\":\"ok\",\"pruned_runs\":11,\"pruned_events\":220,"
+                         "\"pruned_messages\":22}";
+    CHECK(metrics_orch_parse(health, strlen(health), &o) == 0);
+    CHECK(metrics_orch_parse("nope", 4, &o) == -1);
+    metrics_render(&m, &g, &o, &t);
     const char *s = sbuf_cstr(&t);
     CHECK(!t.overflow);
     CHECK(strstr(s, "# TYPE map_ingress_http_requests_total counter\nmap_ingress_http_requests_total 7\n"));
@@ -24,6 +29,10 @@ int main(void)
     CHECK(strstr(s, "map_ingress_sessions 6\n"));
     CHECK(strstr(s, "map_ingress_orchestrator_pending 9\n"));
     CHECK(strstr(s, "map_ingress_broker_up 1\n"));
+    CHECK(strstr(s, "map_orchestrator_up 1\n"));
+    CHECK(strstr(s, "map_orchestrator_pruned_total{table=\"runs\"} 11\n"));
+    CHECK(strstr(s, "map_orchestrator_pruned_total{table=\"events\"} 220\n"));
+    CHECK(strstr(s, "map_orchestrator_pruned_total{table=\"messages\"} 22\n"));
     /* Every sample line is "name[{labels}] value". */
     for (const char *line = s; *line;) {
         const char *end = strchr(line, '\n');
@@ -34,6 +43,10 @@ int main(void)
         }
         line = end + 1;
     }
+    /* The orchestrator away: its lines are left out, up says 0. */
+    sbuf_reset(&t);
+    metrics_render(&m, &g, NULL, &t);
+    CHECK(strstr(sbuf_cstr(&t), "map_orchestrator_up 0\n") && !strstr(t.data, "pruned"));
     sbuf_free(&t);
     printf("metrics_test: ok\n");
     return 0;

@@ -12,7 +12,7 @@ void outq_init(outq_t *q, size_t max, size_t headroom)
 
 int outq_push(outq_t *q, const void *data, size_t len)
 {
-    if (len > q->max - q->bytes || q->bytes > q->max)
+    if (q->count && (len > q->max - q->bytes || q->bytes > q->max))
         return -1;
     outq_msg_t *m = mem_alloc(sizeof *m + q->headroom + len);
     m->len = len;

@@ -18,6 +18,7 @@ typedef struct pending_t pending_t;
 typedef enum {
     P_HTTP = 1,     /* an HTTP request: its answer is the response */
     P_HEALTH,       /* /health's probe */
+    P_METRICS,      /* /metrics: the orchestrator's counts (its health) */
     P_WS_INVOKE,
     P_WS_RESUME,
     P_WS_CANCEL_RUN, /* a WebSocket cancel: first the run (is it this session's?) */

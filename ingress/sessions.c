@@ -168,7 +168,7 @@ static int s_behind(const hub_t *h, const conn_t *c, size_t more)
 
 static int s_drained(const hub_t *h, const conn_t *c)
 {
-    return c->q.bytes <= (size_t)h->cfg.max_outq / 8;
+    return c->need_empty ? c->q.bytes == 0 : c->q.bytes <= (size_t)h->cfg.max_outq / 8;
 }
 
 /* Sends the fill the tracker asked for (filling is set), unless c is
@@ -239,6 +239,7 @@ void sessions_drained(sessions_t *self, conn_t *c)
     if (!c->drain_wait || !c->runs || !s_drained(self->h, c))
         return;
     c->drain_wait = 0;
+    c->need_empty = 0;
     /* Collect first: s_fill may not change c->runs, but keep the cursor
      * out of it anyway. */
     for (seqtrack_t *t = zhashx_first(c->runs); t; t = zhashx_next(c->runs))
@@ -313,15 +314,28 @@ void sessions_on_fill(sessions_t *self, conn_t *c, const char *run_id, unsigned 
     int has_more = json_is_true(json_object_get(doc, "has_more"));
     size_t i;
     json_t *ev;
+    int full = 0, sent = 0;
     json_array_foreach(events, i, ev) {
         json_int_t seq = json_integer_value(json_object_get(ev, "seq"));
-        if (seq <= 0 || !seqtrack_filled(t, (uint64_t)seq))
+        if (seq <= 0 || (uint64_t)seq != t->next)
             continue;
         char *text = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
-        if (text) {
-            sessions_send_event(self, c, text, strlen(text));
+        if (!text)
+            break;
+        /* No room: the rest of the page waits in the store; the socket
+         * asks again from here once it drained. */
+        if (s_behind(self->h, c, strlen(text) + 64) && c->q.bytes > 0) {
+            /* An event larger than the room waits for an empty queue. */
+            c->need_empty = !sent;
             free(text);
+            seqtrack_skip(t, (uint64_t)seq);
+            full = 1;
+            break;
         }
+        sent++;
+        seqtrack_filled(t, (uint64_t)seq);
+        sessions_send_event(self, c, text, strlen(text));
+        free(text);
         if (s_is_terminal(json_string_value(json_object_get(ev, "type"))))
             ended = 1;
     }
@@ -330,7 +344,9 @@ void sessions_on_fill(sessions_t *self, conn_t *c, const char *run_id, unsigned 
         s_ended(c, run_id);
         return;
     }
-    if (seqtrack_fill_done(t, ok) || (ok && has_more && seqtrack_want_fill(t)))
+    if (full || (ok && has_more))
+        seqtrack_skip(t, t->next); /* more is known to exist */
+    if (seqtrack_fill_done(t, ok))
         s_fill(self, c, run_id, t);
 }
 
