@@ -1,0 +1,70 @@
+"""conform_agent.py: the conformance suite's agent on the Python SDK
+(agents/python/mapagent), the twin of conform_agent.c; the commands, log
+lines and settings are the same (see conform_agent.c's top comment), plus
+one the C library has no equivalent of:
+
+    block S   blocks the asyncio loop for S seconds (time.sleep), then
+              replies "unblocked" (logged "conform.unblocked run=<run_id>")
+"""
+import asyncio
+import logging
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "agents", "python"))
+from mapagent import Agent, run  # noqa: E402
+
+log = logging.getLogger("mapagent")
+agent = Agent(os.environ.get("MAP_CONFORM_AGENT") or "conform",
+              capacity=int(os.environ.get("MAP_CONFORM_CAPACITY") or "4"))
+active = 0
+
+
+def _arg(content, cmd):
+    if not content.startswith(cmd):
+        return None
+    try:
+        return int(content[len(cmd):], 10)
+    except ValueError:
+        return None
+
+
+@agent.handler
+async def handle(call):
+    global active
+    active += 1
+    log.info("conform.request run=%s active=%d", call.run_id, active)
+    try:
+        c = call.input["content"]
+        if _arg(c, "stream ") is not None:
+            for i in range(_arg(c, "stream ")):
+                yield "w%d " % i
+        elif c == "fail":
+            raise RuntimeError("boom")
+        elif c == "hang":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                log.info("conform.cancelled run=%s", call.run_id)
+                raise
+        elif _arg(c, "big ") is not None:
+            yield "x" * _arg(c, "big ")
+            call.output = {"role": "assistant", "content": "ok"}
+        elif _arg(c, "hold ") is not None:
+            yield "start"
+            await asyncio.sleep(_arg(c, "hold ") / 1000.0)
+            call.output = {"role": "assistant", "content": "done"}
+        elif _arg(c, "block ") is not None:
+            time.sleep(_arg(c, "block "))
+            log.info("conform.unblocked run=%s", call.run_id)
+            yield "unblocked"
+        else:
+            yield c
+    finally:
+        active -= 1
+
+
+if __name__ == "__main__":
+    run(agent)
