@@ -5,8 +5,11 @@ one the C library has no equivalent of:
 
     block S   blocks the asyncio loop for S seconds (time.sleep), then
               replies "unblocked" (logged "conform.unblocked run=<run_id>")
+    whoami    one delta: the JSON of call.run_id, session_id, agent_id,
+              input and history
 """
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -60,6 +63,10 @@ async def handle(call):
             time.sleep(_arg(c, "block "))
             log.info("conform.unblocked run=%s", call.run_id)
             yield "unblocked"
+        elif c == "whoami":
+            yield json.dumps({"run_id": call.run_id, "session_id": call.session_id,
+                              "agent_id": call.agent_id, "input": call.input,
+                              "history": call.history})
         else:
             yield c
     finally:
