@@ -268,7 +268,7 @@ static int s_free_port(void)
 
 int main(int argc, char **argv)
 {
-    long words = 100, concurrency = 32, runs = 3000, py_runs = 400, rounds = 3;
+    long words = 100, concurrency = 32, runs = 20000, py_runs = 2000, rounds = 3;
     const char *bin_dir = MAP_BIN_DIR "/bin";
     const char *py_echo = MAP_SOURCE_DIR "/agents/python/examples/py_echo.py";
     flag_t table[] = {
