@@ -4,7 +4,8 @@ broker. Covers the handler contract of README "Writing an agent in Python"
 that the conformance agent does not exercise: call.output, a non-str
 delta, an invalid output, a handler that swallows CancelledError, an
 answer that outgrows the frame limit with and without call.output, an
-exception without a message, a plain coroutine handler, draining."""
+exception without a message, a CancelledError the handler raises itself, a
+str that cannot be encoded, a plain coroutine handler, draining."""
 import asyncio
 import os
 import sys
@@ -54,6 +55,10 @@ def make_agent():
             seen.append("not stopped")
         elif c == "noname":
             raise KeyError()
+        elif c == "selfcancel":
+            raise asyncio.CancelledError()
+        elif c == "surrogate":
+            yield "\udc80"
         elif c == "slow":
             yield "s"
             await asyncio.sleep(0.5)
@@ -122,6 +127,11 @@ def test_output_and_failures(fb):
     assert len(deltas) == 3 and h == [V, REPLY, 5] and out == "small"
     assert ask(fb, 6, "noname")[1] == [V, ERROR, 6, "agent_error", "KeyError"]
     assert ask(fb, 7, "") == ([], [V, REPLY, 7], "")
+    # a CancelledError the handler raises itself (no cancel of ours) still ends the run
+    assert ask(fb, 8, "selfcancel")[1] == [V, ERROR, 8, "agent_error", "CancelledError"]
+    # a str msgpack cannot encode (a lone surrogate) is the handler's failure
+    assert ask(fb, 9, "surrogate")[1][:4] == [V, ERROR, 9, "agent_error"]
+    assert ask(fb, 10, "still serving")[1] == [V, REPLY, 10]
 
 
 def test_a_handler_that_swallows_the_cancel_is_stopped(fb):

@@ -191,6 +191,9 @@ class _Runner:
     async def _serve(self, call):
         try:
             await self._drive(call)
+        except Exception as e:  # ours, not the handler's: the run still gets its final frame
+            log.exception("agent.internal run=%s", call.run_id)
+            self._fail(call, "agent_error", "%s: %s" % (type(e).__name__, e))
         finally:
             self.tasks.pop(call._key, None)
 
@@ -232,8 +235,9 @@ class _Runner:
                 return
             if self.stopping:
                 self._fail(call, "worker_stopping", "the agent stopped before the answer")
-                return
-            raise
+            else:  # raised by the handler itself, not a cancel of ours
+                self._fail(call, "agent_error", "CancelledError")
+            return
         except Exception as e:  # the handler's failure is the run's, never the agent's
             message = str(e) or type(e).__name__
             log.debug("agent.handler_error run=%s", call.run_id, exc_info=True)
@@ -289,6 +293,8 @@ async def serve(agent, cfg, stop=None):
     link.start()
     try:
         while not stop.is_set():
+            if not link.alive():
+                raise RuntimeError("the I/O thread stopped (see the log above)")
             link.loop_alive = time.monotonic()
             try:
                 await asyncio.wait_for(stop.wait(), tick)
@@ -367,3 +373,6 @@ def run(agent):
     except ConfigError as e:
         print("%s: %s" % (agent.name, e), file=sys.stderr)
         sys.exit(2)
+    except RuntimeError as e:
+        log.error("agent.failed error=%s", e)
+        sys.exit(1)

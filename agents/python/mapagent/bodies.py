@@ -100,8 +100,12 @@ def encode_invoke(run_id, session_id, agent_id, content, history=(), role="user"
                                       for h in history]})
 
 
+_DELTA_PREFIX = b"\x81\xa5delta"  # fixmap of 1, fixstr "delta": {"delta": ...}
+
+
 def encode_delta(text):
-    return msgpack.packb({"delta": text})
+    """{"delta": text}, built from its fixed prefix (the hot path: one per delta)."""
+    return _DELTA_PREFIX + msgpack.packb(text)
 
 
 def encode_done(content, role="assistant"):

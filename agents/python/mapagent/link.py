@@ -135,6 +135,10 @@ class Link:
     def start(self):
         self._thread.start()
 
+    def alive(self):
+        """False once the I/O thread has ended (closed, or failed)."""
+        return self._thread.is_alive()
+
     def stream(self, key, body):
         self._command(("stream", key, body))
 
