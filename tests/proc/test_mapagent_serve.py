@@ -59,6 +59,10 @@ def make_agent():
             raise asyncio.CancelledError()
         elif c == "surrogate":
             yield "\udc80"
+        elif c == "flood":
+            for i in range(100000):
+                yield "%d " % i  # never awaits
+            call.output = {"role": "assistant", "content": "flooded"}  # the join is over 64 KiB
         elif c == "slow":
             yield "s"
             await asyncio.sleep(0.5)
@@ -172,3 +176,20 @@ def test_coroutine_handler():
     finally:
         s.stop()
         b.close()
+
+
+def test_a_handler_that_never_awaits_shares_the_loop(fb):
+    """100,000 deltas yielded without an await: all arrive in order, and a
+    request sent after it is answered before it ends."""
+    fb.send([V, REQUEST, 31, SERVICE], invoke("flood"))
+    fb.expect(lambda h, _: h[:3] == [V, 5, 31], what="the flood's first delta")
+    fb.send([V, REQUEST, 32, SERVICE], invoke("quick"))
+    order, deltas = [], []
+    while len(order) < 2:
+        h, body = fb.expect(lambda h, _: h[1] in (5, REPLY, ERROR), timeout=60, what="answers")
+        if h[1] == 5 and h[2] == 31:
+            deltas.append(msgpack.unpackb(body)["delta"])
+        elif h[1] in (REPLY, ERROR):
+            order.append(h[:3])
+    assert order == [[V, REPLY, 32], [V, REPLY, 31]]
+    assert deltas == ["%d " % i for i in range(1, 100000)]

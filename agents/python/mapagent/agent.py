@@ -21,6 +21,12 @@ I/O thread has answered the broker already, so nothing more is sent. A
 handler that swallows it and goes on yielding is stopped (aclose) at its
 next yield.
 
+Fairness. A handler that yields without awaiting never gives the loop
+back; every _YIELD_EVERY deltas the driver awaits Link.drained(), so other
+handlers, the watchdog's tick and the I/O thread get their turn, and a
+handler faster than the socket is slowed down instead of queueing without
+bound.
+
 The joined output is kept only while it fits body_max: past it the answer
 cannot be sent anyway, so memory stays bounded by the frame limit even for
 a handler that streams without end (and still works if it sets
@@ -47,6 +53,10 @@ from .link import ConfigError, Link
 log = logging.getLogger("mapagent")
 
 NAME_MAX = F.SERVICE_MAX - len("agent.")
+# A handler that yields without awaiting anything never gives the loop back:
+# every this many deltas the driver awaits (the other handlers, the
+# watchdog's tick and the I/O thread get their turn; see Link.drained).
+_YIELD_EVERY = 64
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR}
 
@@ -199,7 +209,7 @@ class _Runner:
 
     async def _drive(self, call):
         body_max = self.cfg.body_max
-        parts, kept, over = [], 0, False
+        parts, kept, over, sent = [], 0, False, 0
         gen = None
         try:
             if self.gen:
@@ -216,6 +226,9 @@ class _Runner:
                         self._fail(call, "agent_error", "answer too large")
                         return
                     self.link.stream(call._key, body)
+                    sent += 1
+                    if sent % _YIELD_EVERY == 0:
+                        await self.link.drained()
                     if not over:
                         kept += len(body)
                         if kept > body_max:
@@ -310,7 +323,9 @@ async def serve(agent, cfg, stop=None):
         for t in left:
             t.cancel()
         if left:
-            await asyncio.gather(*left, return_exceptions=True)
+            # Bounded: a handler that swallows every cancel must not hold
+            # the agent up; its run was failed worker_stopping or is lost.
+            await asyncio.wait(left, timeout=1.0)
     finally:
         for t, _ in list(runner.tasks.values()):
             t.cancel()
@@ -368,11 +383,21 @@ def run(agent):
             loop.add_signal_handler(sig, stop.set)
         await serve(agent, cfg, stop)
 
+    # Not asyncio.run: it waits without end for tasks that ignore their
+    # cancel, and a stopping agent must stop.
+    loop = asyncio.new_event_loop()
     try:
-        asyncio.run(main())
+        loop.run_until_complete(main())
     except ConfigError as e:
         print("%s: %s" % (agent.name, e), file=sys.stderr)
         sys.exit(2)
     except RuntimeError as e:
         log.error("agent.failed error=%s", e)
         sys.exit(1)
+    finally:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+        loop.close()

@@ -39,7 +39,11 @@ cancelled in the loop.
 Queues. Loop -> thread: a deque of commands and a pipe byte written when the
 deque went from idle to armed (one write per batch, not per command).
 Thread -> loop: a deque of events and one call_soon_threadsafe per batch.
+The commands' deque is bounded softly: past _BACKLOG_MAX, handlers wait in
+drained() until the thread caught up, so memory stays bounded whatever a
+handler streams; the socket's own queue is bounded by its HWM.
 """
+import asyncio
 import collections
 import logging
 import os
@@ -58,6 +62,7 @@ _HWM = 100000          # messages queued each way, as the C library
 _READY_RETRY_MIN = 10  # ms
 _PROBE_BIT = 1 << 63
 _CLOSE_LINGER = 200    # ms the last frames may take to leave
+_BACKLOG_MAX = 10000   # commands queued for the thread before handlers wait
 _DONTWAIT = int(zmq.DONTWAIT)
 _DONTWAIT_MORE = int(zmq.DONTWAIT | zmq.SNDMORE)
 
@@ -145,6 +150,14 @@ class Link:
     def alive(self):
         """False once the I/O thread has ended (closed, or failed)."""
         return self._thread.is_alive()
+
+    async def drained(self):
+        """Gives the loop a turn, then waits while more than _BACKLOG_MAX
+        commands wait for the I/O thread: a handler that streams faster
+        than the socket sends is slowed down instead of growing memory."""
+        await asyncio.sleep(0)
+        while len(self._cmds) > _BACKLOG_MAX and self._thread.is_alive():
+            await asyncio.sleep(0.001)
 
     def stream(self, key, body):
         self._command(("stream", key, body))
