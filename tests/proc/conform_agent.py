@@ -5,6 +5,7 @@ one the C library has no equivalent of:
 
     block S   blocks the asyncio loop for S seconds (time.sleep), then
               replies "unblocked" (logged "conform.unblocked run=<run_id>")
+    stubborn  swallows every cancel (a handler that never stops)
     whoami    one delta: the JSON of call.run_id, session_id, agent_id,
               input and history
 """
@@ -63,6 +64,13 @@ async def handle(call):
             time.sleep(_arg(c, "block "))
             log.info("conform.unblocked run=%s", call.run_id)
             yield "unblocked"
+        elif c == "stubborn":
+            yield "start"
+            while True:
+                try:
+                    await asyncio.sleep(1)
+                except asyncio.CancelledError:
+                    log.info("conform.swallowed run=%s", call.run_id)
         elif c == "whoami":
             yield json.dumps({"run_id": call.run_id, "session_id": call.session_id,
                               "agent_id": call.agent_id, "input": call.input,

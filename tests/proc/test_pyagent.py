@@ -306,3 +306,24 @@ def test_sigterm_drains(stack):
         assert "agent.stop served=1" in log_text(a)
     finally:
         stack.procs.kill(a)
+
+
+def test_sigterm_stops_even_a_handler_that_swallows_cancels(stack):
+    a = stack.agent(CONFORM, "py-stubborn", env={"MAP_DRAIN_MS": "300"})
+    try:
+        stack.wait_agent("py-stubborn")
+
+        async def go():
+            async with websockets.connect(stack.ws_url()) as ws:
+                run_id = await ws_invoke(ws, "st1", "py-stubborn", "stubborn")
+                while (await next_event(ws, run_id))["type"] != "agent_stream_delta":
+                    pass
+                a.send_signal(signal.SIGTERM)
+                return await until_terminal(ws, run_id)
+        events = run(go())
+        assert events[-1]["type"] == "run_failed"
+        assert events[-1]["payload"]["error"]["code"] == "agent_unavailable"  # worker_stopping
+        a.wait(timeout=15)
+        assert a.returncode == 0 and "conform.swallowed" in log_text(a)
+    finally:
+        stack.procs.kill(a)

@@ -290,6 +290,13 @@ async def _aclose(gen):
         pass  # a generator that misbehaves while closing changes nothing sent
 
 
+async def _tick(link, period):
+    """The watchdog's proof that the loop runs (see link.py)."""
+    while True:
+        link.loop_alive = time.monotonic()
+        await asyncio.sleep(period)
+
+
 async def serve(agent, cfg, stop=None):
     """Serves agent until stop (an asyncio.Event) is set, then drains.
     Raises ConfigError for a bad endpoint or keys."""
@@ -299,34 +306,37 @@ async def serve(agent, cfg, stop=None):
     stop = stop or asyncio.Event()
     runner = _Runner(agent, cfg, loop)
     link = runner.link
-    tick = min(cfg.heartbeat_ms / 4.0, 100.0) / 1000.0
+    period = min(cfg.heartbeat_ms / 4.0, 100.0) / 1000.0
     log.info("agent.start broker=%s service=%s capacity=%d heartbeat_ms=%d watchdog_ms=%d",
              cfg.endpoint, cfg.service, cfg.capacity, cfg.heartbeat_ms, cfg.watchdog_ms)
     left = []
     link.start()
+    ticker = loop.create_task(_tick(link, period))
     try:
         while not stop.is_set():
             if not link.alive():
                 raise RuntimeError("the I/O thread stopped (see the log above)")
-            link.loop_alive = time.monotonic()
             try:
-                await asyncio.wait_for(stop.wait(), tick)
+                await asyncio.wait_for(stop.wait(), 0.5)
             except asyncio.TimeoutError:
                 pass
         runner.stopping = True
         link.refuse()
         deadline = time.monotonic() + cfg.drain_ms / 1000.0
         while runner.tasks and time.monotonic() < deadline:
-            link.loop_alive = time.monotonic()
-            await asyncio.sleep(min(tick, max(0.0, deadline - time.monotonic())))
-        left = [t for t, _ in runner.tasks.values()]
-        for t in left:
+            await asyncio.sleep(min(period, max(0.0, deadline - time.monotonic())))
+        left = [(t, c) for t, c in runner.tasks.values()]
+        for t, _ in left:
             t.cancel()
         if left:
             # Bounded: a handler that swallows every cancel must not hold
-            # the agent up; its run was failed worker_stopping or is lost.
-            await asyncio.wait(left, timeout=1.0)
+            # the agent up; its run is failed here instead.
+            await asyncio.wait([t for t, _ in left], timeout=1.0)
+            for t, call in left:
+                if not t.done():
+                    runner._fail(call, "worker_stopping", "the handler ignored its cancel")
     finally:
+        ticker.cancel()
         for t, _ in list(runner.tasks.values()):
             t.cancel()
         link.close()
