@@ -39,6 +39,8 @@ def make_agent():
             yield 5
         elif c == "badout":
             call.output = {"content": 3}
+        elif c == "badrole":
+            call.output = {"role": "r" * 33, "content": "x"}
         elif c == "overflow":
             for _ in range(3):
                 yield "y" * 30000
@@ -123,7 +125,9 @@ def test_output_and_failures(fb):
     assert ask(fb, 1, "setout") == (["a"], [V, REPLY, 1], "other")
     assert ask(fb, 2, "nonstr")[1] == [V, ERROR, 2, "agent_error", "the handler yielded int, not str"]
     assert ask(fb, 3, "badout")[1] == [V, ERROR, 3, "agent_error",
-                                       'call.output must be {"role": str, "content": str}']
+                                       'call.output must be {"role": str (1 to 32 bytes), '
+                                       '"content": str}']
+    assert ask(fb, 13, "badrole")[1][:4] == [V, ERROR, 13, "agent_error"]
     deltas, h, _ = ask(fb, 4, "overflow")
     assert [len(d) for d in deltas] == [30000] * 3
     assert h == [V, ERROR, 4, "agent_error", "answer too large"]

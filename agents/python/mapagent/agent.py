@@ -270,10 +270,12 @@ class _Runner:
                 return
             body = bodies.encode_done("".join(parts))
         else:
+            role = out.get("role", "assistant") if type(out) is dict else None
             if (type(out) is not dict or type(out.get("content")) is not str or
-                    type(out.get("role", "assistant")) is not str or
+                    type(role) is not str or not 1 <= len(role.encode()) <= bodies.ROLE_MAX or
                     not set(out) <= {"role", "content"}):
-                self._fail(call, "agent_error", 'call.output must be {"role": str, "content": str}')
+                self._fail(call, "agent_error", 'call.output must be {"role": str (1 to 32 '
+                           'bytes), "content": str}')
                 return
             body = bodies.encode_done(out["content"], out.get("role", "assistant"))
         if len(body) > body_max:
