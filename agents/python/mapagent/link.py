@@ -134,6 +134,8 @@ class Link:
         self._next_heartbeat = now + cfg.heartbeat_ms
         self._expiry = now + cfg.heartbeat_ms * cfg.liveness
         self._stalled = False
+        self._reject_window = 0
+        self._rejects_logged = 0
         self._ready_hdr = F.encode(F.READY, cfg.service, cfg.capacity)
         self._hb_hdr = F.encode(F.HEARTBEAT)
         self._thread = threading.Thread(target=self._main, name="mapagent-io", daemon=True)
@@ -279,8 +281,14 @@ class Link:
         self._out.append(("link", True))
 
     def _reject(self, reason, size):
+        """Counts a dropped frame; logs at most 10 a second (a flood of
+        garbage must not become a flood of log lines)."""
         self.stats["rejected"] += 1
-        if self.stats["rejected"] <= 10:
+        second = int(time.monotonic())
+        if second != self._reject_window:
+            self._reject_window, self._rejects_logged = second, 0
+        self._rejects_logged += 1
+        if self._rejects_logged <= 10:
             log.warning("frame.reject endpoint=%s reason=%s size=%d", self.cfg.endpoint, reason,
                         size)
 
@@ -290,6 +298,9 @@ class Link:
             return
         if bid in self._serving:
             self._reject("duplicate request id=%d" % bid, len(body))
+            return
+        if len(self._serving) >= F.CAPACITY_MAX:  # a broker past our credit: bounded anyway
+            self._send_error(bid, "overloaded", "the worker holds too many requests")
             return
         try:
             inv = bodies.decode_invoke(body)
