@@ -5,6 +5,8 @@ one the C library has no equivalent of:
 
     block S   blocks the asyncio loop for S seconds (time.sleep), then
               replies "unblocked" (logged "conform.unblocked run=<run_id>")
+    spin MS   computes (a pure-Python busy loop holding the GIL) for MS ms in
+              a thread (asyncio.to_thread), then replies "spun"
     stubborn  swallows every cancel (a handler that never stops)
     whoami    one delta: the JSON of call.run_id, session_id, agent_id,
               input and history
@@ -33,6 +35,14 @@ def _arg(content, cmd):
         return int(content[len(cmd):], 10)
     except ValueError:
         return None
+
+
+def _spin(ms):
+    end = time.monotonic() + ms / 1000.0
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
 
 
 @agent.handler
@@ -64,6 +74,9 @@ async def handle(call):
             time.sleep(_arg(c, "block "))
             log.info("conform.unblocked run=%s", call.run_id)
             yield "unblocked"
+        elif _arg(c, "spin ") is not None:
+            await asyncio.to_thread(_spin, _arg(c, "spin "))
+            yield "spun"
         elif c == "stubborn":
             yield "start"
             while True:

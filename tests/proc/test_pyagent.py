@@ -241,6 +241,21 @@ def test_blocked_loop_is_worker_lost_not_a_hang(stack):
         stack.procs.kill(a)
 
 
+def test_heartbeats_go_on_while_handlers_compute(stack):
+    """Two handlers computing for 3 s each (4 liveness windows) in threads,
+    holding the GIL most of the time: the I/O thread still heartbeats, the
+    runs end run_done."""
+    a = stack.agent(CONFORM, "py-spin")
+    try:
+        stack.wait_agent("py-spin")
+        results = _parallel_runs(stack, "py-spin", ["spin 3000"] * 2)
+        assert [r[-1]["type"] for r in results] == ["run_done"] * 2, results
+        assert [deltas(r) for r in results] == [["spun"]] * 2
+        assert "worker.link_lost" not in log_text(a) and "loop_stalled" not in log_text(a)
+    finally:
+        stack.procs.kill(a, signal.SIGTERM)
+
+
 def _parallel_runs(stack, agent, contents):
     """Runs each content in its own session, all at once; returns events per run."""
     results = [None] * len(contents)
