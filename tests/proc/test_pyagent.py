@@ -342,3 +342,28 @@ def test_sigterm_stops_even_a_handler_that_swallows_cancels(stack):
         assert a.returncode == 0 and "conform.swallowed" in log_text(a)
     finally:
         stack.procs.kill(a)
+
+
+def test_the_readme_agent_runs_as_printed(stack):
+    """The agent of README "Writing an agent in Python", copied as it is."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## Writing an agent in Python"):]
+    code = section[section.index("```python\n") + 10:section.index("\n```\n")]
+    assert 'Agent("py-echo", capacity=8)' in code
+    # Its own name: py-echo was served by an earlier test's agent, now gone.
+    code = code.replace('Agent("py-echo"', 'Agent("py-readme"')
+    path = os.path.join(stack.procs.dir, "readme_agent.py")
+    with open(path, "w") as f:
+        f.write(code)
+    env = {"MAP_BROKER": stack.ep, "MAP_HEARTBEAT_MS": str(HB),
+           "PYTHONPATH": os.path.join(ROOT, "agents", "python")}
+    a = stack.procs.start_argv(["/usr/bin/python3", path], env=env, name="readme-agent")
+    try:
+        stack.wait_agent("py-readme")
+        _, events = stack.invoke("readme", "py-readme", "hello world")
+        assert deltas(events) == ["hello ", "world "]
+        assert events[-2]["payload"]["output"]["content"] == "hello world "
+        assert events[-1]["type"] == "run_done"
+    finally:
+        stack.procs.kill(a, signal.SIGTERM)
