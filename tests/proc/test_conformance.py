@@ -216,9 +216,13 @@ def test_heartbeat_loss(fake):
     assert not [h for h, _ in fb.seen[mark:] if h[1] == ERROR and h[2] == 31], \
         "a lost broker is not answered"
     fb.silent = False
-    # A probe sent while we were silent went unanswered: the worker repeats
-    # READY and its probe after liveness x heartbeat; pump answers it.
-    fb.expect(lambda h, b: h[1] == SERVICES, what="a probe to answer")
+    # The probe that followed READY may have come while we were silent:
+    # answer the last one, as a broker would have; else pump answers it.
+    probes = [h for h, _ in fb.seen[mark:] if h[1] == SERVICES]
+    if probes:
+        fb.send([V, REPLY, probes[-1][2]], msgpack.packb([]))
+    else:
+        fb.expect(lambda h, b: h[1] == SERVICES, what="the new probe")
     fb.send([V, REQUEST, 32, SERVICE], invoke("stream 1"))
     assert fb.final(32)[1] == [V, REPLY, 32]
 
