@@ -345,3 +345,17 @@ def test_broker_restart(impl, procs):
         assert served(peer, timeout=30) == ["w0 ", "w1 ", "w2 "]
     finally:
         peer.close()
+
+
+def test_worker_started_before_the_broker(impl, procs):
+    """No broker yet (READY refused by the socket, retried): once the broker
+    binds, the worker announces and serves."""
+    ep = "tcp://127.0.0.1:%d" % free_port()
+    start_agent(procs, impl, ep)
+    time.sleep(0.5)  # the worker is up and retrying; not a timing assertion
+    start_broker(procs, ep)
+    peer = Peer(ep)
+    try:
+        assert served(peer, timeout=20) == ["w0 ", "w1 ", "w2 "]
+    finally:
+        peer.close()
