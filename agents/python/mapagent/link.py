@@ -124,6 +124,7 @@ class Link:
         self._next_key = 0
         self._refusing = False          # stopping: new requests get worker_stopping
         self._closing = False
+        self._closed = False            # close() returned: the loop sends nothing more
         self.linked = False
         self._ready_sent = False
         self._probe_id = 0
@@ -179,6 +180,7 @@ class Link:
         if self._thread.is_alive():
             self._command(("close",))
             self._thread.join(timeout)
+        self._closed = True  # later commands are dropped: the pipe's fds may be reused
         if not self._thread.is_alive():
             for fd in (self._wake_r, self._wake_w):
                 try:
@@ -187,6 +189,8 @@ class Link:
                     pass
 
     def _command(self, cmd):
+        if self._closed:
+            return
         self._cmds.append(cmd)
         if not self._wake_armed:
             self._wake_armed = True
