@@ -359,3 +359,31 @@ def test_worker_started_before_the_broker(impl, procs):
         assert served(peer, timeout=20) == ["w0 ", "w1 ", "w2 "]
     finally:
         peer.close()
+
+
+def test_work_handed_over_at_ready_is_answered(impl, procs, request):
+    """A worker that joins a busy service gets a queued request at once,
+    before the broker has answered its probe (PROTOCOL.md, "When the link is
+    up"): it must serve it, answer included."""
+    if impl == "c":
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="worker.c refuses worker_stream/worker_reply until the probe's "
+                                "answer arrives, though it accepts the REQUEST"))
+    ep = "tcp://127.0.0.1:%d" % free_port()
+    start_broker(procs, ep)
+    start_agent(procs, impl, ep, capacity=1)
+    peer = Peer(ep)
+    try:
+        served(peer)
+        busy = peer.request(SERVICE, invoke("hold 8000", "run_busy"))
+        h, _ = peer.recv()
+        assert h[:3] == [V, STREAM, busy]  # the only worker is busy now
+        queued = peer.request(SERVICE, invoke("stream 3", "run_queued"))
+        time.sleep(0.2)  # let the broker queue it; not a timing assertion
+        joiner = start_agent(procs, impl, ep, capacity=1)  # takes it at READY
+        res, _ = collect(peer, [busy, queued], timeout=12)
+        deltas, h = res[queued]
+        assert h == [V, REPLY, queued] and deltas == ["w0 ", "w1 ", "w2 "]
+        assert "run=run_queued" in log_text(joiner), "served by the worker that joined"
+    finally:
+        peer.close()
