@@ -160,6 +160,14 @@ def test_http_run_and_call_fields(stack):
         _, events = stack.invoke("h3", "py-who", "fail")
         assert events[-1]["type"] == "run_failed"
         assert events[-1]["payload"]["error"] == {"code": "agent_error", "message": "boom"}
+        # a delta over the frame limit (1 MiB): agent_error "answer too large",
+        # the agent stays connected and serves the next run
+        _, events = stack.invoke("h4", "py-who", "big 1100000")
+        assert events[-1]["type"] == "run_failed" and deltas(events) == []
+        assert events[-1]["payload"]["error"] == {"code": "agent_error",
+                                                  "message": "answer too large"}
+        assert stack.invoke("h5", "py-who", "stream 2")[1][-1]["type"] == "run_done"
+        assert "worker.link_lost" not in log_text(b)
     finally:
         stack.procs.kill(a, signal.SIGTERM)
         stack.procs.kill(b, signal.SIGTERM)
