@@ -445,9 +445,12 @@ int worker_run(worker_t *w, volatile sig_atomic_t *stop)
 
 /* ---- serving ----------------------------------------------------------------------- */
 
+/* A request being served may be answered before the probe's answer brought
+ * the link up: the broker hands work to a worker right after its READY. A
+ * loss empties `serving`, so an answer never reaches a broker that forgot. */
 static int s_answer(worker_t *w, frame_type_t type, uint64_t id, const void *body, size_t len)
 {
-    if (!w->linked || !hmap_get(w->serving, id) || len > w->body_max)
+    if (!hmap_get(w->serving, id) || len > w->body_max)
         return -1;
     uint8_t hdr[32];
     size_t n = frame_encode_id(type, id, hdr, sizeof hdr);
@@ -470,7 +473,7 @@ int worker_reply(worker_t *w, uint64_t id, const void *body, size_t len)
 
 int worker_fail(worker_t *w, uint64_t id, const char *code, const char *message)
 {
-    if (!w->linked || !hmap_get(w->serving, id) || !code)
+    if (!hmap_get(w->serving, id) || !code)
         return -1;
     if (s_send_error(w, id, code, message) != 0)
         return -1;

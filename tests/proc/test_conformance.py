@@ -361,14 +361,10 @@ def test_worker_started_before_the_broker(impl, procs):
         peer.close()
 
 
-def test_work_handed_over_at_ready_is_answered(impl, procs, request):
+def test_work_handed_over_at_ready_is_answered(impl, procs):
     """A worker that joins a busy service gets a queued request at once,
     before the broker has answered its probe (PROTOCOL.md, "When the link is
     up"): it must serve it, answer included."""
-    if impl == "c":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="worker.c refuses worker_stream/worker_reply until the probe's "
-                                "answer arrives, though it accepts the REQUEST"))
     ep = "tcp://127.0.0.1:%d" % free_port()
     start_broker(procs, ep)
     start_agent(procs, impl, ep, capacity=1)
