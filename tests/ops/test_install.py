@@ -18,7 +18,9 @@ UNITS = ["map-broker.service", "map-orchestrator.service", "map-ingress.service"
          "map-bridge.service", "map-demo.service", "map-echo@.service",
          "map-register-demo.service", "map.target"]
 SHARE = ["supervisord.conf", "map.env.example", "agents/demo/demo_agent.py",
-         "scripts/register-demo.sh"]
+         "scripts/register-demo.sh", "agents/python/mapagent/__init__.py",
+         "agents/python/mapagent/agent.py", "agents/python/mapagent/link.py",
+         "agents/python/examples/py_echo.py"]
 # What systemd-analyze verify loads: every unit, the template through an instance.
 VERIFY = [u.replace("@.", "@1.") for u in UNITS]
 
