@@ -12,6 +12,7 @@
 #define MAP_CONN_H
 #include "chunked.h"
 #include "outq.h"
+#include "seqtrack.h"
 #include "common/sbuf.h"
 
 #include <stdint.h>
@@ -51,6 +52,13 @@ typedef struct {
     char run_id_hdr[129];    /* X-Run-Id */
     int sse;                 /* an event stream: lasts as long as its run */
     int head_only;           /* HEAD: the head of the answer, no body */
+    /* an event stream's run (ssefeed.h) */
+    int feed_on;
+    uint64_t feed_from;      /* the first seq the stream is to show */
+    char feed_run[129];
+    seqtrack_t track;
+    int feed_ended;          /* its terminal event is queued */
+    int follow_over;         /* the follow's final answer came */
     const struct ui_header_t *extra; /* more headers to send (the page's CSP...) */
     size_t nextra;
     int headers_sent;

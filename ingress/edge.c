@@ -19,6 +19,7 @@
 #include "hub.h"
 #include "lwshttp.h"
 #include "sessions.h"
+#include "ssefeed.h"
 #include "ws.h"
 #include "worker/worker.h"
 #include "common/clock.h"
@@ -108,10 +109,14 @@ static void s_fill_answer(edge_t *self, pending_t *p, unsigned status, const cha
                           size_t len)
 {
     conn_t *c = p->conn;
+    pending_kind_t kind = p->kind;
     char run_id[sizeof p->run_id];
     memcpy(run_id, p->run_id, sizeof run_id);
     pending_free(self->hub.pending, p);
-    sessions_on_fill(self->hub.sessions, c, run_id, status, json, len);
+    if (kind == P_HTTP_FILL)
+        ssefeed_on_fill(&self->hub, c, status, json, len);
+    else
+        sessions_on_fill(self->hub.sessions, c, run_id, status, json, len);
 }
 
 static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
@@ -133,6 +138,7 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
         sessions_watch_ended(self->hub.sessions, p);
         break;
     case P_WS_FILL:
+    case P_HTTP_FILL:
         s_fill_answer(self, p, r.status, r.json, r.json_len);
         return;
     default:
@@ -159,6 +165,7 @@ static void s_on_error(worker_t *w, uint64_t req, const char *code, const char *
         sessions_watch_ended(self->hub.sessions, p);
         break;
     case P_WS_FILL:
+    case P_HTTP_FILL:
         s_fill_answer(self, p, 0, NULL, 0);
         return;
     default:
@@ -206,6 +213,7 @@ static int s_http_writeable(edge_t *self, conn_t *c)
         lws_callback_on_writable(wsi);
         return 0;
     }
+    ssefeed_drained(&self->hub, c); /* a stream behind asks for its next page */
     outq_msg_t *o = outq_take(&c->q);
     if (o) {
         int last = !c->q.head && t->finish;

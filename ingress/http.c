@@ -8,6 +8,7 @@
 #include "http.h"
 
 #include "routes.h"
+#include "ssefeed.h"
 #include "ui.h"
 #include "proto/id.h"
 #include "sessions.h"
@@ -224,6 +225,7 @@ static void s_dispatch(hub_t *h, conn_t *c)
             return;
         }
         timeout = 0; /* a stream: it lasts as long as the run */
+        t->feed_from = 1;
         break;
     case ROUTE_AGENTS:
         q.op = S_STR("agents");
@@ -268,6 +270,7 @@ static void s_dispatch(hub_t *h, conn_t *c)
         }
         if (strstr(t->accept, "text/event-stream") || t->has_last_event_id) {
             q.op = S_STR("follow");
+            t->feed_from = q.after_seq + 1;
             timeout = 0;
         } else {
             q.op = S_STR("events");
@@ -435,22 +438,6 @@ void http_body_done(hub_t *h, conn_t *c)
 
 /* ---- answers --------------------------------------------------------------- */
 
-static void s_sse_event(hub_t *h, conn_t *c, const orch_stream_t *ev)
-{
-    sbuf_t j;
-    sbuf_init(&j, ev->json.len + 256);
-    sbuf_cats(&j, "id: ");
-    sbuf_cat_u64(&j, ev->seq);
-    sbuf_cats(&j, "\nevent: ");
-    sbuf_cat(&j, ev->type.ptr, ev->type.len);
-    sbuf_cats(&j, "\ndata: ");
-    sbuf_cat(&j, ev->json.ptr, ev->json.len);
-    sbuf_cats(&j, "\n\n");
-    if (!j.overflow && hub_push(h, c, j.data, j.len) == 0)
-        h->m.events_sent++;
-    sbuf_free(&j);
-}
-
 void http_on_stream(hub_t *h, pending_t *p, const orch_stream_t *ev)
 {
     conn_t *c = p->conn;
@@ -465,11 +452,12 @@ void http_on_stream(hub_t *h, pending_t *p, const orch_stream_t *ev)
         t->status = 200;
         t->content_type = "text/event-stream";
         snprintf(t->run_id_hdr, sizeof t->run_id_hdr, "%s", f.run_id);
+        ssefeed_start(h, c, f.run_id, t->feed_from);
         io_wake(h->io, c);
         return;
     }
     if (t->sse)
-        s_sse_event(h, c, ev);
+        ssefeed_event(h, c, ev);
 }
 
 void http_on_reply(hub_t *h, pending_t *p, const hub_reply_t *r)
@@ -494,8 +482,7 @@ void http_on_reply(hub_t *h, pending_t *p, const hub_reply_t *r)
         return;
     }
     if (t->sse) {
-        t->finish = 1; /* the stream ends after its terminal event */
-        io_wake(h->io, c);
+        ssefeed_follow_over(h, c); /* the stream ends after its terminal event */
         return;
     }
     s_respond(h, c, (int)r->status, r->json, r->json_len);
@@ -514,8 +501,7 @@ void http_on_error(hub_t *h, pending_t *p, const char *code, const char *message
         /* unknown_service or silence: the orchestrator; a lost link: the broker. */
         s_health_down(h, c, !strcmp(code, "broker_lost") || !io_linked(h->io));
     } else if (t->sse) {
-        t->finish = 1;
-        io_wake(h->io, c);
+        ssefeed_follow_over(h, c);
     } else if (!strcmp(code, "bad_request")) {
         s_error(h, c, 400, "bad_request", message);
     } else if (!strcmp(code, "too_large")) {

@@ -39,6 +39,16 @@ void hub_decode_reply(const uint8_t *body, size_t len, hub_reply_t *out)
     s_view(&r.session_id, out->session_id, sizeof out->session_id);
 }
 
+int hub_behind(const hub_t *h, const conn_t *c, size_t more)
+{
+    return c->q.bytes + more > (size_t)h->cfg.max_outq / 4;
+}
+
+int hub_drained(const hub_t *h, const conn_t *c)
+{
+    return c->need_empty ? c->q.bytes == 0 : c->q.bytes <= (size_t)h->cfg.max_outq / 8;
+}
+
 int hub_push(hub_t *h, conn_t *c, const void *data, size_t len)
 {
     if (c->closing)

@@ -42,6 +42,13 @@ void hub_decode_reply(const uint8_t *body, size_t len, hub_reply_t *out);
 /* The run fields of an {"accepted"} STREAM body (typed: no JSON parsed). */
 void hub_accepted_fields(const orch_stream_t *ev, hub_reply_t *out);
 
+/* Pacing of event streams (WebSocket and SSE): c is behind when its queue
+ * would pass a quarter of its maximum with `more` bytes; it has drained
+ * when it holds an eighth or less (nothing at all with need_empty). A page
+ * of events (at most one frame between processes) then fits with room. */
+int hub_behind(const hub_t *h, const conn_t *c, size_t more);
+int hub_drained(const hub_t *h, const conn_t *c);
+
 /* Queues bytes on c; a queue past its maximum closes c (4008: too slow,
  * reconnect and resume) and queues nothing. 0, or -1 when not queued. */
 int hub_push(hub_t *h, conn_t *c, const void *data, size_t len);

@@ -24,6 +24,7 @@ typedef enum {
     P_WS_CANCEL_RUN, /* a WebSocket cancel: first the run (is it this session's?) */
     P_WS_CANCEL,     /* then the cancel itself */
     P_WS_FILL,      /* events a socket missed */
+    P_HTTP_FILL,    /* events an event stream missed or fell behind on */
     P_WATCH,        /* a session's watch */
 } pending_kind_t;
 

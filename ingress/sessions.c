@@ -157,20 +157,6 @@ int sessions_send_event(sessions_t *self, conn_t *c, const char *json, size_t le
     return rc;
 }
 
-/* A socket whose queue would pass a quarter of its maximum gets no more
- * live events: it catches up from the store once it drained below an
- * eighth. A fill's page (at most one frame between processes) then fits
- * with room to spare, so a reader is never closed for being slow. */
-static int s_behind(const hub_t *h, const conn_t *c, size_t more)
-{
-    return c->q.bytes + more > (size_t)h->cfg.max_outq / 4;
-}
-
-static int s_drained(const hub_t *h, const conn_t *c)
-{
-    return c->need_empty ? c->q.bytes == 0 : c->q.bytes <= (size_t)h->cfg.max_outq / 8;
-}
-
 /* Sends the fill the tracker asked for (filling is set), unless c is
  * behind (then later, from sessions_drained). A request that cannot go
  * out counts as a failed fill. */
@@ -180,7 +166,7 @@ static void s_fill(sessions_t *self, conn_t *c, const char *run_id, seqtrack_t *
         seqtrack_fill_later(t);
         return;
     }
-    if (!s_drained(self->h, c)) {
+    if (!hub_drained(self->h, c)) {
         seqtrack_fill_later(t);
         c->drain_wait = 1;
         return;
@@ -215,7 +201,7 @@ void sessions_event(sessions_t *self, conn_t *c, const char *run_id, uint64_t se
             return;
         t = sessions_track(self, c, run_id, seq);
     }
-    if (seq == t->next && !t->filling && s_behind(self->h, c, len + 64)) {
+    if (seq == t->next && !t->filling && hub_behind(self->h, c, len + 64)) {
         seqtrack_skip(t, seq);
         c->drain_wait = 1;
         return;
@@ -234,9 +220,19 @@ void sessions_event(sessions_t *self, conn_t *c, const char *run_id, uint64_t se
     }
 }
 
+void sessions_catch_up(sessions_t *self, conn_t *c, const char *run_id)
+{
+    seqtrack_t *t = c->runs ? zhashx_lookup(c->runs, run_id) : NULL;
+    if (!t)
+        return; /* its end was sent */
+    seqtrack_skip(t, t->next);
+    if (seqtrack_want_fill(t))
+        s_fill(self, c, run_id, t);
+}
+
 void sessions_drained(sessions_t *self, conn_t *c)
 {
-    if (!c->drain_wait || !c->runs || !s_drained(self->h, c))
+    if (!c->drain_wait || !c->runs || !hub_drained(self->h, c))
         return;
     c->drain_wait = 0;
     c->need_empty = 0;
@@ -324,7 +320,7 @@ void sessions_on_fill(sessions_t *self, conn_t *c, const char *run_id, unsigned 
             break;
         /* No room: the rest of the page waits in the store; the socket
          * asks again from here once it drained. */
-        if (s_behind(self->h, c, strlen(text) + 64) && c->q.bytes > 0) {
+        if (hub_behind(self->h, c, strlen(text) + 64) && c->q.bytes > 0) {
             /* An event larger than the room waits for an empty queue. */
             c->need_empty = !sent;
             free(text);

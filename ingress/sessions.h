@@ -58,6 +58,9 @@ void sessions_watch_ended(sessions_t *self, pending_t *p);
  * NULL), for c's tracker of run_id (its request is freed already). */
 void sessions_on_fill(sessions_t *self, conn_t *c, const char *run_id, unsigned status,
                       const char *json, size_t len);
+/* The run is known to have events past what c was sent (a resume's follow
+ * ended before c got the run's end): they are filled from the store. */
+void sessions_catch_up(sessions_t *self, conn_t *c, const char *run_id);
 /* c's queue drained below its low mark: runs it is behind on are filled. */
 void sessions_drained(sessions_t *self, conn_t *c);
 /* The timer: sessions without a watch try again (with a backoff). */

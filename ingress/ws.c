@@ -299,6 +299,8 @@ void ws_on_reply(hub_t *h, pending_t *p, const hub_reply_t *r)
     case P_WS_RESUME:
         if (r->status == 404)
             s_resume_refused(h, p);
+        else if (r->status == 200 && p->accepted) /* the run ended: the rest is in the store */
+            sessions_catch_up(h->sessions, c, p->run_id);
         return;
     default:
         return;
