@@ -89,6 +89,8 @@ chunked_rc_t chunked_feed(chunked_t *d, const void *in, size_t len, sbuf_t *out,
         case S_SIZE_LF:
             if (c != '\n')
                 return s_fail(d, CHUNKED_BAD_CRLF, i, used);
+            if (d->left > out->max - out->len) /* say so now, not after the data */
+                return s_fail(d, CHUNKED_TOO_LARGE, i, used);
             i++;
             d->digits = 0;
             if (d->left == 0) {

@@ -78,7 +78,9 @@ int main(void)
     s_bad("5\rhello", CHUNKED_BAD_CRLF);
     s_bad("0\r\n\n", CHUNKED_BAD_CRLF);
     s_bad("0\r\nX: 1\n\r\n", CHUNKED_BAD_CRLF);
-    s_bad("41\r\n", CHUNKED_MORE); /* size line only: more needed */
+    s_bad("41\r\n", CHUNKED_TOO_LARGE); /* a size past the maximum: at once */
+    s_bad("fffffffffffff\r\n", CHUNKED_TOO_LARGE);
+    s_bad("3f\r\n", CHUNKED_MORE); /* size line only: more needed */
     {
         /* over the maximum (64 bytes) */
         char big[256] = "41\r\n";

@@ -42,7 +42,7 @@ typedef struct {
     int body_too_large;
     int body_done;           /* lws has delivered (or will never deliver) the body */
     int body_seen;           /* a body byte came */
-    char method[16];
+    char reqline[24];        /* "METHOD /" (lws's pipelining fault shows it as a body) */
     int close_after;         /* the connection closes after the response */
     int expect_continue;     /* the client waits for 100 Continue before its body */
     int send_continue;       /* "100 Continue" is to be written now */

@@ -38,7 +38,8 @@ void http_begin(hub_t *h, conn_t *c, const http_head_t *head);
 /* Returns 0, or -1 when the connection must be closed at once: lws 4.1
  * hands a body pipelined behind another request as the request's own head
  * again ("POST /x HTTP/1.1..." as its first body bytes) and then spins on
- * it; such a connection is cut (its client sees the close and retries). */
+ * it, serving nobody; such a connection is cut (its client sees the close
+ * and sends the request again). */
 int http_body(hub_t *h, conn_t *c, const void *in, size_t len);
 void http_body_done(hub_t *h, conn_t *c);
 /* The orchestrator's answers to request p (P_HTTP or P_HEALTH); the caller

@@ -4,6 +4,7 @@
 
 #include "ui.h"
 
+#include <errno.h>
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,8 +71,10 @@ void lwshttp_read(struct lws *wsi, const char *path, lwshttp_req_t *r)
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
         const char *v = s_hdr(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, r->clen, sizeof r->clen);
         char *end = NULL;
+        errno = 0;
         long long n = v ? strtoll(v, &end, 10) : -1;
-        hd->content_length = v && *v >= '0' && *v <= '9' && end && !*end && n >= 0 ? n : -2;
+        hd->content_length =
+            v && *v >= '0' && *v <= '9' && end && !*end && n >= 0 && errno != ERANGE ? n : -2;
     }
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
         const char *v = s_hdr(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, r->te, sizeof r->te);

@@ -225,7 +225,6 @@ void sessions_catch_up(sessions_t *self, conn_t *c, const char *run_id)
     seqtrack_t *t = c->runs ? zhashx_lookup(c->runs, run_id) : NULL;
     if (!t)
         return; /* its end was sent */
-    seqtrack_skip(t, t->next);
     if (seqtrack_want_fill(t))
         s_fill(self, c, run_id, t);
 }

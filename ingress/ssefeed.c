@@ -150,12 +150,13 @@ void ssefeed_on_fill(hub_t *h, conn_t *c, unsigned status, const char *json, siz
         s_finish(h, c);
         return;
     }
-    if (full || (ok && has_more) || t->follow_over)
+    if (full || (ok && has_more))
         seqtrack_skip(tr, tr->next); /* more is known to exist */
     if (seqtrack_fill_done(tr, ok))
         s_fill(h, c);
-    else if (t->follow_over && !tr->filling) /* given up: the client resumes */
-        s_finish(h, c);
+    else if (t->follow_over && !tr->filling)
+        s_finish(h, c); /* nothing more in the store (the run's end was at or
+                           before the client's start), or given up: it resumes */
 }
 
 void ssefeed_follow_over(hub_t *h, conn_t *c)
@@ -167,8 +168,7 @@ void ssefeed_follow_over(hub_t *h, conn_t *c)
         return;
     }
     /* The run ended (or the follow failed) before this stream got its
-     * end: the rest is in the store. */
-    seqtrack_skip(&t->track, t->track.next);
+     * end: the rest, if any, is in the store. */
     if (seqtrack_want_fill(&t->track))
         s_fill(h, c);
 }
