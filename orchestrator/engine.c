@@ -16,12 +16,21 @@
  * next turn, in order. A push the outbox refuses (full: S_OUT_ENTRIES or
  * S_OUT_MAX) fails that request visibly at the turn's end: ERROR `internal`,
  * and it stops following or watching.
- * If the commit fails, the outbox is dropped: the runs the turn touched are
- * failed in memory (their requesters get an ERROR `internal`), and a restart
- * ends them in the store (recovery).
  *
  * Sequence numbers: run->seq is the last seq written; events are appended
- * with seq + 1 inside the turn's transaction, so seq is gapless per run. */
+ * with seq + 1 inside the turn's transaction, so seq is gapless per run.
+ *
+ * The store's lock and failed turns. A turn takes the write lock (BEGIN
+ * IMMEDIATE) before it handles its first frame, waiting a small fraction of
+ * the heartbeat (store_set_busy_ms). When another connection holds the
+ * lock, the turn defers every frame it reads (copied, in order, bounded by
+ * S_IN_MAX / S_IN_BYTES) and the next turn tries again, so the loop keeps
+ * answering heartbeats however long the lock is held. A turn whose writes
+ * or commit fail (a full disk) is rolled back in memory too: runs it
+ * created are forgotten, the others get back the seq they had, and every
+ * run it touched is "doomed": it ends with one run_failed/internal as soon
+ * as a transaction opens again. Its answers are dropped; their requesters
+ * get ERROR internal. */
 #include "engine.h"
 
 #include "worker/worker.h"
@@ -98,6 +107,10 @@ typedef struct run_t {
     int resolving;             /* waiting for the services list */
     int asked_broker;          /* a fresh services list was asked for it */
     int ended;                 /* terminal: freed at the end of the turn */
+    int touched;               /* changed in this turn (in self->touched) */
+    int created;               /* created in this turn */
+    int doomed;                /* in self->doomed: to fail once the store writes */
+    uint64_t seq0;             /* seq when the turn first touched it */
     follower_t *followers;
     struct run_t *qnext;       /* session queue link */
     struct run_t *next_ended;  /* self->ended link */
@@ -114,6 +127,21 @@ struct session_t {
 
 #define S_OUT_STREAM OUTBOX_STREAM
 #define S_OUT_REPLY OUTBOX_REPLY
+
+/* A frame read while the store's lock is held elsewhere, kept for the
+ * next turn that gets it. */
+typedef enum { S_IN_REQUEST, S_IN_CANCEL, S_IN_STREAM, S_IN_REPLY, S_IN_ERROR } s_in_kind_t;
+
+typedef struct s_in_t {
+    s_in_kind_t kind;
+    uint64_t id;
+    size_t len;                /* body bytes; ERROR: code\0message\0 */
+    struct s_in_t *next;
+    uint8_t body[];
+} s_in_t;
+
+#define S_IN_MAX (1u << 20)        /* frames deferred at most */
+#define S_IN_BYTES (256u << 20)    /* their bytes at most */
 
 struct engine_t {
     engine_config_t cfg;
@@ -133,6 +161,15 @@ struct engine_t {
     int64_t next_tick;
     int in_tx;                 /* a transaction is open this turn */
     int store_failed;          /* a write failed this turn */
+    int blocked;               /* this turn found the lock held elsewhere */
+    int replaying;             /* handling deferred frames */
+    int64_t blocked_since;     /* mono ms the lock was first found held, 0: not */
+    s_in_t *in_head, *in_tail; /* deferred frames, oldest first */
+    size_t in_count, in_bytes;
+    run_t **touched;           /* runs this turn changed */
+    size_t ntouched, touched_cap;
+    run_t **doomed;            /* runs to fail with internal (a failed turn) */
+    size_t ndoomed, doomed_cap;
     outbox_t *out;             /* answers: sent once their turn is committed */
     hmap_t *refused;           /* requests whose answer the full outbox refused */
     mp_buf_t mp;               /* scratch encoder */
@@ -190,6 +227,49 @@ static void s_store_check(engine_t *self, int rc, const char *op)
     if (rc != 0 && !self->store_failed) {
         LOGE("store.error", "op=%s error=\"%s\"", op, store_errmsg(self->store));
         self->store_failed = 1;
+    }
+}
+
+/* ---- failed turns ----------------------------------------------------------- */
+
+static void s_grow(run_t ***arr, size_t n, size_t *cap)
+{
+    if (n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        *arr = mem_realloc(*arr, *cap * sizeof **arr);
+    }
+}
+
+/* The turn changes run: remember what to roll back to. */
+static void s_touch(engine_t *self, run_t *run)
+{
+    if (run->touched)
+        return;
+    run->touched = 1;
+    run->seq0 = run->seq;
+    s_grow(&self->touched, self->ntouched, &self->touched_cap);
+    self->touched[self->ntouched++] = run;
+}
+
+static void s_doom(engine_t *self, run_t *run)
+{
+    if (run->doomed || run->ended)
+        return;
+    run->doomed = 1;
+    s_grow(&self->doomed, self->ndoomed, &self->doomed_cap);
+    self->doomed[self->ndoomed++] = run;
+}
+
+static void s_undoom(engine_t *self, run_t *run)
+{
+    if (!run->doomed)
+        return;
+    run->doomed = 0;
+    for (size_t i = 0; i < self->ndoomed; i++) {
+        if (self->doomed[i] == run) {
+            self->doomed[i] = self->doomed[--self->ndoomed];
+            return;
+        }
     }
 }
 
@@ -389,6 +469,7 @@ static void s_emit(engine_t *self, run_t *run, const char *type, const char *pay
     char created_at[CLOCK_RFC3339_LEN];
     s_now(created_at);
     s_begin(self);
+    s_touch(self, run);
     int64_t event_id = 0;
     uint64_t seq = run->seq + 1;
     s_store_check(self,
@@ -434,6 +515,7 @@ static void s_start_next(engine_t *self, session_t *s);
 static void s_run_end(engine_t *self, run_t *run, run_input_t input, const char *payload)
 {
     run_status_t to;
+    s_undoom(self, run);
     if (run->ended || runfsm_next(run->status, input, &to) != 0) {
         LOGW("run.illegal", "run=%s status=%s input=%d", run->run_id, runfsm_name(run->status),
              (int)input);
@@ -634,6 +716,7 @@ static void s_run_start(engine_t *self, run_t *run)
     s->running = run;
     run->status = to;
     s_begin(self);
+    s_touch(self, run);
     s_store_check(self, store_run_set_status(self->store, run->run_id, "running", NULL),
                   "run_set_status");
     LOGI("run.start", "run=%s session=%s agent=%s", run->run_id, s->id, run->agent_id);
@@ -1103,6 +1186,8 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
     s_now(run->created_at);
     zhashx_insert(self->runs, run->run_id, run);
     s_begin(self);
+    s_touch(self, run);
+    run->created = 1;
     s_store_check(self, store_session_ensure(self->store, s->id, run->created_at),
                   "session_ensure");
     s_store_check(self,
@@ -1619,12 +1704,295 @@ static void s_on_link(worker_t *w, int up, void *arg)
         s_request_services(self);
 }
 
-/* ---- the loop --------------------------------------------------------------- */
+/* ---- the store's lock: the gate and deferred frames ------------------------- */
+
+static void s_fail_doomed(engine_t *self);
+
+/* Takes the write lock for this turn: 1, or 0 when another connection
+ * holds it (blocked is set: the turn tries no more). */
+static int s_lock(engine_t *self)
+{
+    if (store_begin(self->store) != 0) {
+        if (store_busy(self->store)) {
+            self->blocked = 1;
+            if (!self->blocked_since) {
+                self->blocked_since = clock_mono_ms();
+                LOGW("store.locked", "reason=\"%s\"", store_errmsg(self->store));
+            }
+            return 0;
+        }
+        LOGE("store.error", "op=begin error=\"%s\"", store_errmsg(self->store));
+        self->store_failed = 1;
+    }
+    self->in_tx = 1;
+    if (self->blocked_since) {
+        LOGI("store.unlocked", "waited_ms=%lld deferred=%zu",
+             (long long)(clock_mono_ms() - self->blocked_since), self->in_count);
+        self->blocked_since = 0;
+    }
+    s_fail_doomed(self);
+    return 1;
+}
+
+/* 1 when this turn may handle a frame now (it holds the write lock, taking
+ * it if it can), 0 when the caller must defer it: the lock is held
+ * elsewhere, or older frames wait (order is kept). */
+static int s_gate(engine_t *self)
+{
+    if (self->replaying || self->in_tx)
+        return 1;
+    if (self->blocked || self->in_head)
+        return 0;
+    return s_lock(self);
+}
+
+/* Keeps a copy of a frame for the next turn. -1 past the bounds (force:
+ * kept anyway; cancels are small and must not be lost). */
+static int s_defer(engine_t *self, s_in_kind_t kind, uint64_t id, const void *body, size_t len,
+                   int force)
+{
+    if (!force && (self->in_count >= S_IN_MAX || len > S_IN_BYTES - self->in_bytes))
+        return -1;
+    s_in_t *in = mem_alloc(sizeof *in + len);
+    in->kind = kind;
+    in->id = id;
+    in->len = len;
+    if (len)
+        memcpy(in->body, body, len);
+    if (self->in_tail)
+        self->in_tail->next = in;
+    else
+        self->in_head = in;
+    self->in_tail = in;
+    self->in_count++;
+    self->in_bytes += len;
+    return 0;
+}
+
+/* An agent's frame that could not be kept: its run cannot be told whole,
+ * so it stops (the agent is told) and fails once the store writes. */
+static void s_defer_lost(engine_t *self, uint64_t req, int final)
+{
+    if (req == self->services_req) {
+        self->services_req = 0; /* asked again at the next refresh */
+        return;
+    }
+    run_t *run = hmap_del(self->agent_reqs, req);
+    if (!run)
+        return;
+    if (!final)
+        worker_cancel(self->worker, req);
+    run->agent_req = 0;
+    LOGE("store.deferred_full", "run=%s frames=%zu bytes=%zu", run->run_id, self->in_count,
+         self->in_bytes);
+    s_doom(self, run);
+}
+
+static void s_gated_request(worker_t *w, uint64_t id, const uint8_t *body, size_t len, void *arg)
+{
+    engine_t *self = arg;
+    if (s_gate(self))
+        s_on_request(w, id, body, len, arg);
+    else if (s_defer(self, S_IN_REQUEST, id, body, len, 0) != 0)
+        worker_fail(w, id, "unavailable", "the store is busy; try again");
+}
+
+static void s_gated_cancel(worker_t *w, uint64_t id, void *arg)
+{
+    engine_t *self = arg;
+    if (s_gate(self))
+        s_on_cancel(w, id, arg);
+    else
+        s_defer(self, S_IN_CANCEL, id, NULL, 0, 1);
+}
+
+static void s_gated_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
+{
+    engine_t *self = arg;
+    if (s_gate(self))
+        s_on_stream(w, req, body, len, arg);
+    else if (s_defer(self, S_IN_STREAM, req, body, len, 0) != 0)
+        s_defer_lost(self, req, 0);
+}
+
+static void s_gated_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
+{
+    engine_t *self = arg;
+    if (s_gate(self))
+        s_on_reply(w, req, body, len, arg);
+    else if (s_defer(self, S_IN_REPLY, req, body, len, 0) != 0)
+        s_defer_lost(self, req, 1);
+}
+
+static void s_gated_error(worker_t *w, uint64_t req, const char *code, const char *message,
+                          void *arg)
+{
+    engine_t *self = arg;
+    if (s_gate(self)) {
+        s_on_error(w, req, code, message, arg);
+        return;
+    }
+    size_t cl = strlen(code), ml = strlen(message);
+    char *buf = mem_alloc(cl + ml + 2);
+    memcpy(buf, code, cl + 1);
+    memcpy(buf + cl + 1, message, ml + 1);
+    if (s_defer(self, S_IN_ERROR, req, buf, cl + ml + 2, 0) != 0)
+        s_defer_lost(self, req, 1);
+    mem_free(buf);
+}
+
+/* At a turn's start: deferred frames first, in the order they came, once
+ * the lock is ours. */
+static void s_turn_start(engine_t *self)
+{
+    self->blocked = 0;
+    if ((!self->in_head && !self->ndoomed) || (!self->in_tx && !s_lock(self)))
+        return;
+    self->replaying = 1;
+    while (self->in_head) {
+        s_in_t *in = self->in_head;
+        self->in_head = in->next;
+        if (!self->in_head)
+            self->in_tail = NULL;
+        self->in_count--;
+        self->in_bytes -= in->len;
+        switch (in->kind) {
+        case S_IN_REQUEST: s_on_request(self->worker, in->id, in->body, in->len, self); break;
+        case S_IN_CANCEL: s_on_cancel(self->worker, in->id, self); break;
+        case S_IN_STREAM: s_on_stream(self->worker, in->id, in->body, in->len, self); break;
+        case S_IN_REPLY: s_on_reply(self->worker, in->id, in->body, in->len, self); break;
+        case S_IN_ERROR: {
+            const char *code = (const char *)in->body;
+            s_on_error(self->worker, in->id, code, code + strlen(code) + 1, self);
+            break;
+        }
+        }
+        mem_free(in);
+    }
+    self->replaying = 0;
+}
+
+/* Removes a run from the list of runs ended in this turn. */
+static void s_ended_remove(engine_t *self, run_t *run)
+{
+    for (run_t **pp = &self->ended; *pp; pp = &(*pp)->next_ended) {
+        if (*pp == run) {
+            *pp = run->next_ended;
+            run->next_ended = NULL;
+            return;
+        }
+    }
+}
+
+/* A run created in a turn that did not commit: it never existed. */
+static void s_run_forget(engine_t *self, run_t *run)
+{
+    session_t *s = run->session;
+    if (s->running == run)
+        s->running = NULL;
+    run_t **pp = &s->qhead;
+    while (*pp && *pp != run)
+        pp = &(*pp)->qnext;
+    if (*pp)
+        *pp = run->qnext;
+    s->qtail = NULL;
+    for (run_t *q = s->qhead; q; q = q->qnext)
+        s->qtail = q;
+    for (follower_t *f = run->followers; f;) {
+        follower_t *next = f->next;
+        hmap_del(self->follow_reqs, f->req);
+        mem_free(f);
+        f = next;
+    }
+    zhashx_delete(self->runs, run->run_id);
+    s->runs--;
+    mem_free(run->agent_id);
+    mem_free(run->request_id);
+    mem_free(run->role);
+    mem_free(run->content);
+    mem_free(run);
+    s_session_maybe_free(self, s);
+}
 
 static void s_rollback_cb(void *arg, uint64_t req)
 {
     hmap_put(arg, req, (void *)1);
 }
+
+/* The turn's transaction is gone: so is what it did in memory. */
+static void s_turn_failed(engine_t *self)
+{
+    store_rollback(self->store);
+    hmap_t *failed = hmap_new(S_OUT_ENTRIES);
+    outbox_rollback(self->out, s_rollback_cb, failed);
+    size_t pos = 0;
+    uint64_t req;
+    void *value;
+    while (hmap_next(failed, &pos, &req, &value) == 0) {
+        worker_fail(self->worker, req, "internal", "the store could not commit");
+        s_on_cancel(self->worker, req, self); /* it follows and watches nothing more */
+    }
+    hmap_destroy(&failed);
+    size_t forgotten = 0, doomed = 0;
+    for (size_t i = 0; i < self->ntouched; i++) {
+        run_t *run = self->touched[i];
+        run->touched = 0;
+        if (run->agent_req) {
+            worker_cancel(self->worker, run->agent_req);
+            hmap_del(self->agent_reqs, run->agent_req);
+            run->agent_req = 0;
+        }
+        run->resolving = 0;
+        if (run->ended) {
+            s_ended_remove(self, run);
+            run->ended = 0;
+        }
+        if (run->created) {
+            s_run_forget(self, run);
+            forgotten++;
+            continue;
+        }
+        run->seq = run->seq0;
+        if (runfsm_terminal(run->status))
+            run->status = RUN_RUNNING; /* the store still has it unfinished */
+        s_doom(self, run);
+        doomed++;
+    }
+    self->ntouched = 0;
+    zhashx_purge(self->native_seen); /* recorded again at the next services list */
+    /* A store that keeps failing fails every turn: one line a second. */
+    static int64_t last_log;
+    static unsigned long quiet;
+    int64_t now = clock_mono_ms();
+    if (now - last_log >= 1000) {
+        LOGE("engine.turn_failed", "runs_forgotten=%zu runs_doomed=%zu turns_since_last=%lu",
+             forgotten, doomed, quiet);
+        last_log = now;
+        quiet = 0;
+    } else {
+        quiet++;
+    }
+}
+
+/* Ends the doomed runs (the turn holds the lock). */
+static void s_fail_doomed(engine_t *self)
+{
+    while (self->ndoomed) {
+        run_t *run = self->doomed[self->ndoomed - 1];
+        session_t *s = run->session;
+        if (run->agent_req) {
+            worker_cancel(self->worker, run->agent_req);
+            hmap_del(self->agent_reqs, run->agent_req);
+            run->agent_req = 0;
+        }
+        run->resolving = 0;
+        s_run_fail(self, run, "internal", "the store could not record this run's events");
+        s_undoom(self, run); /* even if the run could not end */
+        s_start_next(self, s);
+    }
+}
+
+/* ---- the loop --------------------------------------------------------------- */
 
 /* Ends the turn: commit, then send (or fail what the turn touched). */
 static int s_end_turn(engine_t *self)
@@ -1635,21 +2003,16 @@ static int s_end_turn(engine_t *self)
         if (rc != 0) {
             if (!self->store_failed)
                 LOGE("store.error", "op=commit error=\"%s\"", store_errmsg(self->store));
-            store_rollback(self->store);
             self->store_failed = 0;
-            /* Nothing of the turn is persisted: its answers must not go out.
-             * Every requester waiting in this turn learns it failed. */
-            hmap_t *failed = hmap_new(S_OUT_ENTRIES);
-            outbox_rollback(self->out, s_rollback_cb, failed);
-            size_t pos = 0;
-            uint64_t req;
-            void *value;
-            while (hmap_next(failed, &pos, &req, &value) == 0)
-                worker_fail(self->worker, req, "internal", "the store could not commit");
-            hmap_destroy(&failed);
+            /* Nothing of the turn is persisted: its answers must not go out,
+             * its runs end once the store writes again. */
+            s_turn_failed(self);
             return -1;
         }
     }
+    for (size_t i = 0; i < self->ntouched; i++)
+        self->touched[i]->touched = self->touched[i]->created = 0;
+    self->ntouched = 0;
     outbox_commit(self->out);
     s_flush(self);
     s_runs_free_ended(self);
@@ -1658,10 +2021,14 @@ static int s_end_turn(engine_t *self)
 
 static void s_tick(engine_t *self, int64_t now)
 {
+    if (self->ndoomed)
+        s_gate(self); /* a transaction that opens ends them */
     zlistx_t *keys = zhashx_keys(self->runs);
     for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
         run_t *run = zhashx_lookup(self->runs, k);
         if (run && !run->ended && run->agent_req && now >= run->deadline) {
+            if (!s_gate(self))
+                break; /* frames wait for the lock: so do timeouts */
             worker_cancel(self->worker, run->agent_req);
             hmap_del(self->agent_reqs, run->agent_req);
             run->agent_req = 0;
@@ -1678,6 +2045,9 @@ static void s_tick(engine_t *self, int64_t now)
 
 static void s_fail_all(engine_t *self, const char *message)
 {
+    s_turn_start(self);
+    if (!s_gate(self))
+        return; /* the store is locked: recovery ends them at the next start */
     zlistx_t *keys = zhashx_keys(self->runs);
     for (const char *k = zlistx_first(keys); k; k = zlistx_next(keys)) {
         run_t *run = zhashx_lookup(self->runs, k);
@@ -1717,6 +2087,7 @@ int engine_run(engine_t *self, volatile sig_atomic_t *stop)
             LOGE("engine.poll", "error=%s", zmq_strerror(errno));
             return -1;
         }
+        s_turn_start(self);
         while (worker_process(self->worker) > 0) {
             if (outbox_bytes(self->out) > S_OUT_MAX / 2 ||
                 outbox_entries(self->out) > S_OUT_ENTRIES / 2)
@@ -1778,11 +2149,14 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
         mem_free(self);
         return NULL;
     }
-    worker_handlers_t h = {.on_request = s_on_request,
-                           .on_cancel = s_on_cancel,
-                           .on_stream = s_on_stream,
-                           .on_reply = s_on_reply,
-                           .on_error = s_on_error,
+    /* From now on a lock held elsewhere costs a turn this long, not the loop. */
+    long busy_ms = cfg->heartbeat_ms / 10;
+    store_set_busy_ms(self->store, (int)(busy_ms < 10 ? 10 : busy_ms > 100 ? 100 : busy_ms));
+    worker_handlers_t h = {.on_request = s_gated_request,
+                           .on_cancel = s_gated_cancel,
+                           .on_stream = s_gated_stream,
+                           .on_reply = s_gated_reply,
+                           .on_error = s_gated_error,
                            .on_link = s_on_link};
     worker_config_t wc = {.endpoint = cfg->broker,
                           .service = "orchestrator",
@@ -1858,6 +2232,13 @@ void engine_destroy(engine_t **self_p)
     store_destroy(&self->store);
     outbox_destroy(&self->out);
     hmap_destroy(&self->refused);
+    while (self->in_head) {
+        s_in_t *in = self->in_head;
+        self->in_head = in->next;
+        mem_free(in);
+    }
+    mem_free(self->touched);
+    mem_free(self->doomed);
     sbuf_free(&self->json);
     sbuf_free(&self->event);
     mp_buf_free(&self->mp);

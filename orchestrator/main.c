@@ -6,6 +6,7 @@
 #include "common/sig.h"
 
 #include <czmq.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,6 +53,9 @@ int main(int argc, char **argv)
     log_set_json(log_json);
     zsys_handler_set(NULL); /* czmq must not take SIGINT/SIGTERM */
     sig_install();
+    /* A file-size limit reached is a failed write (EFBIG), like a full disk,
+     * not the end of the process: the engine fails the turn and goes on. */
+    signal(SIGXFSZ, SIG_IGN);
     engine_config_t cfg = {.broker = broker,
                            .db = db,
                            .durability_full = strcmp(durability, "full") == 0,

@@ -662,3 +662,104 @@ def test_messages_and_session_runs_page(stack):
     assert [r["run_id"] for r in last["runs"]] == [runs[0]["run_id"]] and not last["has_more"]
     status, none = c.reply(c.call("session_runs", session_id="never"))
     assert status == 200 and none == {"session_id": "never", "runs": [], "has_more": False}
+
+
+def pump_for(c, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            c.pump(min(0.2, max(0.01, deadline - time.monotonic())))
+        except TimeoutError:
+            pass
+
+
+def test_a_lock_held_elsewhere_for_8s_delays_runs_and_fails_none():
+    """An external connection holds BEGIN IMMEDIATE for 8 s mid-run. The
+    orchestrator waits a fraction of the heartbeat per turn (it waited 5 s
+    inside its loop, the broker dropped it and every run failed), keeps its
+    broker link, and afterwards every run, including one invoked during
+    the lock in another session, ends once, done, with no gap."""
+    s = Stack(echo_workers=2, echo_delay_ms=5)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo", workers=2)
+        text = " ".join("w%d" % i for i in range(300))
+        reqs = [invoke(c, "lk%d" % i, "echo", text, follow=True) for i in range(3)]
+        wait_until(lambda: all(any(e["type"] == "agent_stream_delta" for e in c.events(r))
+                               for r in reqs) or c.pump(5) and False, what="the runs to stream")
+        db = sqlite3.connect(s.db, timeout=10, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            during = invoke(c, "lk-other", "echo", "invoked during the lock", follow=True)
+            pump_for(c, 8)
+            assert s.orch.poll() is None
+        finally:
+            db.execute("COMMIT")
+            db.close()
+        reqs.append(during)
+        runs = [c.reply(r, timeout=30)[1] for r in reqs]
+        assert [r["status"] for r in runs] == ["done"] * 4, runs
+        for r, run in zip(reqs, runs):
+            check_run_events(c.events(r), run["run_id"])
+            stored, _ = read_all_events(c, run["run_id"])
+            assert stored == c.events(r)
+        with open(s.orch.log) as f:
+            log = f.read()
+        assert "broker.lost" not in log and "store.locked" in log and "store.unlocked" in log
+    finally:
+        s.close()
+
+
+def test_a_full_disk_fails_the_runs_it_caught_once_and_shows_nothing_unstored():
+    """A file-size limit on the orchestrator stands in for a full disk:
+    commits fail. The runs caught end, once the store writes again, with
+    exactly one run_failed/internal and no seq gap (a failed commit once
+    left them running with a seq consumed); every event a client was shown
+    is stored as shown; later runs work."""
+    import resource
+    s = Stack(echo_workers=1, echo_delay_ms=10)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        text = " ".join("w%d" % i for i in range(400))
+        reqs = [invoke(c, "df%d" % i, "echo", text, follow=True) for i in range(3)]
+        wait_until(lambda: all(any(e["type"] == "agent_stream_delta" for e in c.events(r))
+                               for r in reqs) or c.pump(5) and False, what="the runs to stream")
+        # The soft limit only: raising it back needs no privilege.
+        hard = resource.prlimit(s.orch.pid, resource.RLIMIT_FSIZE)[1]
+        resource.prlimit(s.orch.pid, resource.RLIMIT_FSIZE, (4096, hard))
+        try:
+            pump_for(c, 1.5)
+            # Invoked while nothing can be written: refused visibly.
+            refused = invoke(c, "df-during", "echo", "hello")
+            kind, body = c.wait_final(refused, timeout=10)[-1]
+            assert kind == ERROR and body["code"] == "internal", body
+            assert s.orch.poll() is None
+        finally:
+            resource.prlimit(s.orch.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        pump_for(c, 1)
+        c2 = s.client()
+        failed = 0
+        for r in reqs:
+            acc = c.accepted(r)
+            run_id = acc["run_id"]
+            def ended():
+                st, run = c2.reply(c2.call("run", run_id=run_id))
+                return run if run["status"] in ("done", "failed") else None
+            run = wait_until(ended, timeout=15, what="run %s to end" % run_id)
+            stored, _ = read_all_events(c2, run_id)
+            check_run_events(stored, run_id)
+            by_seq = {e["seq"]: e for e in stored}
+            for e in c.events(r):
+                assert by_seq[e["seq"]] == e, "shown event not stored as shown"
+            if run["status"] == "failed":
+                failed += 1
+                assert stored[-1]["payload"]["error"]["code"] == "internal"
+        assert failed >= 1
+        status, run = c2.reply(invoke(c2, "df-after", "echo", "after the disk", follow=True))
+        assert run["status"] == "done"
+        db = sqlite3.connect(s.db)
+        assert db.execute("select count(*) from runs where session_id='df-during'").fetchone()[0] == 0
+        assert db.execute("select count(*) from runs where status in ('queued','running')").fetchone()[0] == 0
+    finally:
+        s.close()
