@@ -44,6 +44,7 @@
 #include "proto/frame.h"
 #include "proto/id.h"
 #include "proto/orch.h"
+#include "proto/utf8.h"
 #include "outbox.h"
 #include "runfsm.h"
 #include "store.h"
@@ -97,8 +98,11 @@ typedef struct run_t {
     session_t *session;
     char *agent_id;
     char *request_id;          /* NULL when the invoke had none */
-    char *role, *content;      /* the input message */
+    char *role;                /* the input message's role */
+    char *content;             /* its content: NULL while queued (the store has
+                                  it; loaded when the run starts) */
     size_t content_len;
+    size_t nfollowers;
     char created_at[CLOCK_RFC3339_LEN];
     run_status_t status;
     uint64_t seq;              /* last seq written */
@@ -120,6 +124,7 @@ struct session_t {
     char *id;
     run_t *running;
     run_t *qhead, *qtail;      /* queued runs, in order of acceptance */
+    size_t queued;             /* runs in that queue */
     watcher_t *watchers;
     size_t runs;               /* run_t that point here, ended ones included
                                   until the turn's end frees them */
@@ -532,6 +537,7 @@ static void s_run_end(engine_t *self, run_t *run, run_input_t input, const char 
             pp = &(*pp)->qnext;
         if (*pp) {
             *pp = run->qnext;
+            s->queued--;
             if (s->qtail == run) {
                 s->qtail = NULL;
                 for (run_t *q = s->qhead; q; q = q->qnext)
@@ -556,6 +562,7 @@ static void s_run_end(engine_t *self, run_t *run, run_input_t input, const char 
         f = next;
     }
     run->followers = NULL;
+    run->nfollowers = 0;
     run->ended = 1;
     run->next_ended = self->ended;
     self->ended = run;
@@ -713,12 +720,20 @@ static void s_run_start(engine_t *self, run_t *run)
     if (!s->qhead)
         s->qtail = NULL;
     run->qnext = NULL;
+    s->queued--;
     s->running = run;
     run->status = to;
     s_begin(self);
     s_touch(self, run);
     s_store_check(self, store_run_set_status(self->store, run->run_id, "running", NULL),
                   "run_set_status");
+    if (!run->content &&
+        store_run_input(self->store, run->run_id, &run->content, &run->content_len) != 0) {
+        LOGE("store.error", "op=run_input run=%s error=\"%s\"", run->run_id,
+             store_errmsg(self->store));
+        s_run_fail(self, run, "internal", "the run's input could not be read from the store");
+        return;
+    }
     LOGI("run.start", "run=%s session=%s agent=%s", run->run_id, s->id, run->agent_id);
     sbuf_reset(&self->json);
     sbuf_cats(&self->json, "{\"agent_id\":");
@@ -880,10 +895,22 @@ static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t le
                   store_message_append(self->store, run->session->id, run->run_id, run->role,
                                        run->content, run->content_len, created_at),
                   "message_append");
-    char *content = s_dup(&out.content);
+    /* Stored valid: later histories and pages are built from it. */
+    size_t content_len = 0;
+    char *content = utf8_clean(out.content.ptr, out.content.len, &content_len);
+    if (!content) {
+        content = s_dup(&out.content);
+        content_len = out.content.len;
+    }
+    size_t role_len = 0;
+    char *clean_role = utf8_clean(role, strlen(role), &role_len);
+    if (clean_role) {
+        mem_free(role);
+        role = clean_role;
+    }
     s_store_check(self,
                   store_message_append(self->store, run->session->id, run->run_id, role, content,
-                                       out.content.len, created_at),
+                                       content_len, created_at),
                   "message_append");
     mem_free(content);
     mem_free(role);
@@ -938,6 +965,7 @@ static void s_add_follower(engine_t *self, run_t *run, uint64_t req, uint64_t ne
     f->next_seq = next_seq;
     f->next = run->followers;
     run->followers = f;
+    run->nfollowers++;
     hmap_put(self->follow_reqs, req, run);
 }
 
@@ -1026,6 +1054,12 @@ static void s_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t 
                 s_out_error(self, req, 404, "unknown_run", "no run '%s'", run_id);
             return;
         }
+    }
+    if (run && run->nfollowers >= (size_t)self->cfg.follows_max) {
+        s_out_error(self, req, 429, "too_many_follows",
+                    "run '%s' has %zu followers, the maximum (MAP_MAX_FOLLOWS_PER_RUN)", run_id,
+                    run->nfollowers);
+        return;
     }
     sbuf_reset(&self->json);
     if (run) {
@@ -1166,6 +1200,15 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
         mem_free(session_id);
         return;
     }
+    /* One session cannot fill the orchestrator: its queue has a maximum
+     * of its own, well below the global one. */
+    if (s && (s->running || s->qhead) && s->queued >= (size_t)self->cfg.queued_max) {
+        s_out_error(self, req, 429, "too_many_runs",
+                    "session '%s' has %zu runs queued, the maximum (MAP_MAX_QUEUED_RUNS)",
+                    session_id, s->queued);
+        mem_free(session_id);
+        return;
+    }
     if (zhashx_size(self->runs) >= (size_t)self->cfg.runs_max) {
         s_out_error(self, req, 503, "unavailable", "too many runs in progress");
         mem_free(session_id);
@@ -1180,8 +1223,10 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
     run->agent_id = s_dup(&q->agent_id);
     run->request_id = q->request_id.len ? s_dup(&q->request_id) : NULL;
     run->role = s_dup(&q->role);
-    run->content = s_dup(&q->content);
-    run->content_len = q->content.len;
+    size_t clean_len = 0;
+    char *clean = utf8_clean(q->content.ptr, q->content.len, &clean_len);
+    run->content = clean ? clean : s_dup(&q->content);
+    run->content_len = clean ? clean_len : q->content.len;
     run->status = RUN_QUEUED;
     s_now(run->created_at);
     zhashx_insert(self->runs, run->run_id, run);
@@ -1200,6 +1245,11 @@ static void s_op_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
     else
         s->qhead = run;
     s->qtail = run;
+    s->queued++;
+    /* The store holds the input until the run starts (it may wait long). */
+    mem_free(run->content);
+    run->content = NULL;
+    run->content_len = 0;
     LOGD("run.accepted", "run=%s session=%s agent=%s", run->run_id, s->id, run->agent_id);
     /* The answer goes out before the run's first events, so the edge can
      * say invoke_accepted before any event: running if it starts now,
@@ -1687,6 +1737,7 @@ static void s_on_cancel(worker_t *w, uint64_t id, void *arg)
                 follower_t *dead = *pp;
                 *pp = dead->next;
                 mem_free(dead);
+                run->nfollowers--;
                 break;
             }
         }
@@ -1893,8 +1944,10 @@ static void s_run_forget(engine_t *self, run_t *run)
     run_t **pp = &s->qhead;
     while (*pp && *pp != run)
         pp = &(*pp)->qnext;
-    if (*pp)
+    if (*pp) {
         *pp = run->qnext;
+        s->queued--;
+    }
     s->qtail = NULL;
     for (run_t *q = s->qhead; q; q = q->qnext)
         s->qtail = q;

@@ -21,6 +21,8 @@ typedef struct {
     long history_max;          /* messages of history sent with an invoke */
     long drain_ms;             /* on stop: time given to running runs */
     long runs_max;             /* runs in memory (queued + running) */
+    long queued_max;           /* queued runs per session: past it 429 too_many_runs */
+    long follows_max;          /* follows of one run at once: past it 429 too_many_follows */
 } engine_config_t;
 
 /* Opens the store (recovering runs a crash left unfinished) and connects.

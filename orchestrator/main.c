@@ -17,7 +17,7 @@ int main(int argc, char **argv)
     const char *durability = "normal";
     const char *level = "info";
     long agent_timeout_ms = 30000, heartbeat_ms = 1000, history_max = 200, drain_ms = 2000;
-    long runs_max = 100000;
+    long runs_max = 100000, queued_max = 64, follows_max = 256;
     int log_json = 0;
     flag_t table[] = {
         {"broker", "MAP_BROKER", FLAG_STR, &broker, 0, 0, "broker endpoint"},
@@ -32,6 +32,10 @@ int main(int argc, char **argv)
         {"drain-ms", "MAP_DRAIN_MS", FLAG_INT, &drain_ms, 0, 600000,
          "on SIGTERM, time given to running runs before they fail"},
         {"runs-max", "MAP_RUNS_MAX", FLAG_INT, &runs_max, 1, 10000000, "runs in progress at once"},
+        {"max-queued-runs", "MAP_MAX_QUEUED_RUNS", FLAG_INT, &queued_max, 1, 1000000,
+         "runs one session may have waiting behind its running one (429 too_many_runs past it)"},
+        {"max-follows-per-run", "MAP_MAX_FOLLOWS_PER_RUN", FLAG_INT, &follows_max, 1, 1000000,
+         "requesters following one run at once (429 too_many_follows past it)"},
         {"log-level", "MAP_LOG_LEVEL", FLAG_STR, &level, 0, 0, "debug, info, warn or error"},
         {"log-json", "MAP_LOG_JSON", FLAG_BOOL, &log_json, 0, 0, "log JSON lines"},
     };
@@ -63,7 +67,9 @@ int main(int argc, char **argv)
                            .heartbeat_ms = heartbeat_ms,
                            .history_max = history_max,
                            .drain_ms = drain_ms,
-                           .runs_max = runs_max};
+                           .runs_max = runs_max,
+                           .queued_max = queued_max,
+                           .follows_max = follows_max};
     engine_t *engine = engine_new(&cfg, err, sizeof err);
     if (!engine) {
         fprintf(stderr, "map-orchestrator: %s\n", err);

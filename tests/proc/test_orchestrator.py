@@ -524,8 +524,10 @@ def test_native_agents_have_a_created_at_and_keep_their_id():
             if kind != REPLY:
                 return None
             by_id = {a["agent_id"]: a for a in json.loads(body["json"])["agents"]}
-            return by_id.get("echo")
-        got = wait_until(listed_without_workers, timeout=15, what="agents listed")
+            echo = by_id.get("echo")
+            # The broker forgets a killed worker after its heartbeats stop.
+            return echo if echo and echo["workers"] == 0 else None
+        got = wait_until(listed_without_workers, timeout=15, what="echo listed without workers")
         assert got["kind"] == "native" and got["workers"] == 0
         assert got["created_at"] == echo["created_at"]
         status, doc = c2.reply(c2.call("register", agent_id="echo", name="x",
@@ -761,5 +763,103 @@ def test_a_full_disk_fails_the_runs_it_caught_once_and_shows_nothing_unstored():
         db = sqlite3.connect(s.db)
         assert db.execute("select count(*) from runs where session_id='df-during'").fetchone()[0] == 0
         assert db.execute("select count(*) from runs where status in ('queued','running')").fetchone()[0] == 0
+    finally:
+        s.close()
+
+
+def test_a_queue_flood_in_one_session_is_refused_and_others_go_on():
+    """One session queues its maximum (MAP_MAX_QUEUED_RUNS, 64 by default):
+    the next invoke is 429 too_many_runs (100,000 queued invokes once hit
+    the global limit and every other session failed); another session's
+    runs complete meanwhile; queued runs start in order with their input
+    read back from the store."""
+    s = Stack(echo_workers=1)
+    try:
+        agent = FakeAgent(s.endpoint, "hold", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "hold")
+        s.wait_agent(c, "echo")
+        first = raw_final(c, invoke(c, "flood", "hold", "running"))
+        assert first["run_status"] == "running"
+        sent = [invoke(c, "flood", "hold", "queued %d" % i) for i in range(64)]
+        assert all(raw_final(c, r)["run_status"] == "queued" for r in sent)
+        status, doc = c.reply(invoke(c, "flood", "hold", "one too many"))
+        assert status == 429 and doc["error"]["code"] == "too_many_runs"
+        for i in range(3):
+            status, run = c.reply(invoke(c, "calm%d" % i, "echo", "still served", follow=True))
+            assert run["status"] == "done"
+        # Cancel the running one: the first queued starts, with its input.
+        c.reply(c.call("cancel", run_id=first["run_id"]))
+        wait_until(lambda: len(agent.seen) >= 2, what="the next queued run to start")
+        assert agent.seen[1]["input"]["content"] == "queued 0"
+        status, doc = c.reply(invoke(c, "flood", "hold", "room again"))
+        assert status == 200
+        db = sqlite3.connect(s.db)
+        assert db.execute("select count(*) from runs where session_id='flood'").fetchone()[0] == 66
+        agent.stop = True
+    finally:
+        s.close()
+
+
+def test_follows_of_one_run_are_bounded():
+    s = Stack(echo_workers=0, orch_args=("--max-follows-per-run", "3"))
+    try:
+        agent = FakeAgent(s.endpoint, "hold", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "hold")
+        own = invoke(c, "fl1", "hold", "go", follow=True)
+        wait_until(lambda: c.accepted(own) or c.pump(5) and False, what="accepted")
+        run_id = c.accepted(own)["run_id"]
+        follows = [c.call("follow", run_id=run_id) for _ in range(2)]
+        wait_until(lambda: all(c.accepted(f) for f in follows) or c.pump(5) and False,
+                   what="two follows accepted")
+        status, doc = c.reply(c.call("follow", run_id=run_id))
+        assert status == 429 and doc["error"]["code"] == "too_many_follows"
+        c.peer.cancel(follows[0])
+        again = c.call("follow", run_id=run_id)
+        wait_until(lambda: c.accepted(again) or c.pump(5) and False, what="a follow after a cancel")
+        c.reply(c.call("cancel", run_id=run_id))
+        for f in (own, follows[1], again):
+            status, run = c.reply(f)
+            assert run["status"] == "cancelled"
+        agent.stop = True
+    finally:
+        s.close()
+
+
+def test_invalid_utf8_from_an_agent_is_replaced_before_it_is_stored():
+    """An agent's delta and output with invalid UTF-8: stored with U+FFFD,
+    so the session's next run gets a history that encodes (it once could
+    not: every later HTTP-agent run of the session failed)."""
+    bad = b"A\xff\xfeB"
+    def behave(agent, rid, inv):
+        agent.peer.send([V, STREAM, rid], b"\x81\xa5delta\xa4" + bad)
+        agent.peer.send([V, REPLY, rid],
+                        b"\x81\xa6output\x82\xa4role\xa9assistant\xa7content\xa4" + bad)
+    s = Stack(echo_workers=0)
+    try:
+        agent = FakeAgent(s.endpoint, "bad8", behave)
+        agent.start()
+        hist = FakeAgent(s.endpoint, "hist8", lambda a, rid, inv: a.done(rid, "ok"))
+        hist.start()
+        c = s.client()
+        s.wait_agent(c, "bad8")
+        s.wait_agent(c, "hist8")
+        f = invoke(c, "u8", "bad8", "first", follow=True)
+        status, run = c.reply(f)
+        assert run["status"] == "done"
+        events = c.events(f)
+        assert [e["payload"]["delta"] for e in events if e["type"] == "agent_stream_delta"] == [
+            "A\ufffd\ufffdB"]
+        status, run2 = c.reply(invoke(c, "u8", "hist8", "second", follow=True))
+        assert run2["status"] == "done"
+        assert hist.seen[0]["history"] == [{"role": "user", "content": "first"},
+                                           {"role": "assistant", "content": "A\ufffd\ufffdB"}]
+        db = sqlite3.connect(s.db)
+        assert [r[0] for r in db.execute("select content from messages order by message_id")] == [
+            "first", "A\ufffd\ufffdB", "second", "ok"]
+        agent.stop = hist.stop = True
     finally:
         s.close()
