@@ -330,9 +330,39 @@ static void s_fail_watch(void *arg, uint64_t req)
     worker_fail(self->worker, req, "unavailable", "the orchestrator is stopping");
 }
 
-int engine_run(engine_t *self, volatile sig_atomic_t *stop)
+int engine_turn(engine_t *self, long wait_ms)
 {
     zmq_pollitem_t item = {worker_socket(self->worker), 0, ZMQ_POLLIN, 0};
+    int64_t now = clock_mono_ms();
+    long timeout = worker_timeout_ms(self->worker);
+    if (outbox_waiting(self->out) && timeout > S_OUT_RETRY_MS)
+        timeout = S_OUT_RETRY_MS; /* answers wait for room in the socket */
+    long until_tick = (long)(self->next_tick - now);
+    if (until_tick < timeout)
+        timeout = until_tick < 0 ? 0 : until_tick;
+    if (wait_ms >= 0 && wait_ms < timeout)
+        timeout = wait_ms;
+    if (zmq_poll(&item, 1, timeout) < 0 && errno != EINTR) {
+        LOGE("engine.poll", "error=%s", zmq_strerror(errno));
+        return -1;
+    }
+    s_turn_start(self);
+    while (worker_process(self->worker) > 0) {
+        if (outbox_bytes(self->out) > CORE_OUT_MAX / 2 ||
+            outbox_entries(self->out) > CORE_OUT_ENTRIES / 2)
+            break; /* commit and send before taking more */
+    }
+    now = clock_mono_ms();
+    if (now >= self->next_tick) {
+        s_tick(self, now);
+        self->next_tick = now + S_TICK_MS;
+    }
+    s_end_turn(self);
+    return 0;
+}
+
+int engine_run(engine_t *self, volatile sig_atomic_t *stop)
+{
     int64_t drain_until = 0;
     for (;;) {
         int64_t now = clock_mono_ms();
@@ -344,28 +374,8 @@ int engine_run(engine_t *self, volatile sig_atomic_t *stop)
         }
         if (self->draining && (runs_count(self->runs) == 0 || now >= drain_until))
             break;
-        long timeout = worker_timeout_ms(self->worker);
-        if (outbox_waiting(self->out) && timeout > S_OUT_RETRY_MS)
-            timeout = S_OUT_RETRY_MS; /* answers wait for room in the socket */
-        long until_tick = (long)(self->next_tick - now);
-        if (until_tick < timeout)
-            timeout = until_tick < 0 ? 0 : until_tick;
-        if (zmq_poll(&item, 1, timeout) < 0 && errno != EINTR) {
-            LOGE("engine.poll", "error=%s", zmq_strerror(errno));
+        if (engine_turn(self, -1) != 0)
             return -1;
-        }
-        s_turn_start(self);
-        while (worker_process(self->worker) > 0) {
-            if (outbox_bytes(self->out) > CORE_OUT_MAX / 2 ||
-                outbox_entries(self->out) > CORE_OUT_ENTRIES / 2)
-                break; /* commit and send before taking more */
-        }
-        now = clock_mono_ms();
-        if (now >= self->next_tick) {
-            s_tick(self, now);
-            self->next_tick = now + S_TICK_MS;
-        }
-        s_end_turn(self);
     }
     s_turn_start(self);
     if (s_gate(self)) /* locked: recovery ends them at the next start */
