@@ -43,6 +43,8 @@ struct engine_t {
     dispatch_t *dispatch;      /* services cache, routing */
     hmap_t *agent_reqs;        /* our agent request id → run_t */
     int64_t next_tick;
+    int64_t turn_started;      /* mono ms the turn began */
+    long turn_budget_ms;       /* a turn handles frames this long, then commits */
     int in_tx;                 /* a transaction is open this turn */
     int store_failed;          /* a write failed this turn */
     int blocked;               /* this turn found the lock held elsewhere */

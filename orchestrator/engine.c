@@ -19,6 +19,13 @@
  * held. Past the inbox's bounds a request fails `unavailable` and a run
  * whose agent frame could not be kept is doomed.
  *
+ * The turn's budget. A turn handles frames for a quarter of the heartbeat
+ * at most (turn_budget_ms); later frames go to the inbox like frames read
+ * under a lock and the next turn (at once) takes them in order. A burst of
+ * large requests then costs several short turns instead of one long one
+ * that would outlast the broker link's liveness (the library counts a
+ * batch that takes longer than that as silence).
+ *
  * A failed turn (its writes or its commit failed: a full disk) is rolled
  * back in memory too: runs it created are forgotten; the others get back
  * the seq they had and are doomed: they end with one run_failed/internal as
@@ -129,8 +136,14 @@ static int s_lock(engine_t *self)
  * elsewhere, or older frames wait (order is kept). */
 static int s_gate(engine_t *self)
 {
-    if (self->replaying || self->in_tx)
+    if (self->replaying)
         return 1;
+    if (self->in_tx) {
+        if (clock_mono_ms() - self->turn_started <= self->turn_budget_ms)
+            return 1;
+        self->blocked = 1; /* this turn has done its share: the rest waits, in order */
+        return 0;
+    }
     if (self->blocked || inbox_count(self->inbox))
         return 0;
     return s_lock(self);
@@ -220,7 +233,8 @@ static void s_turn_start(engine_t *self)
         return;
     self->replaying = 1;
     inbox_item_t *it;
-    while ((it = inbox_pop(self->inbox))) {
+    while (clock_mono_ms() - self->turn_started <= self->turn_budget_ms &&
+           (it = inbox_pop(self->inbox))) {
         switch (it->kind) {
         case INBOX_REQUEST: ops_request(self->worker, it->id, it->body, it->len, self); break;
         case INBOX_CANCEL: ops_cancel(self->worker, it->id, self); break;
@@ -340,12 +354,15 @@ int engine_turn(engine_t *self, long wait_ms)
     long until_tick = (long)(self->next_tick - now);
     if (until_tick < timeout)
         timeout = until_tick < 0 ? 0 : until_tick;
+    if (inbox_count(self->inbox))
+        timeout = 0; /* kept frames wait for this turn */
     if (wait_ms >= 0 && wait_ms < timeout)
         timeout = wait_ms;
     if (zmq_poll(&item, 1, timeout) < 0 && errno != EINTR) {
         LOGE("engine.poll", "error=%s", zmq_strerror(errno));
         return -1;
     }
+    self->turn_started = clock_mono_ms();
     s_turn_start(self);
     while (worker_process(self->worker) > 0) {
         if (outbox_bytes(self->out) > CORE_OUT_MAX / 2 ||
@@ -377,6 +394,8 @@ int engine_run(engine_t *self, volatile sig_atomic_t *stop)
         if (engine_turn(self, -1) != 0)
             return -1;
     }
+    self->turn_started = clock_mono_ms();
+    self->turn_budget_ms = 1L << 30; /* the last turn takes what is left */
     s_turn_start(self);
     if (s_gate(self)) /* locked: recovery ends them at the next start */
         flow_fail_all(self, "the orchestrator stopped before the run ended");
@@ -454,6 +473,7 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
     sbuf_init(&self->event, CORE_JSON_MAX);
     mp_buf_init(&self->mp, CORE_JSON_MAX + 4096);
     self->next_tick = clock_mono_ms() + S_TICK_MS;
+    self->turn_budget_ms = cfg->heartbeat_ms / 4 < 10 ? 10 : cfg->heartbeat_ms / 4;
     return self;
 }
 

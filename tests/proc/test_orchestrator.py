@@ -863,3 +863,33 @@ def test_invalid_utf8_from_an_agent_is_replaced_before_it_is_stored():
         agent.stop = hist.stop = True
     finally:
         s.close()
+
+
+def test_a_burst_of_large_invokes_keeps_the_broker_link():
+    """64 invokes of 500,000 characters at once: the orchestrator spreads
+    them over short turns (each at most a quarter of the heartbeat) instead
+    of one long one; it took longer than the link's liveness, the library
+    counted it as silence and every run failed worker_lost."""
+    s = Stack(echo_workers=1)
+    try:
+        agent = FakeAgent(s.endpoint, "hold", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "hold")
+        s.wait_agent(c, "echo")
+        first = raw_final(c, invoke(c, "burst", "hold", "running"))
+        big = "y" * 500000
+        sent = [invoke(c, "burst", "hold", big) for _ in range(64)]
+        other = invoke(c, "beside", "echo", "served meanwhile", follow=True)
+        answers = [raw_final(c, r) for r in sent]
+        assert all(a["status"] == 200 and a["run_status"] == "queued" for a in answers), [
+            a.get("status") for a in answers]
+        status, run = c.reply(other, timeout=30)
+        assert run["status"] == "done"
+        status, doc = c.reply(c.call("run", run_id=first["run_id"]))
+        assert doc["status"] == "running"
+        with open(s.orch.log) as f:
+            assert "link_lost" not in f.read()
+        agent.stop = True
+    finally:
+        s.close()
