@@ -8,6 +8,7 @@
  * comes once it is released). */
 #include "engine.h"
 
+#include "core.h" /* to look at a queued run's memory */
 #include "tests/support/check.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -239,6 +240,38 @@ int main(void)
     s_request(22, &(orch_request_t){.op = S("cancel"), .run_id = S(run_id)});
     s_reply(e, 22, &r, &m);
     CHECK(r.status == 409 && s_eq(r.run_status, "done"));
+
+    /* A queued run's input stays in the store until it starts; the running
+     * one has it (it is in the invoke the agent got). */
+    s_request(40, &(orch_request_t){.op = S("invoke"), .session_id = S("s2"),
+                                    .agent_id = S("echo"), .role = S("user"),
+                                    .content = S("first input")});
+    s_request(41, &(orch_request_t){.op = S("invoke"), .session_id = S("s2"),
+                                    .agent_id = S("echo"), .role = S("user"),
+                                    .content = S("second input")});
+    orch_reply_t r40, r41;
+    s_msg_t m40, m41;
+    s_reply(e, 40, &r40, &m40);
+    s_reply(e, 41, &r41, &m41);
+    CHECK(s_eq(r40.run_status, "running") && s_eq(r41.run_status, "queued"));
+    char id40[129], id41[129];
+    snprintf(id40, sizeof id40, "%.*s", (int)r40.run_id.len, r40.run_id.ptr);
+    snprintf(id41, sizeof id41, "%.*s", (int)r41.run_id.len, r41.run_id.ptr);
+    run_t *running = runs_live(e->runs, id40), *queued = runs_live(e->runs, id41);
+    CHECK(running && running->content && !strcmp(running->content, "first input"));
+    CHECK(queued && queued->content == NULL && queued->status == RUN_QUEUED);
+    CHECK(s_take(e, FRAME_REQUEST, 0, &m, 5000) == 0); /* the agent's invoke of the first */
+    s_request(42, &(orch_request_t){.op = S("cancel"), .run_id = S(id40)});
+    s_reply(e, 42, &r, &m);
+    CHECK(r.status == 202);
+    /* The second starts: its input read back from the store. */
+    CHECK(s_take(e, FRAME_CANCEL, 0, &m, 5000) == 0);
+    CHECK(s_take(e, FRAME_REQUEST, 0, &m, 5000) == 0);
+    CHECK(agent_decode_invoke(m.body, m.body_len, &inv) == AGENT_OK);
+    CHECK(s_eq(inv.input.content, "second input") && inv.history_count == 0);
+    s_request(43, &(orch_request_t){.op = S("cancel"), .run_id = S(id41)});
+    s_reply(e, 43, &r, &m);
+    CHECK(r.status == 202);
 
     /* The lock held by another connection: the request waits (nothing is
      * answered, heartbeats go on), then is answered once it is free. */
