@@ -23,12 +23,18 @@ typedef struct {
     long drain_ms;             /* on stop: time given to running runs */
     long runs_max;             /* runs in memory (queued + running) */
     int64_t retention_ms;      /* ended runs older than this are pruned; 0: keep all */
+    long queued_max;           /* queued runs per session: past it 429 too_many_runs */
+    long follows_max;          /* follows of one run at once: past it 429 too_many_follows */
 } engine_config_t;
 
 /* Opens the store (recovering runs a crash left unfinished) and connects.
  * Returns NULL with one sentence in err on a bad database or endpoint. */
 engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen);
 void engine_destroy(engine_t **self_p);
+/* One loop turn: waits at most wait_ms (-1: until the next timer) for the
+ * broker link, handles what is ready, commits, sends. Returns 0, or -1
+ * when the wait itself failed. For tests and engine_run. */
+int engine_turn(engine_t *self, long wait_ms);
 /* Runs until *stop; then drains (drain_ms) and fails what is left with a
  * terminal event. Returns 0, or -1 on a fatal store error. */
 int engine_run(engine_t *self, volatile sig_atomic_t *stop);

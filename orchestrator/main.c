@@ -7,6 +7,7 @@
 #include "common/sig.h"
 
 #include <czmq.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -18,7 +19,7 @@ int main(int argc, char **argv)
     const char *level = "info";
     const char *retention = "";
     long agent_timeout_ms = 30000, heartbeat_ms = 1000, history_max = 200, drain_ms = 2000;
-    long runs_max = 100000;
+    long runs_max = 100000, queued_max = 64, follows_max = 256;
     int log_json = 0;
     flag_t table[] = {
         {"broker", "MAP_BROKER", FLAG_STR, &broker, 0, 0, "broker endpoint"},
@@ -35,6 +36,10 @@ int main(int argc, char **argv)
         {"runs-max", "MAP_RUNS_MAX", FLAG_INT, &runs_max, 1, 10000000, "runs in progress at once"},
         {"retention", "MAP_RETENTION", FLAG_STR, &retention, 0, 0,
          "prune ended runs (events, messages) older than this: 30d, 12h, 90m; empty keeps all"},
+        {"max-queued-runs", "MAP_MAX_QUEUED_RUNS", FLAG_INT, &queued_max, 1, 1000000,
+         "runs one session may have waiting behind its running one (429 too_many_runs past it)"},
+        {"max-follows-per-run", "MAP_MAX_FOLLOWS_PER_RUN", FLAG_INT, &follows_max, 1, 1000000,
+         "requesters following one run at once (429 too_many_follows past it)"},
         {"log-level", "MAP_LOG_LEVEL", FLAG_STR, &level, 0, 0, "debug, info, warn or error"},
         {"log-json", "MAP_LOG_JSON", FLAG_BOOL, &log_json, 0, 0, "log JSON lines"},
     };
@@ -60,6 +65,9 @@ int main(int argc, char **argv)
     log_set_json(log_json);
     zsys_handler_set(NULL); /* czmq must not take SIGINT/SIGTERM */
     sig_install();
+    /* A file-size limit reached is a failed write (EFBIG), like a full disk,
+     * not the end of the process: the engine fails the turn and goes on. */
+    signal(SIGXFSZ, SIG_IGN);
     engine_config_t cfg = {.broker = broker,
                            .db = db,
                            .durability_full = strcmp(durability, "full") == 0,
@@ -68,7 +76,9 @@ int main(int argc, char **argv)
                            .history_max = history_max,
                            .drain_ms = drain_ms,
                            .runs_max = runs_max,
-                           .retention_ms = retention_ms};
+                           .retention_ms = retention_ms,
+                           .queued_max = queued_max,
+                           .follows_max = follows_max};
     engine_t *engine = engine_new(&cfg, err, sizeof err);
     if (!engine) {
         fprintf(stderr, "map-orchestrator: %s\n", err);

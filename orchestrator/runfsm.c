@@ -58,3 +58,9 @@ const char *runfsm_terminal_event(run_status_t status)
     default: return NULL;
     }
 }
+
+int runfsm_terminal_type(const char *type)
+{
+    return strcmp(type, "run_done") == 0 || strcmp(type, "run_failed") == 0 ||
+           strcmp(type, "run_cancelled") == 0;
+}

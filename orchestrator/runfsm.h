@@ -19,5 +19,8 @@ const char *runfsm_name(run_status_t status);         /* "queued", ... */
 int runfsm_parse(const char *name, run_status_t *out); /* 0 or -1 */
 /* The terminal event type of a terminal status ("run_done", ...), or NULL. */
 const char *runfsm_terminal_event(run_status_t status);
+/* 1 when an event of this type ends its run (run_done, run_failed,
+ * run_cancelled). */
+int runfsm_terminal_type(const char *type);
 
 #endif

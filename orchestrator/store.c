@@ -130,12 +130,14 @@ struct store_t {
     sqlite3 *db;
     char *path;
     sqlite3_stmt *stmts[S_STMT_COUNT];
+    int last_code;            /* extended code of the last failure */
     char errmsg[512];
 };
 
 static int s_fail(store_t *self, const char *what)
 {
     int code = sqlite3_extended_errcode(self->db);
+    self->last_code = code;
     const char *hint = "";
     switch (code & 0xff) {
     case SQLITE_FULL: hint = " (the disk is full)"; break;
@@ -361,9 +363,23 @@ void store_destroy(store_t **self_p)
     *self_p = NULL;
 }
 
+/* IMMEDIATE: the write lock is taken here or not at all, so a turn learns
+ * that another connection holds it before it writes anything. */
 int store_begin(store_t *self)
 {
-    return s_exec(self, "BEGIN", "beginning a transaction");
+    self->last_code = 0;
+    return s_exec(self, "BEGIN IMMEDIATE", "beginning a transaction");
+}
+
+int store_busy(const store_t *self)
+{
+    int c = self->last_code & 0xff;
+    return c == SQLITE_BUSY || c == SQLITE_LOCKED;
+}
+
+void store_set_busy_ms(store_t *self, int ms)
+{
+    sqlite3_busy_timeout(self->db, ms);
 }
 
 /* A COMMIT that fails on SQLITE_BUSY leaves the transaction open, one that

@@ -66,7 +66,12 @@ void store_destroy(store_t **self_p);
 const char *store_errmsg(const store_t *self);
 int store_schema_version(store_t *self); /* the file's version, -1 on error */
 
+/* Takes the write lock (BEGIN IMMEDIATE), waiting at most the busy time
+ * (5 s from store_new; see store_set_busy_ms). */
 int store_begin(store_t *self);
+/* 1 when the last failure was another connection holding the lock. */
+int store_busy(const store_t *self);
+void store_set_busy_ms(store_t *self, int ms);
 int store_commit(store_t *self);   /* on failure the turn is rolled back whole */
 void store_rollback(store_t *self);
 

@@ -466,9 +466,91 @@ static void test_open_errors_more(void)
     assert(strstr(err, path) && (strstr(err, "damaged") || strstr(err, "malformed")));
 }
 
+/* A lock held by another connection: begin fails at once (after the busy
+ * wait) and says so; once released, the next begin works. */
+static void test_busy_is_reported(void)
+{
+    store_t *a = s_open("busy.db");
+    char path[512];
+    s_path(path, sizeof path, "busy.db");
+    char err[512];
+    store_t *b = store_new(path, STORE_NORMAL, err, sizeof err);
+    assert(b);
+    store_set_busy_ms(b, 20);
+    assert(store_begin(a) == 0);
+    assert(store_begin(b) != 0 && store_busy(b));
+    assert(store_commit(a) == 0);
+    assert(store_begin(b) == 0 && !store_busy(b));
+    assert(store_commit(b) == 0);
+    store_destroy(&b);
+    store_destroy(&a);
+}
+
+typedef struct {
+    int count;
+    int64_t ids[16];
+    char runs[16][129];
+} s_page_t;
+
+static int s_page_msg(void *arg, const store_message_t *m)
+{
+    s_page_t *p = arg;
+    p->ids[p->count++] = m->message_id;
+    return p->count == 3 ? 1 : 0; /* 1 stops the read, which succeeds */
+}
+
+static int s_page_run(void *arg, const store_run_t *r)
+{
+    s_page_t *p = arg;
+    snprintf(p->runs[p->count++], sizeof p->runs[0], "%s", r->run_id);
+    return 0;
+}
+
+/* Message pages both ways, a reader that stops early, a session's runs
+ * newest first with a cursor, a run's input read back. */
+static void test_pages(void)
+{
+    store_t *st = s_open("pages.db");
+    assert(store_begin(st) == 0);
+    assert(store_session_ensure(st, "s", "T0") == 0);
+    const char *runs[] = {"run_a", "run_b", "run_c"};
+    const char *times[] = {"T1", "T2", "T2"};
+    for (int i = 0; i < 3; i++)
+        assert(store_run_insert(st, runs[i], "s", "echo", NULL, "user", "in\0put", 6, times[i]) == 0);
+    for (int i = 0; i < 6; i++)
+        assert(store_message_append(st, "s", "run_a", "user", "m", 1, "T3") == 0);
+    assert(store_commit(st) == 0);
+    s_page_t p = {0};
+    assert(store_messages_page(st, "s", 0, 0, 10, s_page_msg, &p) == 0);
+    assert(p.count == 3 && p.ids[0] == 6 && p.ids[2] == 4); /* newest first, stopped */
+    memset(&p, 0, sizeof p);
+    assert(store_messages_page(st, "s", 3, 0, 2, s_page_msg, &p) == 0);
+    assert(p.count == 2 && p.ids[0] == 2 && p.ids[1] == 1);
+    memset(&p, 0, sizeof p);
+    assert(store_messages_page(st, "s", 0, 4, 10, s_page_msg, &p) == 0);
+    assert(p.count == 2 && p.ids[0] == 5 && p.ids[1] == 6); /* oldest first */
+    memset(&p, 0, sizeof p);
+    assert(store_session_runs(st, "s", NULL, 10, s_page_run, &p) == 0);
+    assert(p.count == 3 && !strcmp(p.runs[0], "run_c") && !strcmp(p.runs[2], "run_a"));
+    memset(&p, 0, sizeof p);
+    assert(store_session_runs(st, "s", "run_c", 1, s_page_run, &p) == 0);
+    assert(p.count == 1 && !strcmp(p.runs[0], "run_b"));
+    memset(&p, 0, sizeof p);
+    assert(store_session_runs(st, "s", "run_nope", 10, s_page_run, &p) == 0 && p.count == 0);
+    char *content = NULL;
+    size_t len = 0;
+    assert(store_run_input(st, "run_b", &content, &len) == 0);
+    assert(len == 6 && memcmp(content, "in\0put", 6) == 0);
+    free(content);
+    assert(store_run_input(st, "run_nope", &content, &len) == 1);
+    store_destroy(&st);
+}
+
 int main(void)
 {
     assert(mkdtemp(s_dir));
+    test_busy_is_reported();
+    test_pages();
     test_round_trip_and_group_commit();
     test_rollback_leaves_nothing();
     test_messages_newest_window_oldest_first();

@@ -1,7 +1,11 @@
 /* orch: codecs of the orchestrator service's bodies. Same strictness as
  * agent.c: each key known and seen once, values typed and bounded, nothing
  * after the map. Argument strings are bounded by their meaning (ids 128
- * bytes, content by the body maximum the transport enforced). */
+ * bytes, content by the body maximum the transport enforced). The typed run
+ * fields of replies and accepted bodies (run_id, run_status, session_id)
+ * are optional but never empty, and run_status is one of the five run
+ * states; an accepted body carries no event key, an event body no
+ * run_status. */
 #include "orch.h"
 
 #include <string.h>

@@ -524,8 +524,10 @@ def test_native_agents_have_a_created_at_and_keep_their_id():
             if kind != REPLY:
                 return None
             by_id = {a["agent_id"]: a for a in json.loads(body["json"])["agents"]}
-            return by_id.get("echo")
-        got = wait_until(listed_without_workers, timeout=15, what="agents listed")
+            echo = by_id.get("echo")
+            # The broker forgets a killed worker after its heartbeats stop.
+            return echo if echo and echo["workers"] == 0 else None
+        got = wait_until(listed_without_workers, timeout=15, what="echo listed without workers")
         assert got["kind"] == "native" and got["workers"] == 0
         assert got["created_at"] == echo["created_at"]
         status, doc = c2.reply(c2.call("register", agent_id="echo", name="x",
@@ -662,3 +664,232 @@ def test_messages_and_session_runs_page(stack):
     assert [r["run_id"] for r in last["runs"]] == [runs[0]["run_id"]] and not last["has_more"]
     status, none = c.reply(c.call("session_runs", session_id="never"))
     assert status == 200 and none == {"session_id": "never", "runs": [], "has_more": False}
+
+
+def pump_for(c, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            c.pump(min(0.2, max(0.01, deadline - time.monotonic())))
+        except TimeoutError:
+            pass
+
+
+def test_a_lock_held_elsewhere_for_8s_delays_runs_and_fails_none():
+    """An external connection holds BEGIN IMMEDIATE for 8 s mid-run. The
+    orchestrator waits a fraction of the heartbeat per turn (it waited 5 s
+    inside its loop, the broker dropped it and every run failed), keeps its
+    broker link, and afterwards every run, including one invoked during
+    the lock in another session, ends once, done, with no gap."""
+    s = Stack(echo_workers=2, echo_delay_ms=5)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo", workers=2)
+        text = " ".join("w%d" % i for i in range(300))
+        reqs = [invoke(c, "lk%d" % i, "echo", text, follow=True) for i in range(3)]
+        wait_until(lambda: all(any(e["type"] == "agent_stream_delta" for e in c.events(r))
+                               for r in reqs) or c.pump(5) and False, what="the runs to stream")
+        db = sqlite3.connect(s.db, timeout=10, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            during = invoke(c, "lk-other", "echo", "invoked during the lock", follow=True)
+            pump_for(c, 8)
+            assert s.orch.poll() is None
+        finally:
+            db.execute("COMMIT")
+            db.close()
+        reqs.append(during)
+        runs = [c.reply(r, timeout=30)[1] for r in reqs]
+        assert [r["status"] for r in runs] == ["done"] * 4, runs
+        for r, run in zip(reqs, runs):
+            check_run_events(c.events(r), run["run_id"])
+            stored, _ = read_all_events(c, run["run_id"])
+            assert stored == c.events(r)
+        with open(s.orch.log) as f:
+            log = f.read()
+        assert "broker.lost" not in log and "store.locked" in log and "store.unlocked" in log
+    finally:
+        s.close()
+
+
+def test_a_full_disk_fails_the_runs_it_caught_once_and_shows_nothing_unstored():
+    """A file-size limit on the orchestrator stands in for a full disk:
+    commits fail. The runs caught end, once the store writes again, with
+    exactly one run_failed/internal and no seq gap (a failed commit once
+    left them running with a seq consumed); every event a client was shown
+    is stored as shown; later runs work."""
+    import resource
+    s = Stack(echo_workers=1, echo_delay_ms=10)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        text = " ".join("w%d" % i for i in range(400))
+        reqs = [invoke(c, "df%d" % i, "echo", text, follow=True) for i in range(3)]
+        wait_until(lambda: all(any(e["type"] == "agent_stream_delta" for e in c.events(r))
+                               for r in reqs) or c.pump(5) and False, what="the runs to stream")
+        # The soft limit only: raising it back needs no privilege.
+        hard = resource.prlimit(s.orch.pid, resource.RLIMIT_FSIZE)[1]
+        resource.prlimit(s.orch.pid, resource.RLIMIT_FSIZE, (4096, hard))
+        try:
+            pump_for(c, 1.5)
+            # Invoked while nothing can be written: refused visibly.
+            refused = invoke(c, "df-during", "echo", "hello")
+            kind, body = c.wait_final(refused, timeout=10)[-1]
+            assert kind == ERROR and body["code"] == "internal", body
+            assert s.orch.poll() is None
+        finally:
+            resource.prlimit(s.orch.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        pump_for(c, 1)
+        c2 = s.client()
+        failed = 0
+        for r in reqs:
+            acc = c.accepted(r)
+            run_id = acc["run_id"]
+            def ended():
+                st, run = c2.reply(c2.call("run", run_id=run_id))
+                return run if run["status"] in ("done", "failed") else None
+            run = wait_until(ended, timeout=15, what="run %s to end" % run_id)
+            stored, _ = read_all_events(c2, run_id)
+            check_run_events(stored, run_id)
+            by_seq = {e["seq"]: e for e in stored}
+            for e in c.events(r):
+                assert by_seq[e["seq"]] == e, "shown event not stored as shown"
+            if run["status"] == "failed":
+                failed += 1
+                assert stored[-1]["payload"]["error"]["code"] == "internal"
+        assert failed >= 1
+        status, run = c2.reply(invoke(c2, "df-after", "echo", "after the disk", follow=True))
+        assert run["status"] == "done"
+        db = sqlite3.connect(s.db)
+        assert db.execute("select count(*) from runs where session_id='df-during'").fetchone()[0] == 0
+        assert db.execute("select count(*) from runs where status in ('queued','running')").fetchone()[0] == 0
+    finally:
+        s.close()
+
+
+def test_a_queue_flood_in_one_session_is_refused_and_others_go_on():
+    """One session queues its maximum (MAP_MAX_QUEUED_RUNS, 64 by default):
+    the next invoke is 429 too_many_runs (100,000 queued invokes once hit
+    the global limit and every other session failed); another session's
+    runs complete meanwhile; queued runs start in order with their input
+    read back from the store."""
+    s = Stack(echo_workers=1)
+    try:
+        agent = FakeAgent(s.endpoint, "hold", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "hold")
+        s.wait_agent(c, "echo")
+        first = raw_final(c, invoke(c, "flood", "hold", "running"))
+        assert first["run_status"] == "running"
+        sent = [invoke(c, "flood", "hold", "queued %d" % i) for i in range(64)]
+        assert all(raw_final(c, r)["run_status"] == "queued" for r in sent)
+        status, doc = c.reply(invoke(c, "flood", "hold", "one too many"))
+        assert status == 429 and doc["error"]["code"] == "too_many_runs"
+        for i in range(3):
+            status, run = c.reply(invoke(c, "calm%d" % i, "echo", "still served", follow=True))
+            assert run["status"] == "done"
+        # Cancel the running one: the first queued starts, with its input.
+        c.reply(c.call("cancel", run_id=first["run_id"]))
+        wait_until(lambda: len(agent.seen) >= 2, what="the next queued run to start")
+        assert agent.seen[1]["input"]["content"] == "queued 0"
+        status, doc = c.reply(invoke(c, "flood", "hold", "room again"))
+        assert status == 200
+        db = sqlite3.connect(s.db)
+        assert db.execute("select count(*) from runs where session_id='flood'").fetchone()[0] == 66
+        agent.stop = True
+    finally:
+        s.close()
+
+
+def test_follows_of_one_run_are_bounded():
+    s = Stack(echo_workers=0, orch_args=("--max-follows-per-run", "3"))
+    try:
+        agent = FakeAgent(s.endpoint, "hold", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "hold")
+        own = invoke(c, "fl1", "hold", "go", follow=True)
+        wait_until(lambda: c.accepted(own) or c.pump(5) and False, what="accepted")
+        run_id = c.accepted(own)["run_id"]
+        follows = [c.call("follow", run_id=run_id) for _ in range(2)]
+        wait_until(lambda: all(c.accepted(f) for f in follows) or c.pump(5) and False,
+                   what="two follows accepted")
+        status, doc = c.reply(c.call("follow", run_id=run_id))
+        assert status == 429 and doc["error"]["code"] == "too_many_follows"
+        c.peer.cancel(follows[0])
+        again = c.call("follow", run_id=run_id)
+        wait_until(lambda: c.accepted(again) or c.pump(5) and False, what="a follow after a cancel")
+        c.reply(c.call("cancel", run_id=run_id))
+        for f in (own, follows[1], again):
+            status, run = c.reply(f)
+            assert run["status"] == "cancelled"
+        agent.stop = True
+    finally:
+        s.close()
+
+
+def test_invalid_utf8_from_an_agent_is_replaced_before_it_is_stored():
+    """An agent's delta and output with invalid UTF-8: stored with U+FFFD,
+    so the session's next run gets a history that encodes (it once could
+    not: every later HTTP-agent run of the session failed)."""
+    bad = b"A\xff\xfeB"
+    def behave(agent, rid, inv):
+        agent.peer.send([V, STREAM, rid], b"\x81\xa5delta\xa4" + bad)
+        agent.peer.send([V, REPLY, rid],
+                        b"\x81\xa6output\x82\xa4role\xa9assistant\xa7content\xa4" + bad)
+    s = Stack(echo_workers=0)
+    try:
+        agent = FakeAgent(s.endpoint, "bad8", behave)
+        agent.start()
+        hist = FakeAgent(s.endpoint, "hist8", lambda a, rid, inv: a.done(rid, "ok"))
+        hist.start()
+        c = s.client()
+        s.wait_agent(c, "bad8")
+        s.wait_agent(c, "hist8")
+        f = invoke(c, "u8", "bad8", "first", follow=True)
+        status, run = c.reply(f)
+        assert run["status"] == "done"
+        events = c.events(f)
+        assert [e["payload"]["delta"] for e in events if e["type"] == "agent_stream_delta"] == [
+            "A\ufffd\ufffdB"]
+        status, run2 = c.reply(invoke(c, "u8", "hist8", "second", follow=True))
+        assert run2["status"] == "done"
+        assert hist.seen[0]["history"] == [{"role": "user", "content": "first"},
+                                           {"role": "assistant", "content": "A\ufffd\ufffdB"}]
+        db = sqlite3.connect(s.db)
+        assert [r[0] for r in db.execute("select content from messages order by message_id")] == [
+            "first", "A\ufffd\ufffdB", "second", "ok"]
+        agent.stop = hist.stop = True
+    finally:
+        s.close()
+
+
+def test_a_burst_of_large_invokes_keeps_the_broker_link():
+    """64 invokes of 500,000 characters at once: the orchestrator spreads
+    them over short turns (each at most a quarter of the heartbeat) instead
+    of one long one; it took longer than the link's liveness, the library
+    counted it as silence and every run failed worker_lost."""
+    s = Stack(echo_workers=1)
+    try:
+        agent = FakeAgent(s.endpoint, "hold", lambda a, rid, inv: a.stream(rid, "x"))
+        agent.start()
+        c = s.client()
+        s.wait_agent(c, "hold")
+        s.wait_agent(c, "echo")
+        first = raw_final(c, invoke(c, "burst", "hold", "running"))
+        big = "y" * 500000
+        sent = [invoke(c, "burst", "hold", big) for _ in range(64)]
+        other = invoke(c, "beside", "echo", "served meanwhile", follow=True)
+        answers = [raw_final(c, r) for r in sent]
+        assert all(a["status"] == 200 and a["run_status"] == "queued" for a in answers), [
+            a.get("status") for a in answers]
+        status, run = c.reply(other, timeout=30)
+        assert run["status"] == "done"
+        status, doc = c.reply(c.call("run", run_id=first["run_id"]))
+        assert doc["status"] == "running"
+        with open(s.orch.log) as f:
+            assert "link_lost" not in f.read()
+        agent.stop = True
+    finally:
+        s.close()

@@ -1,0 +1,120 @@
+/* runs_test: the registry as the engine uses it: queues in order, requests
+ * found again, followers and watchers dropped by request, sessions freed
+ * only when nothing points to them, runs forgotten or ended and freed. */
+#include "runs.h"
+
+#include "tests/support/check.h"
+
+#include <string.h>
+
+static void s_count(void *arg, run_t *run)
+{
+    (void)run;
+    (*(int *)arg)++;
+}
+
+static void s_sum(void *arg, uint64_t req)
+{
+    *(uint64_t *)arg += req;
+}
+
+static void test_queue_and_requests(void)
+{
+    runs_t *r = runs_new();
+    CHECK(runs_session(r, "s1") == NULL);
+    session_t *s = runs_session_add(r, "s1");
+    CHECK(runs_session_add(r, "s1") == s && runs_session(r, "s1") == s);
+    run_t *a = runs_add(r, s, "run_a", "echo", "c1", "user", "T1");
+    run_t *b = runs_add(r, s, "run_b", "echo", NULL, "user", "T2");
+    run_t *c = runs_add(r, s, "run_c", "echo", "c3", "user", "T3");
+    CHECK(s->qhead == a && a->qnext == b && s->qtail == c && s->queued == 3 && s->runs == 3);
+    CHECK(a->status == RUN_QUEUED && a->content == NULL && !strcmp(a->created_at, "T1"));
+    CHECK(runs_get(r, "run_b") == b && runs_live(r, "run_b") == b && runs_count(r) == 3);
+    CHECK(runs_find_request(s, "c3", 2) == c && runs_find_request(s, "c", 1) == NULL);
+    CHECK(runs_find_request(NULL, "c1", 2) == NULL);
+    runs_start(a);
+    CHECK(s->running == a && s->qhead == b && s->queued == 2);
+    CHECK(runs_find_request(s, "c1", 2) == a); /* the running one too */
+    runs_dequeue(c);                           /* from the tail */
+    CHECK(s->qhead == b && s->qtail == b && b->qnext == NULL && s->queued == 1);
+    runs_mark_ended(r, c);
+    CHECK(runs_live(r, "run_c") == NULL && runs_get(r, "run_c") == c);
+    int n = 0;
+    runs_each(r, s_count, &n);
+    CHECK(n == 3);
+    runs_free_ended(r);
+    CHECK(runs_get(r, "run_c") == NULL && s->runs == 2 && runs_count(r) == 2);
+    runs_destroy(&r);
+    CHECK(r == NULL);
+    runs_destroy(&r);
+}
+
+static void test_followers_and_watchers(void)
+{
+    runs_t *r = runs_new();
+    session_t *s = runs_session_add(r, "s");
+    run_t *run = runs_add(r, s, "run_1", "echo", NULL, "user", "T");
+    runs_add_follower(r, run, 10, 1);
+    runs_add_follower(r, run, 11, 4);
+    runs_add_watcher(r, s, 20);
+    runs_add_watcher(r, s, 21);
+    CHECK(run->nfollowers == 2 && run->followers->req == 11 && run->followers->next_seq == 4);
+    CHECK(runs_watched(r, 20) == s && runs_watched(r, 10) == NULL);
+    CHECK(runs_drop_req(r, 10) == 1 && run->nfollowers == 1 && run->followers->req == 11);
+    CHECK(runs_drop_req(r, 10) == 0 && runs_drop_req(r, 99) == 0);
+    CHECK(runs_drop_req(r, 20) == 1 && runs_watched(r, 20) == NULL);
+    uint64_t sum = 0;
+    runs_each_watch(r, s_sum, &sum);
+    CHECK(sum == 21);
+    runs_clear_followers(r, run);
+    CHECK(run->followers == NULL && run->nfollowers == 0 && runs_drop_req(r, 11) == 0);
+    /* The session outlives its last run while a watcher remains. */
+    runs_start(run);
+    runs_mark_ended(r, run);
+    runs_free_ended(r);
+    CHECK(runs_session(r, "s") == s && s->runs == 0 && s->running == NULL);
+    CHECK(runs_drop_req(r, 21) == 1 && runs_session(r, "s") == NULL);
+    runs_destroy(&r);
+}
+
+static void test_forget_and_unend(void)
+{
+    runs_t *r = runs_new();
+    session_t *s = runs_session_add(r, "s");
+    run_t *a = runs_add(r, s, "run_a", "echo", NULL, "user", "T");
+    run_t *b = runs_add(r, s, "run_b", "echo", NULL, "user", "T");
+    runs_start(a);
+    runs_add_follower(r, b, 5, 1);
+    /* b never existed: out of the queue, its follower gone. */
+    runs_forget(r, b);
+    CHECK(runs_get(r, "run_b") == NULL && s->qhead == NULL && s->qtail == NULL && s->queued == 0);
+    CHECK(runs_drop_req(r, 5) == 0 && s->runs == 1);
+    /* a ended in a turn that did not commit: back in memory, not freed. */
+    runs_mark_ended(r, a);
+    runs_unend(r, a);
+    runs_free_ended(r);
+    CHECK(runs_live(r, "run_a") == a && !a->ended);
+    /* A run ended this turn keeps its session until it is freed. */
+    runs_mark_ended(r, a);
+    runs_dequeue(a);
+    runs_session_release(r, s);
+    CHECK(runs_session(r, "s") == s);
+    runs_free_ended(r);
+    CHECK(runs_session(r, "s") == NULL && runs_count(r) == 0);
+    /* Forgetting a run that ended in the same turn. */
+    s = runs_session_add(r, "t");
+    run_t *c = runs_add(r, s, "run_c", "echo", NULL, "user", "T");
+    runs_mark_ended(r, c);
+    runs_forget(r, c);
+    runs_free_ended(r);
+    CHECK(runs_count(r) == 0 && runs_session(r, "t") == NULL);
+    runs_destroy(&r);
+}
+
+int main(void)
+{
+    test_queue_and_requests();
+    test_followers_and_watchers();
+    test_forget_and_unend();
+    return 0;
+}
