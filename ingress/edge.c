@@ -25,6 +25,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "proto/frame.h"
 
 #include <libwebsockets.h>
 #include <stdio.h>
@@ -426,7 +427,8 @@ edge_t *edge_new(const edge_config_t *cfg, char *err, size_t errlen)
     }
     h->pending = pending_new(1000000, (size_t)h->cfg.max_requests_per_conn);
     h->sessions = sessions_new(h);
-    mp_buf_init(&h->mp, (size_t)cfg->max_body + 4096);
+    /* A request to the orchestrator is one frame: past it, 413 at the edge. */
+    mp_buf_init(&h->mp, FRAME_BODY_MAX_DEFAULT);
     static lws_retry_bo_t retry;
     retry.secs_since_valid_ping = (uint16_t)cfg->ws_ping_secs;
     retry.secs_since_valid_hangup = (uint16_t)(cfg->ws_ping_secs * 2 + 5);

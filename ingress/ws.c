@@ -231,7 +231,10 @@ void ws_on_stream(hub_t *h, pending_t *p, const orch_stream_t *ev)
     sessions_event(h->sessions, c, rid, ev->seq, ev->terminal, ev->json.ptr, ev->json.len);
 }
 
-static void s_error_from(hub_t *h, conn_t *c, const hub_reply_t *r, const char *request_id)
+/* The orchestrator's error answer as a WebSocket error; code NULL: its own
+ * code (5xx: unavailable). */
+static void s_error_as(hub_t *h, conn_t *c, const hub_reply_t *r, const char *force_code,
+                       const char *request_id)
 {
     char code[64] = "bad_request", message[512] = "";
     json_t *doc = json_loadb(r->json, r->json_len, 0, NULL);
@@ -243,7 +246,14 @@ static void s_error_from(hub_t *h, conn_t *c, const hub_reply_t *r, const char *
     json_decref(doc);
     if (r->status >= 500)
         snprintf(code, sizeof code, "unavailable");
+    if (force_code)
+        snprintf(code, sizeof code, "%s", force_code);
     ws_error(h, c, code, message, request_id);
+}
+
+static void s_error_from(hub_t *h, conn_t *c, const hub_reply_t *r, const char *request_id)
+{
+    s_error_as(h, c, r, NULL, request_id);
 }
 
 void ws_on_reply(hub_t *h, pending_t *p, const hub_reply_t *r)
@@ -297,10 +307,15 @@ void ws_on_reply(hub_t *h, pending_t *p, const hub_reply_t *r)
             s_error_from(h, c, r, p->request_id);
         return;
     case P_WS_RESUME:
-        if (r->status == 404)
+        if (r->status == 404) {
             s_resume_refused(h, p);
-        else if (r->status == 200 && p->accepted) /* the run ended: the rest is in the store */
+        } else if (r->status == 200 && p->accepted) { /* the run ended: the rest is in the store */
             sessions_catch_up(h->sessions, c, p->run_id);
+        } else if (r->status >= 400) { /* e.g. 429 too_many_follows: try again later */
+            if (p->made_track)
+                sessions_untrack(c, p->run_id);
+            s_error_as(h, c, r, "unavailable", p->request_id[0] ? p->request_id : p->run_id);
+        }
         return;
     default:
         return;

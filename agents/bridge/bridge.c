@@ -502,11 +502,11 @@ bridge_t *bridge_new(const bridge_config_t *cfg, char *err, size_t errlen)
     }
     bridge_t *self = mem_alloc(sizeof *self);
     self->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 30000;
-    self->max_response = cfg->max_response ? cfg->max_response : 8u << 20;
-    /* A REPLY carries up to the whole answer; an invoke up to as much. */
-    self->body_max = self->max_response + 65536;
-    if (self->body_max < FRAME_BODY_MAX_DEFAULT)
-        self->body_max = FRAME_BODY_MAX_DEFAULT;
+    /* One limit chain: an answer is at most what one frame carries. */
+    self->max_response = cfg->max_response && cfg->max_response < RELAY_ANSWER_MAX
+                             ? cfg->max_response
+                             : RELAY_ANSWER_MAX;
+    self->body_max = FRAME_BODY_MAX_DEFAULT;
     uint32_t capacity = cfg->capacity ? cfg->capacity : 256;
     mp_buf_init(&self->out, self->body_max + OUTBOX_FLUSH);
     self->live = hmap_new((size_t)capacity * 2 + 64);

@@ -1,5 +1,6 @@
 /* map-bridge: parses flags and runs the HTTP/SSE bridge worker (bridge.h). */
 #include "bridge.h"
+#include "relay.h"
 
 #include "common/flags.h"
 #include "common/log.h"
@@ -12,7 +13,7 @@ int main(int argc, char **argv)
 {
     const char *broker = "tcp://127.0.0.1:5555";
     const char *level = "info";
-    long capacity = 256, timeout_ms = 30000, max_response = 8L << 20, heartbeat_ms = 1000;
+    long capacity = 256, timeout_ms = 30000, max_response = RELAY_ANSWER_MAX, heartbeat_ms = 1000;
     int log_json = 0;
     flag_t table[] = {
         {"broker", "MAP_BROKER", FLAG_STR, &broker, 0, 0, "broker ROUTER endpoint to connect to"},
@@ -20,7 +21,7 @@ int main(int argc, char **argv)
          "invokes served at once"},
         {"timeout-ms", "MAP_BRIDGE_TIMEOUT_MS", FLAG_INT, &timeout_ms, 1, 24L * 3600000,
          "an agent silent this long fails with agent_timeout (unless the invoke sets timeout_ms)"},
-        {"max-response", "MAP_BRIDGE_MAX_RESPONSE", FLAG_INT, &max_response, 1024, 1L << 30,
+        {"max-response", "MAP_BRIDGE_MAX_RESPONSE", FLAG_INT, &max_response, 1024, RELAY_ANSWER_MAX,
          "largest answer accepted from one agent, bytes"},
         {"heartbeat-ms", "MAP_HEARTBEAT_MS", FLAG_INT, &heartbeat_ms, 10, 60000, "heartbeat interval"},
         {"log-level", "MAP_LOG_LEVEL", FLAG_STR, &level, 0, 0, "debug, info, warn or error"},

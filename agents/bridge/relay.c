@@ -112,7 +112,8 @@ static void s_delta(relay_t *self, const char *text, size_t len)
     if (len == 0)
         return;
     if (sbuf_cat(&self->joined, text, len)) {
-        s_fail(self, "agent_error", "the agent's deltas are larger than %zu bytes", self->max);
+        s_fail(self, "agent_error", "answer too large: the agent's answer is larger than %zu bytes",
+               self->max);
         return;
     }
     if (self->sink->delta(self->arg, text, len))
@@ -386,7 +387,7 @@ int relay_body(relay_t *self, const void *buf, size_t len)
     if (self->state == RELAY_FAILED)
         return -1;
     if (len > self->max - self->received) {
-        s_fail(self, "agent_error", "the agent's answer is larger than %zu bytes", self->max);
+        s_fail(self, "agent_error", "answer too large: the agent's answer is larger than %zu bytes", self->max);
         return -1;
     }
     self->received += len;

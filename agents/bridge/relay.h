@@ -24,6 +24,7 @@
 #ifndef MAP_RELAY_H
 #define MAP_RELAY_H
 #include "proto/agent.h"
+#include "proto/frame.h"
 
 #include <curl/curl.h>
 #include <stddef.h>
@@ -48,6 +49,12 @@ typedef enum {
 } relay_state_t;
 
 #define RELAY_MESSAGE_MAX 400
+/* The largest answer an agent may give: what one frame between processes
+ * carries (FRAME_BODY_MAX_DEFAULT), less room for the REPLY's own fields,
+ * so whatever the bridge accepts the broker and the orchestrator carry
+ * (the orchestrator still refuses, as agent_error, an answer whose JSON
+ * escaping grows it past one event). */
+#define RELAY_ANSWER_MAX (FRAME_BODY_MAX_DEFAULT - 16384)
 #define RELAY_URL_MAX (AGENT_ENDPOINT_MAX + 16)
 
 /* max_response: largest answer body, bytes; it also bounds one SSE line or

@@ -307,11 +307,11 @@ static void s_test_max_response(void)
     char body[400];
     snprintf(body, sizeof body, DELTA("0123456789") DELTA("0123456789") DELTA("0123456789"));
     s_run(&r, 80, 200, SSE_TYPE, body, 0, CURLE_OK);
-    CHECK(strcmp(sbuf_cstr(&r.log), "Fagent_error:the agent's answer is larger than 80 bytes|") == 0, "got %s",
+    CHECK(strcmp(sbuf_cstr(&r.log), "Fagent_error:answer too large: the agent's answer is larger than 80 bytes|") == 0, "got %s",
           sbuf_cstr(&r.log));
     sbuf_free(&r.log);
     s_run(&r, 80, 200, SSE_TYPE, body, 1, CURLE_OK);
-    CHECK(strcmp(sbuf_cstr(&r.log), "D0123456789|Fagent_error:the agent's answer is larger than 80 bytes|") == 0,
+    CHECK(strcmp(sbuf_cstr(&r.log), "D0123456789|Fagent_error:answer too large: the agent's answer is larger than 80 bytes|") == 0,
           "byte by byte got %s", sbuf_cstr(&r.log));
     sbuf_free(&r.log);
 

@@ -341,6 +341,38 @@ def test_answer_too_large(env):
                  "larger than 65536 bytes")
 
 
+def test_answers_past_the_frame_limit_fail_and_leak_nothing():
+    """One limit, end to end: at its default maximum the bridge accepts an
+    answer only as large as a frame between processes carries; a 2 MiB
+    answer fails agent_error "answer too large" (before, 1-2 MiB answers
+    leaked the bridge's credit at the broker and larger ones cut its
+    connection). With capacity 2, six of them in a row and then a normal
+    run: all answered, the bridge still serves."""
+    procs = Procs()
+    try:
+        broker_ep = start_broker(procs)
+        bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
+                              "--capacity", 2], env={"MAP_LOG_LEVEL": "info"}, name="bridge")
+        faults = start_faults(procs)
+        req = Requester(broker_ep)
+        try:
+            req.wait_service("bridge")
+            for _ in range(3):
+                rids = [req.invoke(faults + "/huge"), req.invoke(faults + "/huge")]
+                for rid in rids:
+                    final = req.wait(rid)
+                    assert final[0] == "error" and final[1] == "agent_error", final
+                    assert "answer too large" in final[2], final
+            final = req.wait(req.invoke(faults + "/ok"))
+            assert final[0] == "reply", final
+            assert bridge.poll() is None
+            assert "worker.link_lost" not in procs.log(bridge) and "broker.lost" not in procs.log(bridge)
+        finally:
+            req.close()
+    finally:
+        procs.stop_all()
+
+
 def test_bad_invokes(env):
     req = env["req"]
     expect_error(env, req.invoke(None), "bad_request", "no endpoint")

@@ -201,6 +201,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send(chunk)
         self.send(ev("done", {}))
 
+    def agent_huge(self, body):  # 2 MiB of deltas: past the frame limit between processes
+        self.start_stream()
+        chunk = ev("delta", {"delta": "h" * 4096})
+        for _ in range(512):
+            self.send(chunk)
+        self.send(ev("done", {}))
+
     def agent_plain(self, body):
         self.start_stream()
         self.send(b"\xef\xbb\xbf: a comment\r\ndata: hello\r\n\r\n")
