@@ -5,17 +5,21 @@ that the conformance agent does not exercise: call.output, a non-str
 delta, an invalid output, a handler that swallows CancelledError, an
 answer that outgrows the frame limit with and without call.output, an
 exception without a message, a CancelledError the handler raises itself, a
-str that cannot be encoded, a plain coroutine handler, draining."""
+str that cannot be encoded, a plain coroutine handler, draining, a handler
+that never awaits and outruns the broker."""
 import asyncio
+import logging
 import os
 import sys
 import threading
+import time
 
 import msgpack
 import pytest
 import zmq
 
-from mapclient import CANCEL, ERROR, READY, REPLY, REQUEST, SERVICES, V, free_port
+from mapclient import (CANCEL, ERROR, HEARTBEAT, READY, REPLY, REQUEST, SERVICES, STREAM, V,
+                       free_port)
 from test_conformance import FakeBroker, invoke
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,6 +28,8 @@ from mapagent import Agent, Config, serve  # noqa: E402
 
 SERVICE = "agent.unit"
 seen = []  # what handlers observed, for the assertions
+flags = {"quick": False}  # set by the "quick" handler once it has run
+FLOOD_MAX = 5000000  # the flood's bound if "quick" never gets to run
 
 
 def make_agent():
@@ -62,9 +68,17 @@ def make_agent():
         elif c == "surrogate":
             yield "\udc80"
         elif c == "flood":
-            for i in range(100000):
-                yield "%d " % i  # never awaits
-            call.output = {"role": "assistant", "content": "flooded"}  # the join is over 64 KiB
+            # Never awaits, and ends only once "quick" has run: only if the
+            # SDK gives the loop to the other handler between its deltas.
+            i = 0
+            while not flags["quick"] and i < FLOOD_MAX:
+                yield "%d " % i
+                i += 1
+            # The join is over 64 KiB: the output is set.
+            call.output = {"role": "assistant", "content": "flooded %d" % i}
+        elif c == "quick":
+            yield "quick"
+            flags["quick"] = True  # its REPLY is queued in this same turn of the loop
         elif c == "slow":
             yield "s"
             await asyncio.sleep(0.5)
@@ -110,6 +124,7 @@ def fb():
     b.expect(lambda h, _: h[1] == READY, what="READY")
     b.expect(lambda h, _: h[1] == SERVICES, what="the probe")
     seen.clear()
+    flags["quick"] = False
     yield b
     b.served.stop()
     b.close()
@@ -182,18 +197,41 @@ def test_coroutine_handler():
         b.close()
 
 
-def test_a_handler_that_never_awaits_shares_the_loop(fb):
-    """100,000 deltas yielded without an await: all arrive in order, and a
-    request sent after it is answered before it ends."""
+def test_a_handler_that_never_awaits_shares_the_loop(fb, caplog):
+    """A handler that yields without an await, faster than the broker reads:
+    while the broker reads nothing (it heartbeats only) the agent's socket
+    fills and the handler is paused, not cut; a request sent then (within
+    the capacity of 4) is served, which alone ends the flood; every delta
+    arrives, in order, and the quick answer comes first."""
+    caplog.set_level(logging.DEBUG, logger="mapagent")
     fb.send([V, REQUEST, 31, SERVICE], invoke("flood"))
-    fb.expect(lambda h, _: h[:3] == [V, 5, 31], what="the flood's first delta")
+    fb.expect(lambda h, _: h[:3] == [V, STREAM, 31], what="the flood's first delta")
+
+    def warned():
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    def waiting():
+        return any(r.getMessage().startswith("worker.send_wait") for r in caplog.records)
+    deadline = time.monotonic() + 60
+    while not waiting():
+        assert not warned(), "the flood was cut, not paused"
+        assert time.monotonic() < deadline, "the agent's socket never filled"
+        fb.send([V, HEARTBEAT])  # alive, but reading nothing
+        time.sleep(0.05)
     fb.send([V, REQUEST, 32, SERVICE], invoke("quick"))
-    order, deltas = [], []
+    order, deltas, quick, outputs = [], [], [], {}
     while len(order) < 2:
-        h, body = fb.expect(lambda h, _: h[1] in (5, REPLY, ERROR), timeout=60, what="answers")
-        if h[1] == 5 and h[2] == 31:
-            deltas.append(msgpack.unpackb(body)["delta"])
-        elif h[1] in (REPLY, ERROR):
+        h, body = fb.expect(lambda h, _: h[1] in (STREAM, REPLY, ERROR), timeout=60,
+                            what="answers")
+        if h[1] == STREAM:
+            (deltas if h[2] == 31 else quick).append(msgpack.unpackb(body)["delta"])
+        else:
             order.append(h[:3])
+            if h[1] == REPLY:
+                outputs[h[2]] = msgpack.unpackb(body)["output"]["content"]
     assert order == [[V, REPLY, 32], [V, REPLY, 31]]
-    assert deltas == ["%d " % i for i in range(1, 100000)]
+    assert quick == ["quick"] and outputs[32] == "quick"
+    n = len(deltas) + 1  # the first was taken above
+    assert outputs[31] == "flooded %d" % n and n < FLOOD_MAX
+    assert deltas == ["%d " % i for i in range(1, n)]
+    assert not warned(), "nothing refused, lost or stalled"

@@ -24,8 +24,8 @@ next yield.
 Fairness. A handler that yields without awaiting never gives the loop
 back; every _YIELD_EVERY deltas the driver awaits Link.drained(), so other
 handlers, the watchdog's tick and the I/O thread get their turn, and a
-handler faster than the socket is slowed down instead of queueing without
-bound.
+handler faster than the broker reads is paused there (link.py,
+Backpressure) instead of queueing without bound or being cut.
 
 The joined output is kept only while it fits body_max: past it the answer
 cannot be sent anyway, so memory stays bounded by the frame limit even for

@@ -42,6 +42,21 @@ Thread -> loop: a deque of events and one call_soon_threadsafe per batch.
 The commands' deque is bounded softly: past _BACKLOG_MAX, handlers wait in
 drained() until the thread caught up, so memory stays bounded whatever a
 handler streams; the socket's own queue is bounded by its HWM.
+
+Backpressure. A send the socket refuses (its HWM reached: the broker reads
+slower than handlers write; or no connection) is not an end: the command
+stays at the head of the deque, the thread stops taking commands and
+watches POLLOUT, and the deque filling past _BACKLOG_MAX pauses the
+handlers in drained(). Nothing is dropped and nothing grows without bound;
+the thread goes on reading the socket (requests, cancels, heartbeats) all
+the while. A heartbeat or one of the thread's own answers (ERROR cancelled,
+worker_stopping, ...) that finds the socket full is sent first once there
+is room: the frames queued ahead of it reach the broker anyway, and any
+frame is a sign of life. Commands are taken at most _CMD_BATCH per turn so
+a handler streaming as fast as the thread sends cannot starve the reads.
+If the room never comes back (the connection is gone), the link is lost
+after liveness x heartbeat_ms of silence and what was queued for the lost
+requests is dropped unsent.
 """
 import asyncio
 import collections
@@ -63,6 +78,8 @@ _READY_RETRY_MIN = 10  # ms
 _PROBE_BIT = 1 << 63
 _CLOSE_LINGER = 200    # ms the last frames may take to leave
 _BACKLOG_MAX = 10000   # commands queued for the thread before handlers wait
+_CMD_BATCH = 4000      # commands taken per turn before the socket is read again
+_HELD_MAX = 1024       # the thread's own answers held while the socket is full
 _DONTWAIT = int(zmq.DONTWAIT)
 _DONTWAIT_MORE = int(zmq.DONTWAIT | zmq.SNDMORE)
 
@@ -135,8 +152,14 @@ class Link:
         self._next_heartbeat = now + cfg.heartbeat_ms
         self._expiry = now + cfg.heartbeat_ms * cfg.liveness
         self._stalled = False
+        self._blocked = False           # the socket refused a send: wait for POLLOUT
+        self._hb_owed = False           # a heartbeat found the socket full
+        self._held = collections.deque()  # the thread's own answers the socket refused
+        self._close_by = None           # monotonic deadline of close(): then unsent is dropped
         self._reject_window = 0
         self._rejects_logged = 0
+        self._wait_logged = 0
+        self._drop_logged = 0
         self._ready_hdr = F.encode(F.READY, cfg.service, cfg.capacity)
         self._hb_hdr = F.encode(F.HEARTBEAT)
         self._thread = threading.Thread(target=self._main, name="mapagent-io", daemon=True)
@@ -172,13 +195,21 @@ class Link:
         self._command(("fail", key, code, message))
 
     def refuse(self):
-        """From now on new requests are answered ERROR worker_stopping."""
-        self._command(("refuse",))
+        """From now on new requests are answered ERROR worker_stopping. A
+        flag, not a command: it must not wait behind frames the socket has
+        no room for."""
+        self._refusing = True
 
     def close(self, timeout=5.0):
         """Flushes the commands, sends DISCONNECT, closes; waits for the thread."""
         if self._thread.is_alive():
+            # A socket that stays full would hold the close command forever.
+            self._close_by = time.monotonic() + timeout / 2.0
             self._command(("close",))
+            try:
+                os.write(self._wake_w, b"x")  # wakes a thread that waits for POLLOUT
+            except (BlockingIOError, OSError):
+                pass
             self._thread.join(timeout)
         self._closed = True  # later commands are dropped: the pipe's fds may be reused
         if not self._thread.is_alive():
@@ -242,8 +273,62 @@ class Link:
             log.warning("worker.send error=%s", e)
             return False
 
-    def _send_error(self, bid, code, message):
-        return self._send([F.encode(F.ERROR, bid, code, F.clip_utf8(message, F.MESSAGE_MAX))])
+    def _error_parts(self, bid, code, message):
+        return [F.encode(F.ERROR, bid, code, F.clip_utf8(message, F.MESSAGE_MAX))]
+
+    def _answer(self, bid, code, message):
+        """Sends an ERROR of the thread's own (it frees the broker's credit).
+        One the socket refuses is held and sent first once there is room;
+        past _HELD_MAX held (a broker that sends but does not read) it is
+        dropped and counted."""
+        parts = self._error_parts(bid, code, message)
+        if not self._blocked and self._send(parts):
+            return
+        self._wait_room()
+        if len(self._held) >= _HELD_MAX:
+            self.stats["answers_dropped"] += 1
+            second = int(time.monotonic())
+            if second != self._drop_logged:  # at most a line a second
+                self._drop_logged = second
+                log.warning("worker.answer_dropped id=%d code=%s held=%d", bid, code,
+                            len(self._held))
+            return
+        self._held.append(parts)
+
+    def _wait_room(self):
+        if not self._blocked:
+            self._blocked = True
+            self.stats["send_waits"] += 1
+            # A debug line at most once a second: backpressure is normal.
+            second = int(time.monotonic())
+            if second != self._wait_logged:
+                self._wait_logged = second
+                log.debug("worker.send_wait queued=%d", len(self._cmds))
+
+    def _flush(self):
+        """Sends what waits, in order: an owed heartbeat, the thread's own
+        answers, then up to _CMD_BATCH commands. Stops at the first send
+        the socket refuses (then POLLOUT is watched)."""
+        if self._hb_owed and not self._stalled:
+            if not self._send([self._hb_hdr]):
+                self._wait_room()
+                return
+        self._hb_owed = False
+        held = self._held
+        while held:
+            if not self._send(held[0]):
+                self._wait_room()
+                return
+            held.popleft()
+        cmds = self._cmds
+        for _ in range(_CMD_BATCH):
+            if not cmds:
+                return
+            cmd = cmds.popleft()
+            if not self._on_command(cmd):
+                cmds.appendleft(cmd)  # the loop only appends on the right: order holds
+                self._wait_room()
+                return
 
     def _send_ready(self, now):
         if self._send([self._ready_hdr]):
@@ -269,6 +354,12 @@ class Link:
         self._ready_sent = False
         self._ready_retry = _READY_RETRY_MIN
         self._next_ready = now
+        # The broker forgot us: what waits for room is dropped unsent (the
+        # commands of forgotten keys at the next flush, which must run: the
+        # room may never come back on a dead connection).
+        self._held.clear()
+        self._hb_owed = False
+        self._blocked = False
         if was or self._keys:
             log.warning("worker.link_lost endpoint=%s reason=%s active=%d", self.cfg.endpoint,
                         reason, len(self._keys))
@@ -298,18 +389,18 @@ class Link:
 
     def _on_request(self, bid, body):
         if self._refusing:
-            self._send_error(bid, "worker_stopping", "the agent is stopping")
+            self._answer(bid, "worker_stopping", "the agent is stopping")
             return
         if bid in self._serving:
             self._reject("duplicate request id=%d" % bid, len(body))
             return
         if len(self._serving) >= F.CAPACITY_MAX:  # a broker past our credit: bounded anyway
-            self._send_error(bid, "overloaded", "the worker holds too many requests")
+            self._answer(bid, "overloaded", "the worker holds too many requests")
             return
         try:
             inv = bodies.decode_invoke(body)
         except bodies.BodyError as e:
-            self._send_error(bid, "bad_request", "invoke body: %s" % e)
+            self._answer(bid, "bad_request", "invoke body: %s" % e)
             return
         self._next_key += 1
         key = self._next_key
@@ -323,7 +414,7 @@ class Link:
             return  # answered already: our final frame is on its way
         del self._keys[key]
         if not self._stalled:
-            self._send_error(bid, "cancelled", "cancelled by requester")
+            self._answer(bid, "cancelled", "cancelled by requester")
         self._out.append(("cancel", key))
 
     def _on_message(self, parts, now):
@@ -342,7 +433,7 @@ class Link:
             except F.FrameError:
                 return
             if h[1] == F.REQUEST and self._ready_sent:
-                self._send_error(h[2], "too_large", "body over the worker's maximum")
+                self._answer(h[2], "too_large", "body over the worker's maximum")
             return
         try:
             h = F.decode(hdr, body is not None)
@@ -373,35 +464,26 @@ class Link:
             self._reject("unexpected type", size)
 
     def _on_command(self, cmd):
+        """Carries out one command. False when the socket refused its frame:
+        the command is to be tried again once there is room."""
         kind = cmd[0]
-        if kind == "refuse":
-            self._refusing = True
-            return
         if kind == "close":
             self._closing = True
-            return
+            return True
         entry = self._keys.get(cmd[1])
         if entry is None or not self._ready_sent:
-            return  # cancelled, lost or already answered
+            return True  # cancelled, lost or already answered
         bid, stream_hdr = entry
         if kind == "stream":
-            ok = self._send([stream_hdr, cmd[2]])
-            final = False
-        elif kind == "reply":
+            return self._send([stream_hdr, cmd[2]])
+        if kind == "reply":
             ok = self._send([F.encode(F.REPLY, bid), cmd[2]])
-            final = True
         else:
-            ok = self._send_error(bid, cmd[2], cmd[3])
-            final = True
-        if final or not ok:
+            ok = self._send(self._error_parts(bid, cmd[2], cmd[3]))
+        if ok:
             del self._keys[cmd[1]]
             del self._serving[bid]
-        if not ok:
-            # The socket refused (no connection, or 100,000 frames queued):
-            # the request cannot be answered whole, so it ends here.
-            log.warning("worker.send_refused id=%d", bid)
-            self.stats["send_refused"] += 1
-            self._out.append(("cancel", cmd[1]))
+        return ok
 
     def _timers(self, now):
         if not self.linked and not self._ready_sent and now >= self._next_ready:
@@ -416,6 +498,7 @@ class Link:
         if stalled != self._stalled:
             self._stalled = stalled
             if stalled:
+                self._hb_owed = False
                 log.error("worker.loop_stalled ms=%d: heartbeats stop until the asyncio loop "
                           "runs again", self.cfg.watchdog_ms)
                 self.stats["stalls"] += 1
@@ -423,13 +506,21 @@ class Link:
                 log.warning("worker.loop_back")
         if self._ready_sent and now >= self._next_heartbeat:
             if not stalled:
-                self._send([self._hb_hdr])
+                if self._blocked:
+                    self._hb_owed = True
+                elif not self._send([self._hb_hdr]):
+                    self._hb_owed = True
+                    self._wait_room()
             self._next_heartbeat = now + self.cfg.heartbeat_ms
 
     def _timeout(self, now):
+        if self._cmds and not self._blocked:
+            return 0  # a batch was cut short: read, then go on
         nxt = self._next_heartbeat if self._ready_sent else self._next_ready
         if self._ready_sent and self._expiry < nxt:
             nxt = self._expiry
+        if self._close_by is not None:
+            nxt = min(nxt, now + (self._close_by - time.monotonic()) * 1000.0)
         # The watchdog is checked at least every heartbeat, so it is late by
         # at most one.
         return max(0, int(nxt - now) + 1)
@@ -456,7 +547,10 @@ class Link:
         watching_out = False
         self._send_ready(_ms())
         while not self._closing:
-            want_out = not self._ready_sent
+            if self._close_by is not None and time.monotonic() >= self._close_by:
+                log.warning("worker.close_unsent commands=%d", len(self._cmds))
+                break  # the socket stayed full: what is left is dropped
+            want_out = not self._ready_sent or self._blocked
             if want_out != watching_out:
                 poller.modify(sock, zmq.POLLIN | (zmq.POLLOUT if want_out else 0))
                 watching_out = want_out
@@ -468,9 +562,13 @@ class Link:
                     pass
             if want_out and events.get(sock, 0) & zmq.POLLOUT:
                 self._next_ready = 0
-            self._wake_armed = False
-            while self._cmds:
-                self._on_command(self._cmds.popleft())
+                self._blocked = False
+            if not self._blocked:
+                # Disarmed before the deque is read: a command appended after
+                # the read writes the pipe. While blocked the pipe stays armed
+                # (no wake-up per command); POLLOUT wakes us instead.
+                self._wake_armed = False
+                self._flush()
             now = _ms()
             for _ in range(_BATCH):
                 try:
