@@ -23,8 +23,12 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.environ.get("MAP_SOURCE_DIR", os.path.join(HERE, ".."))
-os.environ.setdefault("MAP_BUILD_DIR", os.path.join(HERE, ".."))
+# The build writes the source and build folders in (configure_file @ONLY).
+SRC = os.environ.get("MAP_SOURCE_DIR", "@CMAKE_SOURCE_DIR@")
+if SRC.startswith("@"):
+    SRC = os.path.join(HERE, "..")
+os.environ.setdefault("MAP_BUILD_DIR", "@CMAKE_BINARY_DIR@" if not "@CMAKE_BINARY_DIR@".startswith("@")
+                      else os.path.join(HERE, ".."))
 sys.path.insert(0, os.path.join(SRC, "tests", "support"))
 sys.path.insert(0, os.path.join(SRC, "tests", "e2e"))
 from mapclient import Procs, free_port, wait_until  # noqa: E402
