@@ -3,6 +3,8 @@
  * text from any peer renders as valid JSON. */
 #include "sbuf.h"
 
+#include "utf8.h"
+
 #include "mem.h"
 
 #include <stdarg.h>
@@ -93,39 +95,6 @@ int sbuf_cat_u64(sbuf_t *s, unsigned long long v)
     return sbuf_cat(s, digits + n, sizeof digits - n);
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
-static size_t s_utf8_len(const unsigned char *p, size_t left)
-{
-    unsigned char c = p[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        n = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n > left)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return n;
-}
-
 int sbuf_json_str(sbuf_t *s, const char *str, size_t len)
 {
     const unsigned char *p = (const unsigned char *)str;
@@ -138,7 +107,7 @@ int sbuf_json_str(sbuf_t *s, const char *str, size_t len)
             i++;
             continue;
         }
-        size_t n = c >= 0x80 ? s_utf8_len(p + i, len - i) : 0;
+        size_t n = c >= 0x80 ? utf8_seq_len(p + i, len - i) : 0;
         if (n > 1) {
             run += n;
             i += n;

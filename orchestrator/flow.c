@@ -18,7 +18,7 @@
 #include "common/mem.h"
 #include "proto/orch.h"
 #include "proto/render.h"
-#include "proto/utf8.h"
+#include "common/utf8.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* utf8_fuzz: any bytes made valid UTF-8: the result is valid, is the input
  * when it was valid already, keeps every valid byte in order (each invalid
  * byte becomes exactly one U+FFFD), and cleaning it again changes nothing. */
-#include "proto/utf8.h"
+#include "common/utf8.h"
 
 #include "common/mem.h"
 

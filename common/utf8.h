@@ -7,6 +7,9 @@
 #define MAP_UTF8_H
 #include <stddef.h>
 
+/* Length of the valid sequence at p (1..4 bytes of left), or 0 when p[0]
+ * starts none. */
+size_t utf8_seq_len(const unsigned char *p, size_t left);
 /* 1 when s[0..len) is valid UTF-8. */
 int utf8_valid(const char *s, size_t len);
 /* A copy of s with every invalid byte replaced by U+FFFD (EF BF BD),

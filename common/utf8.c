@@ -7,8 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Length of the valid sequence at p (1..4), or 0 when p[0] starts none. */
-static size_t s_seq(const unsigned char *p, size_t left)
+size_t utf8_seq_len(const unsigned char *p, size_t left)
 {
     unsigned char c = p[0];
     size_t n;
@@ -44,7 +43,7 @@ int utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < len;) {
-        size_t n = s_seq(p + i, len - i);
+        size_t n = utf8_seq_len(p + i, len - i);
         if (!n)
             return 0;
         i += n;
@@ -57,7 +56,7 @@ char *utf8_clean(const char *s, size_t len, size_t *out_len)
     const unsigned char *p = (const unsigned char *)s;
     size_t bad = 0;
     for (size_t i = 0; i < len;) {
-        size_t n = s_seq(p + i, len - i);
+        size_t n = utf8_seq_len(p + i, len - i);
         if (!n) {
             bad++;
             n = 1;
@@ -70,7 +69,7 @@ char *utf8_clean(const char *s, size_t len, size_t *out_len)
     char *out = mem_alloc(total + 1);
     size_t o = 0;
     for (size_t i = 0; i < len;) {
-        size_t n = s_seq(p + i, len - i);
+        size_t n = utf8_seq_len(p + i, len - i);
         if (!n) {
             memcpy(out + o, "\xef\xbf\xbd", 3);
             o += 3;
