@@ -148,8 +148,13 @@ void flow_run_end(engine_t *self, run_t *run, run_input_t input, const char *pay
                   runfsm_name(to), s->id);
     runs_clear_followers(self->runs, run);
     runs_mark_ended(self->runs, run);
-    LOGI("run.end", "run=%s session=%s status=%s seq=%llu", run->run_id, s->id,
-         runfsm_name(to), (unsigned long long)run->seq);
+    /* Per run: debug, but a failure is what an operator needs to see. */
+    if (to == RUN_FAILED)
+        LOGI("run.end", "run=%s session=%s status=%s seq=%llu", run->run_id, s->id,
+             runfsm_name(to), (unsigned long long)run->seq);
+    else
+        LOGD("run.end", "run=%s session=%s status=%s seq=%llu", run->run_id, s->id,
+             runfsm_name(to), (unsigned long long)run->seq);
     if (was_running) {
         s->running = NULL;
         flow_start_next(self, s);
@@ -238,7 +243,7 @@ static void s_run_start(engine_t *self, run_t *run)
         flow_run_fail(self, run, "internal", "the run's input could not be read from the store");
         return;
     }
-    LOGI("run.start", "run=%s session=%s agent=%s", run->run_id, s->id, run->agent_id);
+    LOGD("run.start", "run=%s session=%s agent=%s", run->run_id, s->id, run->agent_id);
     sbuf_reset(&self->json);
     sbuf_cats(&self->json, "{\"agent_id\":");
     sbuf_json_str(&self->json, run->agent_id, strlen(run->agent_id));
