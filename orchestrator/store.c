@@ -1,4 +1,7 @@
-/* store: SQLite behind the store_* interface.
+/* store: SQLite behind the store_* interface. This file: the connection,
+ * the schema and its migrations, transactions, writes and recovery; the
+ * reads are in store_read.c, retention's deletes in store_prune.c, what
+ * they share in store_sql.h.
  *
  * Schema versions live in PRAGMA user_version and migrate forward one step
  * at a time, each step in its own transaction:
@@ -23,7 +26,7 @@
  *     file fails at start with a sentence naming it, not at the first event.
  *   - runs keep no last_seq column: recovery reads MAX(seq) per unfinished
  *     run from the (run_id, seq) index, one write less per event. */
-#include "store.h"
+#include "store_sql.h"
 
 #include "common/mem.h"
 
@@ -33,72 +36,49 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef enum {
-    S_SESSION_ENSURE,
-    S_RUN_INSERT,
-    S_RUN_STATUS,
-    S_RUN_STATUS_ENDED,
-    S_EVENT_APPEND,
-    S_MESSAGE_APPEND,
-    S_RUN_GET,
-    S_RUN_BY_REQUEST,
-    S_EVENTS_READ,
-    S_MESSAGES_READ,
-    S_AGENT_GET,
-    S_AGENT_INSERT,
-    S_AGENT_UPDATE,
-    S_AGENT_NATIVE,
-    S_MESSAGES_BEFORE,
-    S_MESSAGES_AFTER,
-    S_SESSION_RUNS,
-    S_SESSION_RUNS_BEFORE,
-    S_RUN_INPUT,
-    S_STMT_COUNT
-} s_stmt_id_t;
-
-static const char *s_sql[S_STMT_COUNT] = {
-    [S_SESSION_ENSURE] = "INSERT OR IGNORE INTO sessions(session_id, created_at) VALUES(?1, ?2)",
-    [S_RUN_INSERT] = "INSERT INTO runs(run_id, session_id, agent_id, status, request_id, "
+static const char *s_sql[STORE_ST_STMT_COUNT] = {
+    [STORE_ST_SESSION_ENSURE] = "INSERT OR IGNORE INTO sessions(session_id, created_at) VALUES(?1, ?2)",
+    [STORE_ST_RUN_INSERT] = "INSERT INTO runs(run_id, session_id, agent_id, status, request_id, "
                      "input_role, input_content, created_at) VALUES(?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7)",
-    [S_RUN_STATUS] = "UPDATE runs SET status = ?2 WHERE run_id = ?1",
-    [S_RUN_STATUS_ENDED] = "UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id = ?1",
-    [S_EVENT_APPEND] = "INSERT INTO events(run_id, seq, type, payload, created_at) "
+    [STORE_ST_RUN_STATUS] = "UPDATE runs SET status = ?2 WHERE run_id = ?1",
+    [STORE_ST_RUN_STATUS_ENDED] = "UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id = ?1",
+    [STORE_ST_EVENT_APPEND] = "INSERT INTO events(run_id, seq, type, payload, created_at) "
                        "VALUES(?1, ?2, ?3, ?4, ?5)",
-    [S_MESSAGE_APPEND] = "INSERT INTO messages(session_id, run_id, role, content, created_at) "
+    [STORE_ST_MESSAGE_APPEND] = "INSERT INTO messages(session_id, run_id, role, content, created_at) "
                          "VALUES(?1, ?2, ?3, ?4, ?5)",
-    [S_RUN_GET] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
+    [STORE_ST_RUN_GET] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
                   "created_at, COALESCE(ended_at, '') FROM runs WHERE run_id = ?1",
-    [S_RUN_BY_REQUEST] = "SELECT run_id FROM runs WHERE session_id = ?1 AND request_id = ?2",
-    [S_EVENTS_READ] = "SELECT e.event_id, e.run_id, r.session_id, e.seq, e.type, e.payload, "
+    [STORE_ST_RUN_BY_REQUEST] = "SELECT run_id FROM runs WHERE session_id = ?1 AND request_id = ?2",
+    [STORE_ST_EVENTS_READ] = "SELECT e.event_id, e.run_id, r.session_id, e.seq, e.type, e.payload, "
                       "e.created_at FROM events e JOIN runs r ON r.run_id = e.run_id "
                       "WHERE e.run_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
-    [S_MESSAGES_READ] = "SELECT message_id, run_id, role, content, created_at FROM "
+    [STORE_ST_MESSAGES_READ] = "SELECT message_id, run_id, role, content, created_at FROM "
                         "(SELECT * FROM messages WHERE session_id = ?1 "
                         "ORDER BY message_id DESC LIMIT ?2) ORDER BY message_id",
-    [S_AGENT_GET] = "SELECT agent_id, name, endpoint, created_at, updated_at, kind FROM agents "
+    [STORE_ST_AGENT_GET] = "SELECT agent_id, name, endpoint, created_at, updated_at, kind FROM agents "
                     "WHERE agent_id = ?1",
-    [S_AGENT_INSERT] = "INSERT INTO agents(agent_id, name, endpoint, created_at, updated_at) "
+    [STORE_ST_AGENT_INSERT] = "INSERT INTO agents(agent_id, name, endpoint, created_at, updated_at) "
                        "VALUES(?1, ?2, ?3, ?4, ?4)",
-    [S_AGENT_UPDATE] = "UPDATE agents SET name = ?2, endpoint = ?3, updated_at = ?4 "
+    [STORE_ST_AGENT_UPDATE] = "UPDATE agents SET name = ?2, endpoint = ?3, updated_at = ?4 "
                        "WHERE agent_id = ?1 AND kind = 'http'",
-    [S_AGENT_NATIVE] = "INSERT OR IGNORE INTO agents(agent_id, name, endpoint, created_at, "
+    [STORE_ST_AGENT_NATIVE] = "INSERT OR IGNORE INTO agents(agent_id, name, endpoint, created_at, "
                        "updated_at, kind) VALUES(?1, ?1, '', ?2, ?2, 'native')",
     /* Pages: newest first before a cursor (?2 = 0: from the newest), oldest
      * first after one; the caller reverses the former. */
-    [S_MESSAGES_BEFORE] = "SELECT message_id, run_id, role, content, created_at FROM messages "
+    [STORE_ST_MESSAGES_BEFORE] = "SELECT message_id, run_id, role, content, created_at FROM messages "
                           "WHERE session_id = ?1 AND (?2 = 0 OR message_id < ?2) "
                           "ORDER BY message_id DESC LIMIT ?3",
-    [S_MESSAGES_AFTER] = "SELECT message_id, run_id, role, content, created_at FROM messages "
+    [STORE_ST_MESSAGES_AFTER] = "SELECT message_id, run_id, role, content, created_at FROM messages "
                          "WHERE session_id = ?1 AND message_id > ?2 ORDER BY message_id LIMIT ?3",
-    [S_SESSION_RUNS] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
+    [STORE_ST_SESSION_RUNS] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
                        "created_at, COALESCE(ended_at, '') FROM runs WHERE session_id = ?1 "
                        "ORDER BY created_at DESC, run_id DESC LIMIT ?2",
-    [S_SESSION_RUNS_BEFORE] = "SELECT run_id, session_id, agent_id, status, "
+    [STORE_ST_SESSION_RUNS_BEFORE] = "SELECT run_id, session_id, agent_id, status, "
                               "COALESCE(request_id, ''), created_at, COALESCE(ended_at, '') "
                               "FROM runs WHERE session_id = ?1 AND (created_at, run_id) < "
                               "(SELECT created_at, run_id FROM runs WHERE run_id = ?3 AND "
                               "session_id = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2",
-    [S_RUN_INPUT] = "SELECT input_content FROM runs WHERE run_id = ?1",
+    [STORE_ST_RUN_INPUT] = "SELECT input_content FROM runs WHERE run_id = ?1",
 };
 
 /* Migration i brings a database from version i to i + 1. */
@@ -126,15 +106,7 @@ static const char *s_migrations[] = {
     "ALTER TABLE agents ADD COLUMN kind TEXT NOT NULL DEFAULT 'http';",
 };
 
-struct store_t {
-    sqlite3 *db;
-    char *path;
-    sqlite3_stmt *stmts[S_STMT_COUNT];
-    int last_code;            /* extended code of the last failure */
-    char errmsg[512];
-};
-
-static int s_fail(store_t *self, const char *what)
+int store_sql_fail(store_t *self, const char *what)
 {
     int code = sqlite3_extended_errcode(self->db);
     self->last_code = code;
@@ -157,17 +129,17 @@ const char *store_errmsg(const store_t *self)
     return self->errmsg;
 }
 
-static int s_exec(store_t *self, const char *sql, const char *what)
+int store_sql_exec(store_t *self, const char *sql, const char *what)
 {
     char *msg = NULL;
     if (sqlite3_exec(self->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
         sqlite3_free(msg);
-        return s_fail(self, what);
+        return store_sql_fail(self, what);
     }
     return 0;
 }
 
-static sqlite3_stmt *s_stmt(store_t *self, s_stmt_id_t id)
+sqlite3_stmt *store_sql_stmt(store_t *self, store_stmt_id_t id)
 {
     sqlite3_stmt *st = self->stmts[id];
     sqlite3_reset(st);
@@ -176,14 +148,14 @@ static sqlite3_stmt *s_stmt(store_t *self, s_stmt_id_t id)
 }
 
 /* Steps a statement that returns no row. */
-static int s_done(store_t *self, sqlite3_stmt *st, const char *what)
+int store_sql_done(store_t *self, sqlite3_stmt *st, const char *what)
 {
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
-    return rc == SQLITE_DONE ? 0 : s_fail(self, what);
+    return rc == SQLITE_DONE ? 0 : store_sql_fail(self, what);
 }
 
-static void s_text(sqlite3_stmt *st, int i, const char *s)
+void store_sql_text(sqlite3_stmt *st, int i, const char *s)
 {
     if (s)
         sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
@@ -191,7 +163,7 @@ static void s_text(sqlite3_stmt *st, int i, const char *s)
         sqlite3_bind_null(st, i);
 }
 
-static void s_copy(char *dst, size_t cap, sqlite3_stmt *st, int col)
+void store_sql_copy(char *dst, size_t cap, sqlite3_stmt *st, int col)
 {
     const char *v = (const char *)sqlite3_column_text(st, col);
     snprintf(dst, cap, "%s", v ? v : "");
@@ -201,7 +173,7 @@ int store_schema_version(store_t *self)
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(self->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
-        return s_fail(self, "reading the schema version");
+        return store_sql_fail(self, "reading the schema version");
     int v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
     sqlite3_finalize(st);
     return v;
@@ -221,14 +193,14 @@ static int s_migrate(store_t *self)
     for (int v = version; v < STORE_SCHEMA_VERSION; v++) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
-        if (s_exec(self, "BEGIN IMMEDIATE", "starting a migration") != 0)
+        if (store_sql_exec(self, "BEGIN IMMEDIATE", "starting a migration") != 0)
             return -1;
-        if (s_exec(self, s_migrations[v], "migrating the schema") != 0 ||
-            s_exec(self, sql, "recording the schema version") != 0) {
-            s_exec(self, "ROLLBACK", "rolling back a migration");
+        if (store_sql_exec(self, s_migrations[v], "migrating the schema") != 0 ||
+            store_sql_exec(self, sql, "recording the schema version") != 0) {
+            store_sql_exec(self, "ROLLBACK", "rolling back a migration");
             return -1;
         }
-        if (s_exec(self, "COMMIT", "committing a migration") != 0)
+        if (store_sql_exec(self, "COMMIT", "committing a migration") != 0)
             return -1;
     }
     return 0;
@@ -249,19 +221,19 @@ static int s_check(store_t *self)
         " (SELECT min(rowid) FROM messages), (SELECT max(rowid) FROM messages),"
         " (SELECT min(rowid) FROM agents), (SELECT max(rowid) FROM agents),"
         " (SELECT count(*) FROM sqlite_schema)";
-    if (s_exec(self, probes, "checking the file") != 0)
+    if (store_sql_exec(self, probes, "checking the file") != 0)
         return -1;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(self->db,
                            "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
                            -1, &st, NULL) != SQLITE_OK)
-        return s_fail(self, "checking the file");
+        return store_sql_fail(self, "checking the file");
     sqlite3_int64 bytes = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     sqlite3_finalize(st);
     if (bytes > S_QUICK_CHECK_MAX_BYTES)
         return 0;
     if (sqlite3_prepare_v2(self->db, "PRAGMA quick_check(1)", -1, &st, NULL) != SQLITE_OK)
-        return s_fail(self, "checking the file");
+        return store_sql_fail(self, "checking the file");
     int rc = sqlite3_step(st);
     const char *verdict = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
     if (rc == SQLITE_ROW && verdict && strcmp(verdict, "ok") != 0) {
@@ -271,7 +243,7 @@ static int s_check(store_t *self)
         return -1;
     }
     sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : s_fail(self, "checking the file");
+    return rc == SQLITE_ROW ? 0 : store_sql_fail(self, "checking the file");
 }
 
 /* ./data/map.db works on a fresh checkout: make the last directory only. */
@@ -306,7 +278,7 @@ store_t *store_new(const char *path, store_durability_t durability, char *err, s
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         if (self->db)
-            s_fail(self, "cannot open");
+            store_sql_fail(self, "cannot open");
         else
             snprintf(self->errmsg, sizeof self->errmsg, "database '%s': cannot open", path);
         goto fail;
@@ -320,25 +292,25 @@ store_t *store_new(const char *path, store_durability_t durability, char *err, s
         goto fail;
     }
     sqlite3_busy_timeout(self->db, 5000);
-    if (s_exec(self, "PRAGMA journal_mode = WAL", "switching to WAL") != 0)
+    if (store_sql_exec(self, "PRAGMA journal_mode = WAL", "switching to WAL") != 0)
         goto fail;
-    if (s_exec(self, durability == STORE_FULL ? "PRAGMA synchronous = FULL"
+    if (store_sql_exec(self, durability == STORE_FULL ? "PRAGMA synchronous = FULL"
                                               : "PRAGMA synchronous = NORMAL",
                "setting durability") != 0)
         goto fail;
     /* Checkpoint every ~16 MB of WAL rather than 4 MB: a quarter of the
      * checkpoint syncs at hundreds of thousands of events a second. */
-    s_exec(self, "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 4000",
+    store_sql_exec(self, "PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 4000",
            "setting pragmas");
     /* A write proves the file can be written (a read-only file fails here). */
-    if (s_exec(self, "BEGIN IMMEDIATE; COMMIT", "checking the file can be written") != 0)
+    if (store_sql_exec(self, "BEGIN IMMEDIATE; COMMIT", "checking the file can be written") != 0)
         goto fail;
     if (s_migrate(self) != 0 || s_check(self) != 0)
         goto fail;
-    for (int i = 0; i < S_STMT_COUNT; i++) {
+    for (int i = 0; i < STORE_ST_STMT_COUNT; i++) {
         if (sqlite3_prepare_v3(self->db, s_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                &self->stmts[i], NULL) != SQLITE_OK) {
-            s_fail(self, "preparing statements");
+            store_sql_fail(self, "preparing statements");
             goto fail;
         }
     }
@@ -354,7 +326,7 @@ void store_destroy(store_t **self_p)
     if (!self_p || !*self_p)
         return;
     store_t *self = *self_p;
-    for (int i = 0; i < S_STMT_COUNT; i++)
+    for (int i = 0; i < STORE_ST_STMT_COUNT; i++)
         sqlite3_finalize(self->stmts[i]);
     if (self->db)
         sqlite3_close(self->db); /* the last connection checkpoints the WAL */
@@ -368,7 +340,7 @@ void store_destroy(store_t **self_p)
 int store_begin(store_t *self)
 {
     self->last_code = 0;
-    return s_exec(self, "BEGIN IMMEDIATE", "beginning a transaction");
+    return store_sql_exec(self, "BEGIN IMMEDIATE", "beginning a transaction");
 }
 
 int store_busy(const store_t *self)
@@ -387,7 +359,7 @@ void store_set_busy_ms(store_t *self, int ms)
  * turn is gone whole and the next store_begin starts clean. */
 int store_commit(store_t *self)
 {
-    if (s_exec(self, "COMMIT", "committing") == 0)
+    if (store_sql_exec(self, "COMMIT", "committing") == 0)
         return 0;
     store_rollback(self);
     return -1;
@@ -401,48 +373,48 @@ void store_rollback(store_t *self)
 
 int store_session_ensure(store_t *self, const char *session_id, const char *created_at)
 {
-    sqlite3_stmt *st = s_stmt(self, S_SESSION_ENSURE);
-    s_text(st, 1, session_id);
-    s_text(st, 2, created_at);
-    return s_done(self, st, "writing a session");
+    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_SESSION_ENSURE);
+    store_sql_text(st, 1, session_id);
+    store_sql_text(st, 2, created_at);
+    return store_sql_done(self, st, "writing a session");
 }
 
 int store_run_insert(store_t *self, const char *run_id, const char *session_id,
                      const char *agent_id, const char *request_id, const char *role,
                      const char *content, size_t content_len, const char *created_at)
 {
-    sqlite3_stmt *st = s_stmt(self, S_RUN_INSERT);
-    s_text(st, 1, run_id);
-    s_text(st, 2, session_id);
-    s_text(st, 3, agent_id);
-    s_text(st, 4, request_id);
-    s_text(st, 5, role);
+    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_RUN_INSERT);
+    store_sql_text(st, 1, run_id);
+    store_sql_text(st, 2, session_id);
+    store_sql_text(st, 3, agent_id);
+    store_sql_text(st, 4, request_id);
+    store_sql_text(st, 5, role);
     sqlite3_bind_text(st, 6, content, (int)content_len, SQLITE_STATIC);
-    s_text(st, 7, created_at);
-    return s_done(self, st, "writing a run");
+    store_sql_text(st, 7, created_at);
+    return store_sql_done(self, st, "writing a run");
 }
 
 int store_run_set_status(store_t *self, const char *run_id, const char *status,
                          const char *ended_at)
 {
-    sqlite3_stmt *st = s_stmt(self, ended_at ? S_RUN_STATUS_ENDED : S_RUN_STATUS);
-    s_text(st, 1, run_id);
-    s_text(st, 2, status);
+    sqlite3_stmt *st = store_sql_stmt(self, ended_at ? STORE_ST_RUN_STATUS_ENDED : STORE_ST_RUN_STATUS);
+    store_sql_text(st, 1, run_id);
+    store_sql_text(st, 2, status);
     if (ended_at)
-        s_text(st, 3, ended_at);
-    return s_done(self, st, "writing a run's status");
+        store_sql_text(st, 3, ended_at);
+    return store_sql_done(self, st, "writing a run's status");
 }
 
 int store_event_append(store_t *self, const char *run_id, uint64_t seq, const char *type,
                        const char *payload, const char *created_at, int64_t *event_id)
 {
-    sqlite3_stmt *st = s_stmt(self, S_EVENT_APPEND);
-    s_text(st, 1, run_id);
+    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_EVENT_APPEND);
+    store_sql_text(st, 1, run_id);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
-    s_text(st, 3, type);
-    s_text(st, 4, payload);
-    s_text(st, 5, created_at);
-    if (s_done(self, st, "writing an event") != 0)
+    store_sql_text(st, 3, type);
+    store_sql_text(st, 4, payload);
+    store_sql_text(st, 5, created_at);
+    if (store_sql_done(self, st, "writing an event") != 0)
         return -1;
     *event_id = sqlite3_last_insert_rowid(self->db);
     return 0;
@@ -452,272 +424,13 @@ int store_message_append(store_t *self, const char *session_id, const char *run_
                          const char *role, const char *content, size_t content_len,
                          const char *created_at)
 {
-    sqlite3_stmt *st = s_stmt(self, S_MESSAGE_APPEND);
-    s_text(st, 1, session_id);
-    s_text(st, 2, run_id);
-    s_text(st, 3, role);
+    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_MESSAGE_APPEND);
+    store_sql_text(st, 1, session_id);
+    store_sql_text(st, 2, run_id);
+    store_sql_text(st, 3, role);
     sqlite3_bind_text(st, 4, content, (int)content_len, SQLITE_STATIC);
-    s_text(st, 5, created_at);
-    return s_done(self, st, "writing a message");
-}
-
-static void s_run_row(sqlite3_stmt *st, store_run_t *out)
-{
-    s_copy(out->run_id, sizeof out->run_id, st, 0);
-    s_copy(out->session_id, sizeof out->session_id, st, 1);
-    s_copy(out->agent_id, sizeof out->agent_id, st, 2);
-    s_copy(out->status, sizeof out->status, st, 3);
-    s_copy(out->request_id, sizeof out->request_id, st, 4);
-    s_copy(out->created_at, sizeof out->created_at, st, 5);
-    s_copy(out->ended_at, sizeof out->ended_at, st, 6);
-}
-
-int store_run_get(store_t *self, const char *run_id, store_run_t *out)
-{
-    sqlite3_stmt *st = s_stmt(self, S_RUN_GET);
-    s_text(st, 1, run_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        s_run_row(st, out);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 0;
-    return rc == SQLITE_DONE ? 1 : s_fail(self, "reading a run");
-}
-
-int store_run_by_request(store_t *self, const char *session_id, const char *request_id,
-                         char *out, size_t outlen)
-{
-    sqlite3_stmt *st = s_stmt(self, S_RUN_BY_REQUEST);
-    s_text(st, 1, session_id);
-    s_text(st, 2, request_id);
-    out[0] = '\0';
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        s_copy(out, outlen, st, 0);
-    sqlite3_reset(st);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : s_fail(self, "reading a run by request");
-}
-
-int store_events_read(store_t *self, const char *run_id, uint64_t after_seq, size_t limit,
-                      int (*cb)(void *arg, const store_event_t *e), void *arg)
-{
-    sqlite3_stmt *st = s_stmt(self, S_EVENTS_READ);
-    s_text(st, 1, run_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)after_seq);
-    sqlite3_bind_int64(st, 3, limit ? (sqlite3_int64)limit : -1);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        store_event_t e = {
-            .event_id = sqlite3_column_int64(st, 0),
-            .run_id = (const char *)sqlite3_column_text(st, 1),
-            .session_id = (const char *)sqlite3_column_text(st, 2),
-            .seq = (uint64_t)sqlite3_column_int64(st, 3),
-            .type = (const char *)sqlite3_column_text(st, 4),
-            .payload = (const char *)sqlite3_column_text(st, 5),
-            .created_at = (const char *)sqlite3_column_text(st, 6),
-        };
-        int stop = cb(arg, &e);
-        if (stop > 0)
-            break;
-        if (stop < 0) {
-            sqlite3_reset(st);
-            snprintf(self->errmsg, sizeof self->errmsg, "reading events: stopped by the reader");
-            return -1;
-        }
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "reading events");
-}
-
-/* Steps a message query, handing each row to cb (> 0 stops, < 0 fails). */
-static int s_messages_each(store_t *self, sqlite3_stmt *st,
-                           int (*cb)(void *arg, const store_message_t *m), void *arg)
-{
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        store_message_t m = {
-            .message_id = sqlite3_column_int64(st, 0),
-            .run_id = (const char *)sqlite3_column_text(st, 1),
-            .role = (const char *)sqlite3_column_text(st, 2),
-            .content = (const char *)sqlite3_column_text(st, 3),
-            .content_len = (size_t)sqlite3_column_bytes(st, 3),
-            .created_at = (const char *)sqlite3_column_text(st, 4),
-        };
-        int stop = cb(arg, &m);
-        if (stop > 0)
-            break;
-        if (stop < 0) {
-            sqlite3_reset(st);
-            snprintf(self->errmsg, sizeof self->errmsg, "reading messages: stopped by the reader");
-            return -1;
-        }
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "reading messages");
-}
-
-int store_messages_read(store_t *self, const char *session_id, size_t limit,
-                        int (*cb)(void *arg, const store_message_t *m), void *arg)
-{
-    sqlite3_stmt *st = s_stmt(self, S_MESSAGES_READ);
-    s_text(st, 1, session_id);
-    sqlite3_bind_int64(st, 2, limit ? (sqlite3_int64)limit : -1);
-    return s_messages_each(self, st, cb, arg);
-}
-
-int store_messages_page(store_t *self, const char *session_id, int64_t before, int64_t after,
-                        size_t limit, int (*cb)(void *arg, const store_message_t *m), void *arg)
-{
-    sqlite3_stmt *st = s_stmt(self, after > 0 ? S_MESSAGES_AFTER : S_MESSAGES_BEFORE);
-    s_text(st, 1, session_id);
-    sqlite3_bind_int64(st, 2, after > 0 ? after : before);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
-    return s_messages_each(self, st, cb, arg);
-}
-
-int store_session_runs(store_t *self, const char *session_id, const char *before, size_t limit,
-                       int (*cb)(void *arg, const store_run_t *run), void *arg)
-{
-    sqlite3_stmt *st = s_stmt(self, before ? S_SESSION_RUNS_BEFORE : S_SESSION_RUNS);
-    s_text(st, 1, session_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
-    if (before)
-        s_text(st, 3, before);
-    int rc;
-    store_run_t row;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        s_run_row(st, &row);
-        int stop = cb(arg, &row);
-        if (stop > 0)
-            break;
-        if (stop < 0) {
-            sqlite3_reset(st);
-            snprintf(self->errmsg, sizeof self->errmsg, "reading runs: stopped by the reader");
-            return -1;
-        }
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "reading a session's runs");
-}
-
-int store_run_input(store_t *self, const char *run_id, char **content, size_t *len)
-{
-    sqlite3_stmt *st = s_stmt(self, S_RUN_INPUT);
-    s_text(st, 1, run_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        const char *v = (const char *)sqlite3_column_text(st, 0);
-        *len = (size_t)sqlite3_column_bytes(st, 0);
-        *content = mem_strndup(v ? v : "", *len);
-    }
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 0;
-    return rc == SQLITE_DONE ? 1 : s_fail(self, "reading a run's input");
-}
-
-typedef struct {
-    int (*cb)(void *arg, const char *role, const char *content, size_t len);
-    void *arg;
-} s_history_t;
-
-static int s_history_cb(void *arg, const store_message_t *m)
-{
-    s_history_t *h = arg;
-    return h->cb(h->arg, m->role, m->content, m->content_len);
-}
-
-int store_history(store_t *self, const char *session_id, size_t max,
-                  int (*cb)(void *arg, const char *role, const char *content, size_t len),
-                  void *arg)
-{
-    if (max == 0)
-        return 0;
-    s_history_t h = {cb, arg};
-    return store_messages_read(self, session_id, max, s_history_cb, &h);
-}
-
-static void s_agent_row(sqlite3_stmt *st, store_agent_t *a)
-{
-    s_copy(a->agent_id, sizeof a->agent_id, st, 0);
-    s_copy(a->name, sizeof a->name, st, 1);
-    s_copy(a->endpoint, sizeof a->endpoint, st, 2);
-    s_copy(a->created_at, sizeof a->created_at, st, 3);
-    s_copy(a->updated_at, sizeof a->updated_at, st, 4);
-    s_copy(a->kind, sizeof a->kind, st, 5);
-}
-
-int store_agent_get(store_t *self, const char *agent_id, store_agent_t *out)
-{
-    sqlite3_stmt *st = s_stmt(self, S_AGENT_GET);
-    s_text(st, 1, agent_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        s_agent_row(st, out);
-    sqlite3_reset(st);
-    if (rc == SQLITE_ROW)
-        return 0;
-    return rc == SQLITE_DONE ? 1 : s_fail(self, "reading an agent");
-}
-
-int store_agent_upsert(store_t *self, const char *agent_id, const char *name,
-                       const char *endpoint, const char *now, int *created)
-{
-    sqlite3_stmt *st = s_stmt(self, S_AGENT_UPDATE);
-    s_text(st, 1, agent_id);
-    s_text(st, 2, name);
-    s_text(st, 3, endpoint);
-    s_text(st, 4, now);
-    if (s_done(self, st, "updating an agent") != 0)
-        return -1;
-    *created = sqlite3_changes(self->db) == 0;
-    if (!*created)
-        return 0;
-    st = s_stmt(self, S_AGENT_INSERT);
-    s_text(st, 1, agent_id);
-    s_text(st, 2, name);
-    s_text(st, 3, endpoint);
-    s_text(st, 4, now);
-    return s_done(self, st, "writing an agent");
-}
-
-int store_agent_native(store_t *self, const char *agent_id, const char *now)
-{
-    sqlite3_stmt *st = s_stmt(self, S_AGENT_NATIVE);
-    s_text(st, 1, agent_id);
-    s_text(st, 2, now);
-    return s_done(self, st, "writing a native agent");
-}
-
-int store_agent_endpoint(store_t *self, const char *agent_id, char *buf, size_t buflen)
-{
-    store_agent_t a;
-    int rc = store_agent_get(self, agent_id, &a);
-    if (rc == 0 && strcmp(a.kind, "http") != 0)
-        return 1;
-    if (rc == 0)
-        snprintf(buf, buflen, "%s", a.endpoint);
-    return rc;
-}
-
-int store_agents_list(store_t *self, int (*cb)(void *arg, const store_agent_t *a), void *arg)
-{
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(self->db,
-                           "SELECT agent_id, name, endpoint, created_at, updated_at, kind "
-                           "FROM agents ORDER BY agent_id",
-                           -1, &st, NULL) != SQLITE_OK)
-        return s_fail(self, "listing agents");
-    int rc;
-    store_agent_t a;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        s_agent_row(st, &a);
-        if (cb(arg, &a) != 0)
-            break;
-    }
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : s_fail(self, "listing agents");
+    store_sql_text(st, 5, created_at);
+    return store_sql_done(self, st, "writing a message");
 }
 
 int store_runs_unfinished(store_t *self,
@@ -732,7 +445,7 @@ int store_runs_unfinished(store_t *self,
                            " (SELECT COALESCE(MAX(seq), 0) FROM events e WHERE e.run_id = r.run_id)"
                            " FROM runs r WHERE status IN ('queued', 'running') ORDER BY created_at",
                            -1, &st, NULL) != SQLITE_OK)
-        return s_fail(self, "listing unfinished runs");
+        return store_sql_fail(self, "listing unfinished runs");
     store_run_t *runs = NULL;
     uint64_t *seqs = NULL;
     size_t n = 0, cap = 0;
@@ -743,11 +456,11 @@ int store_runs_unfinished(store_t *self,
             runs = mem_realloc(runs, cap * sizeof *runs);
             seqs = mem_realloc(seqs, cap * sizeof *seqs);
         }
-        s_run_row(st, &runs[n]);
+        store_sql_run_row(st, &runs[n]);
         seqs[n++] = (uint64_t)sqlite3_column_int64(st, 7);
     }
     sqlite3_finalize(st);
-    int result = rc == SQLITE_DONE ? 0 : s_fail(self, "listing unfinished runs");
+    int result = rc == SQLITE_DONE ? 0 : store_sql_fail(self, "listing unfinished runs");
     for (size_t i = 0; i < n && result == 0; i++)
         if (cb(arg, &runs[i], seqs[i]) != 0)
             result = -1;
@@ -761,171 +474,11 @@ int store_last_event_id(store_t *self, int64_t *event_id)
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(self->db, "SELECT COALESCE(MAX(event_id), 0) FROM events", -1, &st,
                            NULL) != SQLITE_OK)
-        return s_fail(self, "reading the last event id");
+        return store_sql_fail(self, "reading the last event id");
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
         *event_id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? 0 : s_fail(self, "reading the last event id");
+    return rc == SQLITE_ROW ? 0 : store_sql_fail(self, "reading the last event id");
 }
 
-/* ---- retention -------------------------------------------------------------
- * Pruning reads two indexes made by store_prune_prepare rather than by a
- * migration, so the schema version stays (they only serve retention). Its
- * statements are prepared per call: one call per timer tick, a handful of
- * statements, against hundreds of rows deleted. Candidates are collected
- * before anything is deleted (no delete under a running SELECT), at most
- * S_PRUNE_RUNS_MAX per call. */
-#define S_PRUNE_RUNS_MAX 64
-
-int store_prune_prepare(store_t *self)
-{
-    return s_exec(self,
-                  "CREATE INDEX IF NOT EXISTS runs_ended ON runs(ended_at) WHERE ended_at IS NOT NULL;"
-                  "CREATE INDEX IF NOT EXISTS messages_run ON messages(run_id);",
-                  "creating the retention indexes");
-}
-
-typedef enum {
-    S_PR_CANDIDATES,
-    S_PR_EVENTS,
-    S_PR_EVENTS_LEFT,
-    S_PR_MESSAGES,
-    S_PR_RUN,
-    S_PR_SESSION,
-    S_PR_COUNT
-} s_prune_stmt_t;
-
-static const char *s_prune_sql[S_PR_COUNT] = {
-    [S_PR_CANDIDATES] = "SELECT run_id, session_id FROM runs INDEXED BY runs_ended WHERE ended_at IS NOT NULL"
-                        " AND ended_at < ?1 AND status IN ('done', 'failed', 'cancelled')"
-                        " ORDER BY ended_at LIMIT ?2",
-    [S_PR_EVENTS] = "DELETE FROM events WHERE event_id IN (SELECT event_id FROM events"
-                    " WHERE run_id = ?1 ORDER BY seq LIMIT ?2)",
-    [S_PR_EVENTS_LEFT] = "SELECT EXISTS (SELECT 1 FROM events WHERE run_id = ?1)",
-    [S_PR_MESSAGES] = "DELETE FROM messages WHERE run_id = ?1",
-    [S_PR_RUN] = "DELETE FROM runs WHERE run_id = ?1 AND status IN ('done', 'failed', 'cancelled')",
-    [S_PR_SESSION] = "DELETE FROM sessions WHERE session_id = ?1"
-                     " AND NOT EXISTS (SELECT 1 FROM runs WHERE session_id = ?1)",
-};
-
-typedef struct {
-    char run_id[129];
-    char session_id[129];
-} s_prune_run_t;
-
-/* Steps a DELETE with the run (or session) id in ?1 and an optional limit in
- * ?2; OUT changes: rows it deleted. */
-static int s_prune_delete(store_t *self, sqlite3_stmt *st, const char *id, sqlite3_int64 limit,
-                          uint64_t *changes)
-{
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    s_text(st, 1, id);
-    if (limit > 0)
-        sqlite3_bind_int64(st, 2, limit);
-    if (s_done(self, st, "pruning") != 0)
-        return -1;
-    *changes = (uint64_t)sqlite3_changes(self->db);
-    return 0;
-}
-
-/* Prunes the candidates within budget; 0 or -1. */
-static int s_prune_runs(store_t *self, sqlite3_stmt **st, const s_prune_run_t *runs, size_t n,
-                        size_t max_rows, store_pruned_t *out)
-{
-    size_t budget = max_rows;
-    for (size_t i = 0; i < n && budget > 0; i++) {
-        uint64_t k;
-        if (s_prune_delete(self, st[S_PR_EVENTS], runs[i].run_id, (sqlite3_int64)budget, &k) != 0)
-            return -1;
-        out->events += k;
-        budget -= k;
-        if (budget == 0) {
-            /* The budget ran out exactly on this run: is anything left? */
-            sqlite3_stmt *left = st[S_PR_EVENTS_LEFT];
-            sqlite3_reset(left);
-            s_text(left, 1, runs[i].run_id);
-            if (sqlite3_step(left) != SQLITE_ROW)
-                return s_fail(self, "pruning");
-            int more = sqlite3_column_int(left, 0);
-            sqlite3_reset(left);
-            if (more)
-                return 0; /* the rest of this run next time */
-        }
-        /* Its last events went: the run's own rows go with them (a few rows
-         * past the budget at most: a run has two messages, one row and one
-         * session). */
-        uint64_t msgs, run, session;
-        if (s_prune_delete(self, st[S_PR_MESSAGES], runs[i].run_id, 0, &msgs) != 0 ||
-            s_prune_delete(self, st[S_PR_RUN], runs[i].run_id, 0, &run) != 0 ||
-            s_prune_delete(self, st[S_PR_SESSION], runs[i].session_id, 0, &session) != 0)
-            return -1;
-        out->messages += msgs;
-        out->runs += run;
-        out->sessions += session;
-        k = msgs + run + session;
-        budget = budget > k ? budget - (size_t)k : 0;
-    }
-    return 0;
-}
-
-int store_prune(store_t *self, const char *before, size_t max_rows, store_pruned_t *out)
-{
-    memset(out, 0, sizeof *out);
-    if (max_rows == 0)
-        return 0;
-    sqlite3_stmt *st[S_PR_COUNT] = {0};
-    s_prune_run_t *runs = NULL;
-    int rc = -1;
-    for (int i = 0; i < S_PR_COUNT; i++) {
-        if (sqlite3_prepare_v2(self->db, s_prune_sql[i], -1, &st[i], NULL) != SQLITE_OK) {
-            s_fail(self, "preparing the pruning statements (was store_prune_prepare called?)");
-            goto done;
-        }
-    }
-    size_t want = max_rows < S_PRUNE_RUNS_MAX ? max_rows : S_PRUNE_RUNS_MAX, n = 0;
-    runs = mem_alloc(want * sizeof *runs);
-    s_text(st[S_PR_CANDIDATES], 1, before);
-    sqlite3_bind_int64(st[S_PR_CANDIDATES], 2, (sqlite3_int64)want);
-    int step;
-    while ((step = sqlite3_step(st[S_PR_CANDIDATES])) == SQLITE_ROW && n < want) {
-        s_copy(runs[n].run_id, sizeof runs[n].run_id, st[S_PR_CANDIDATES], 0);
-        s_copy(runs[n].session_id, sizeof runs[n].session_id, st[S_PR_CANDIDATES], 1);
-        n++;
-    }
-    sqlite3_reset(st[S_PR_CANDIDATES]);
-    if (step != SQLITE_DONE && step != SQLITE_ROW) {
-        s_fail(self, "listing runs to prune");
-        goto done;
-    }
-    if (n == 0) {
-        rc = 0;
-        goto done;
-    }
-    int own_tx = sqlite3_get_autocommit(self->db); /* no caller transaction: RELEASE commits */
-    if (s_exec(self, "SAVEPOINT store_prune", "pruning") != 0)
-        goto done;
-    if (s_prune_runs(self, st, runs, n, max_rows, out) != 0) {
-        char why[sizeof self->errmsg];
-        snprintf(why, sizeof why, "%s", self->errmsg); /* the rollback must not hide it */
-        sqlite3_exec(self->db, "ROLLBACK TO store_prune; RELEASE store_prune", NULL, NULL, NULL);
-        snprintf(self->errmsg, sizeof self->errmsg, "%s", why);
-        memset(out, 0, sizeof *out);
-        goto done;
-    }
-    if (s_exec(self, "RELEASE store_prune", "committing the pruning") != 0) {
-        if (own_tx)
-            store_rollback(self);
-        else
-            sqlite3_exec(self->db, "ROLLBACK TO store_prune; RELEASE store_prune", NULL, NULL, NULL);
-        memset(out, 0, sizeof *out);
-        goto done;
-    }
-    rc = 0;
-done:
-    for (int i = 0; i < S_PR_COUNT; i++)
-        sqlite3_finalize(st[i]);
-    mem_free(runs);
-    return rc;
-}
