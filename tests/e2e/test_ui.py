@@ -490,12 +490,15 @@ def test_second_tab_joins_running_run(stack, browser):
     resume, and shows the answer once and whole."""
     b = browser
     open_page(b, stack, "ui-tab", "lazy")
-    text = words(40, "j")  # 6 s: the second browser starts well within it
-    send(b, text)
-    first = b.wait_turn(lambda t: t["status"] == "running" and len(t["answer"].split()) >= 3,
-                        "the run to stream in the first tab")
+    # The second browser starts before the run: a cold chromium takes
+    # seconds on a loaded 2-core machine (CI), and the run (80 words, 12 s)
+    # must still be streaming when its page opens.
     other = Browser()
     try:
+        text = words(80, "j")
+        send(b, text)
+        first = b.wait_turn(lambda t: t["status"] == "running" and len(t["answer"].split()) >= 3,
+                            "the run to stream in the first tab")
         open_page(other, stack, "ui-tab")
         seen = []
 
