@@ -355,3 +355,58 @@ def test_kill_orchestrator_mid_tree(stack):
     assert types(log(c2, child))[-2:] == ["agent_call_failed", "run_failed"]
     assert types(log(c2, root["run_id"]))[-2:] == ["agent_call_failed", "run_failed"]
     assert log(c2, grand)[0]["parent_run_id"] == child and log(c2, grand)[0]["depth"] == 2
+
+
+def test_deadlines_follow_the_tree(stack):
+    """A parent waiting on a streaming child is not silent; once the child is
+    done and the parent is silent, it times out; a silent tree times out at
+    its root, whose descendants are cancelled."""
+    s = stack(echo_workers=1, echo_delay_ms=100, orch_args=("--agent-timeout-ms", "700"))
+    c = s.client()
+    s.wait_agent(c, "echo")
+    ca, cb = agents(s, c, "ca", "cb")
+    root = invoke(c, "sc7", "ca", "wait on a child")
+    r0, inv = ca.invoke()
+    q = call(c, inv, "slow", "echo", " ".join("w%d" % i for i in range(25)))  # ~2.5 s
+    c.wait_final(q, timeout=20)
+    assert c.events(q)[-1]["type"] == "run_done"
+    assert run_of(c, root["run_id"])["status"] == "running"  # longer than its timeout
+    wait_until(lambda: run_of(c, root["run_id"])["status"] == "failed", timeout=10,
+               what="the silent parent times out")
+    assert log(c, root["run_id"])[-1]["payload"]["error"]["code"] == "agent_timeout"
+
+    root = invoke(c, "sc8", "ca", "a silent tree")
+    r1, inv = ca.invoke(1)
+    q = call(c, inv, "k", "cb", "say nothing")
+    child = accepted_id(c, q)
+    c.wait_final(q, timeout=10)
+    assert run_of(c, child)["status"] == "cancelled"
+    plog = log(c, root["run_id"])
+    assert types(plog)[-3:] == ["agent_call_started", "agent_call_cancelled", "run_failed"]
+    assert plog[-1]["payload"]["error"]["code"] == "agent_timeout"
+
+
+def test_child_worker_killed(stack):
+    """SIGKILL of a child's worker: the child fails worker_lost, the parent's
+    log says agent_call_failed with it, and the parent goes on."""
+    s = stack(echo_workers=0)
+    victim = s.start_echo(50, "--agent", "slowecho")
+    c = s.client()
+    s.wait_agent(c, "slowecho")
+    (ca,) = agents(s, c, "ca")
+    root = invoke(c, "sc9", "ca", "x")
+    r0, inv = ca.invoke()
+    q = call(c, inv, "k", "slowecho", " ".join("w%d" % i for i in range(200)))
+    child = accepted_id(c, q)
+    wait_until(lambda: pump(c) or len(c.events(q)) >= 5, what="the child streams")
+    s.procs.kill(victim)
+    c.wait_final(q, timeout=15)
+    assert c.events(q)[-1]["type"] == "run_failed"
+    assert c.events(q)[-1]["payload"]["error"]["code"] == "worker_lost"
+    plog = log(c, root["run_id"])
+    assert plog[-1]["type"] == "agent_call_failed"
+    assert plog[-1]["payload"]["child_run_id"] == child
+    assert plog[-1]["payload"]["error"]["code"] == "worker_lost"
+    assert run_of(c, root["run_id"])["status"] == "running"
+    ca.done(r0, "went on")
+    wait_until(lambda: run_of(c, root["run_id"])["status"] == "done", what="root done")
