@@ -410,3 +410,33 @@ def test_child_worker_killed(stack):
     assert run_of(c, root["run_id"])["status"] == "running"
     ca.done(r0, "went on")
     wait_until(lambda: run_of(c, root["run_id"])["status"] == "done", what="root done")
+
+
+def test_stop_ends_the_tree(stack):
+    """SIGTERM mid-tree: after the drain the root fails internal and every
+    descendant ends cancelled first, each recorded in its parent's log."""
+    s = stack(echo_workers=1, echo_delay_ms=20, orch_args=("--drain-ms", "300"))
+    c = s.client()
+    s.wait_agent(c, "echo")
+    ca, cb = agents(s, c, "ca", "cb")
+    root = invoke(c, "sc10", "ca", "tree")
+    r0, inv0 = ca.invoke()
+    child = accepted_id(c, call(c, inv0, "k", "cb", "middle"))
+    r1, inv1 = cb.invoke()
+    q2 = call(c, inv1, "g", "echo", " ".join("w%d" % i for i in range(400)))
+    grand = accepted_id(c, q2)
+    wait_until(lambda: pump(c) or len(c.events(q2)) >= 5, what="grandchild streams")
+    s.orch.send_signal(signal.SIGTERM)
+    assert s.orch.wait(timeout=20) == 0
+    db = sqlite3.connect(s.db)
+    status = dict(db.execute("select run_id, status from runs where session_id = 'sc10'"))
+    assert status == {root["run_id"]: "failed", child: "cancelled", grand: "cancelled"}
+
+    def stored(run_id):
+        return [(t, json.loads(p)) for t, p in db.execute(
+            "select type, payload from events where run_id = ? order by seq", (run_id,))]
+    assert [t for t, _ in stored(grand)][-1] == "run_cancelled"
+    assert [t for t, _ in stored(child)][-2:] == ["agent_call_cancelled", "run_cancelled"]
+    rlog = stored(root["run_id"])
+    assert [t for t, _ in rlog][-2:] == ["agent_call_cancelled", "run_failed"]
+    assert rlog[-1][1]["error"]["code"] == "internal"
