@@ -34,6 +34,8 @@ PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executabl
 V = 1
 READY, HEARTBEAT, DISCONNECT, REQUEST, STREAM, REPLY, ERROR, CANCEL, SERVICES = range(1, 10)
 
+PUBLIC_URL = "http://edge.test:7070"  # the fixture bridge's --public-url (a trailing / is dropped)
+TOKEN = "0123456789abcdef0123456789abcdef"
 WAIT = 10.0  # seconds: a deadline for conditions, far below the bridge's 30 s timeout
 
 
@@ -227,7 +229,8 @@ def env():
     try:
         broker_ep = start_broker(procs)
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
-                              "--max-response", 65536, "--capacity", 64],
+                              "--max-response", 65536, "--capacity", 64,
+                              "--public-url", PUBLIC_URL + "/"],
                              env={"MAP_LOG_LEVEL": "info"}, name="bridge")
         faults = start_faults(procs)
         dport = free_port()
@@ -281,6 +284,53 @@ def test_request_body_and_history(env):
                             "messages": [{"role": "user", "content": "earlier"},
                                          {"role": "assistant", "content": "an answer \u00e9"}]}
     assert json.loads(req.results[rid]["deltas"][0]) == sent["body"]
+
+
+def test_platform_becomes_calls_url(env):
+    """An invoke with a run token: the agent gets platform{calls_url, token,
+    depth}, the URL under --public-url; ids of the tree stay internal."""
+    req = env["req"]
+    platform = {"token": TOKEN, "depth": 2, "root_run_id": "run_root", "parent_run_id": "run_mid"}
+    rid = req.invoke(env["faults"] + "/history", "now", run_id="run_child",
+                     extra={"platform": platform})
+    assert req.wait(rid)[0] == "reply"
+    sent = state(env)["requests"]["history"][-1]["body"]
+    assert sent["platform"] == {"calls_url": PUBLIC_URL + "/v1/runs/run_child/calls",
+                                "token": TOKEN, "depth": 2}
+    # Without one (an older orchestrator), no platform key at all.
+    rid = req.invoke(env["faults"] + "/history", "now", run_id="run_plain")
+    assert req.wait(rid)[0] == "reply"
+    assert "platform" not in state(env)["requests"]["history"][-1]["body"]
+    # A malformed platform map is a bad invoke, not a half-made body.
+    bad = dict(platform, token="NOT-HEX")
+    expect_error(env, req.invoke(env["faults"] + "/history", "x", extra={"platform": bad}),
+                 "bad_request", "bad invoke body")
+
+
+def test_public_url_defaults_to_the_edge_address():
+    """No --public-url: http:// + MAP_HTTP_ADDR; a bad one is one line and
+    a non-zero exit."""
+    procs = Procs()
+    try:
+        broker_ep = start_broker(procs)
+        procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep],
+                    env={"MAP_HTTP_ADDR": "127.0.0.1:18080"}, name="bridge")
+        faults = start_faults(procs)
+        req = Requester(broker_ep)
+        req.wait_service("bridge")
+        rid = req.invoke(faults + "/history", "now", run_id="run_d",
+                         extra={"platform": {"token": TOKEN, "depth": 0, "root_run_id": "run_d"}})
+        assert req.wait(rid)[0] == "reply"
+        sent = http_get_json(faults + "/state")["requests"]["history"][-1]["body"]
+        assert sent["platform"] == {"calls_url": "http://127.0.0.1:18080/v1/runs/run_d/calls",
+                                    "token": TOKEN, "depth": 0}
+        req.close()
+    finally:
+        procs.stop_all()
+    out = subprocess.run([binary("bridge", "agents/bridge"), "--public-url", "ftp://x"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
+    assert "public URL" in out.stderr
 
 
 def test_plain_text_deltas_and_empty_done(env):
@@ -479,6 +529,7 @@ def test_help_and_bad_flag():
     out = subprocess.run([binary("bridge", "agents/bridge"), "--help"], capture_output=True, text=True,
                          timeout=10)
     assert out.returncode == 0 and "--max-response" in out.stdout
+    assert "--public-url" in out.stdout and "MAP_PUBLIC_URL" in out.stdout
     out = subprocess.run([binary("bridge", "agents/bridge"), "--capacity", "0"], capture_output=True,
                          text=True, timeout=10)
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
