@@ -76,14 +76,8 @@ uint64_t io_request(io_t *io, const void *body, size_t len)
 {
     if (io->refuse || io->nreq == FAKE_REQ_MAX)
         return 0;
-    orch_request_t q = {0};
-    char op[32];
-    fake_req_str(body, len, "op", op, sizeof op, NULL);
-    /* op call's decoder comes with the orchestrator's side of #14 */
-    if (strcmp(op, "call") != 0)
-        CHECK(orch_decode_request(body, len, &q) == AGENT_OK);
-    else
-        q.op = (agent_str_t){"call", 4};
+    orch_request_t q;
+    CHECK(orch_decode_request(body, len, &q) == AGENT_OK);
     size_t i = io->nreq;
     fake_req_str(body, len, "token", io->req_token[i], sizeof io->req_token[i], NULL);
     fake_req_str(body, len, "call_id", io->req_call_id[i], sizeof io->req_call_id[i], NULL);
