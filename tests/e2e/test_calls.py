@@ -9,6 +9,7 @@ import http.client
 import http.server
 import json
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -358,3 +359,84 @@ def test_calls_with_an_api_key():
     finally:
         holder.close()
         e.close()
+
+
+def test_a_caller_that_leaves_cancels_its_child(calls):
+    """The HTTP client of /calls goes away mid-stream: the child run ends
+    run_cancelled and the parent's log says agent_call_cancelled; the
+    parent goes on."""
+    th, res, body = start_held(calls, "cs-leave", "hold-leave")
+    url = urllib.parse.urlsplit(body["platform"]["calls_url"])
+    host, port = calls.http.split(":")
+    words = " ".join("w%d" % i for i in range(300))  # `slow`: 30 ms a word, 9 s
+    data = json.dumps(call_body("leave", "slow", words)).encode()
+    sock = socket.create_connection((host, int(port)), timeout=20)
+    try:
+        sock.sendall(b"POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (url.path.encode(), calls.http.encode(),
+                        body["platform"]["token"].encode(), len(data), data))
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"agent_stream_delta" not in seen and time.monotonic() < deadline:
+            chunk = sock.recv(4096)
+            assert chunk, seen
+            seen += chunk
+    finally:
+        sock.close()  # leaves mid-stream
+    head = seen.split(b"\r\n\r\n")[0].decode()
+    assert head.startswith("HTTP/1.1 200"), head
+    child = [l.split(":", 1)[1].strip() for l in head.split("\r\n")
+             if l.lower().startswith("x-run-id:")][0]
+    wait_until(lambda: get(calls, "/v1/runs/" + child)["status"] == "cancelled", timeout=10,
+               what="the child to be cancelled")
+    log = get(calls, "/v1/runs/%s/events" % child)["events"]
+    assert log[-1]["type"] == "run_cancelled"
+    parent = get(calls, "/v1/runs/%s/events" % body["run_id"])["events"]
+    ends = [ev for ev in parent if ev["type"].startswith("agent_call_") and ev["type"] != "agent_call_started"]
+    assert [(ev["type"], ev["payload"]) for ev in ends] == [
+        ("agent_call_cancelled", {"call_id": "leave", "child_run_id": child})]
+    assert get(calls, "/v1/runs/" + body["run_id"])["status"] == "running"
+    calls.holder.released.add("hold-leave")
+    th.join(30)
+    assert types(res["events"])[-1] == "run_done"
+
+
+def test_cancelling_the_parent_cancels_the_delegated_child(calls):
+    """A WebSocket cancels a delegate run while its child streams: the child
+    ends run_cancelled, the parent's log has agent_call_cancelled and then
+    run_cancelled, last."""
+    words = " ".join("w%d" % i for i in range(300))
+
+    async def run():
+        async with websockets.connect(calls.ws_url()) as ws:
+            await ws.send(json.dumps({"type": "hello", "session_id": "cs-cancel"}))
+            assert json.loads(await ws.recv())["type"] == "hello_ok"
+            await ws.send(json.dumps({"type": "agent_invoke", "request_id": "x1",
+                                      "agent_id": "delegate",
+                                      "input_message": {"role": "user", "content": "@slow " + words}}))
+            parent, child, got = None, None, []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if m["type"] == "invoke_accepted":
+                    parent = m["run_id"]
+                    continue
+                ev = m["event"]
+                got.append(ev)
+                if ev["run_id"] != parent and ev["type"] == "agent_stream_delta" and child is None:
+                    child = ev["run_id"]
+                    await ws.send(json.dumps({"type": "cancel", "run_id": parent}))
+                if ev["run_id"] == parent and ev["type"] in ("run_done", "run_failed", "run_cancelled"):
+                    return parent, child, got
+            raise AssertionError("the parent did not end: %r" % got[-5:])
+
+    parent, child, got = asyncio.run(run())
+    assert child
+    wait_until(lambda: get(calls, "/v1/runs/" + child)["status"] == "cancelled", timeout=10,
+               what="the child to be cancelled")
+    plog = get(calls, "/v1/runs/%s/events" % parent)["events"]
+    t = [ev["type"] for ev in plog]
+    assert t[-1] == "run_cancelled" and t.count("agent_call_cancelled") == 1, t
+    assert t.index("agent_call_cancelled") < len(t) - 1
+    assert get(calls, "/v1/runs/%s/events" % child)["events"][-1]["type"] == "run_cancelled"
