@@ -157,21 +157,7 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
         case 1: err = s_str(&r, &inv.session_id, AGENT_ID_MAX, 1); break;
         case 2: err = s_str(&r, &inv.agent_id, AGENT_ID_MAX, 1); break;
         case 3: err = s_msg(&r, &inv.input); break;
-        case 4: {
-            uint32_t count;
-            if (mp_read_array(&r, &count))
-                return agent_err_of(&r);
-            if (count > AGENT_HISTORY_MAX)
-                return AGENT_E_RANGE;
-            inv.history_count = count;
-            inv.history = r.p;
-            for (uint32_t j = 0; j < count && !err; j++) {
-                agent_msg_t m;
-                err = s_msg(&r, &m);
-            }
-            inv.history_end = r.p;
-            break;
-        }
+        case 4: err = agent_read_msgs(&r, &inv.history_count, &inv.history, &inv.history_end); break;
         case 5: err = s_str(&r, &inv.endpoint, AGENT_ENDPOINT_MAX, 1); break;
         case 6:
             if (mp_read_uint(&r, &inv.timeout_ms))
@@ -190,16 +176,41 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
     return AGENT_OK;
 }
 
-int agent_history_next(const agent_invoke_t *inv, const uint8_t **cursor, agent_msg_t *msg)
+agent_err_t agent_read_msgs(mp_reader_t *r, uint32_t *count, const uint8_t **start,
+                            const uint8_t **end)
 {
-    if (*cursor >= inv->history_end)
+    uint32_t n;
+    if (mp_read_array(r, &n))
+        return agent_err_of(r);
+    if (n > AGENT_HISTORY_MAX)
+        return AGENT_E_RANGE;
+    *count = n;
+    *start = r->p;
+    for (uint32_t j = 0; j < n; j++) {
+        agent_msg_t m;
+        agent_err_t err = s_msg(r, &m);
+        if (err)
+            return err;
+    }
+    *end = r->p;
+    return AGENT_OK;
+}
+
+int agent_msgs_next(const uint8_t **cursor, const uint8_t *end, agent_msg_t *msg)
+{
+    if (!*cursor || *cursor >= end)
         return -1;
     mp_reader_t r;
-    mp_reader_init(&r, *cursor, (size_t)(inv->history_end - *cursor));
+    mp_reader_init(&r, *cursor, (size_t)(end - *cursor));
     if (s_msg(&r, msg) != AGENT_OK) /* validated by the decoder: cannot fail */
         return -1;
     *cursor = r.p;
     return 0;
+}
+
+int agent_history_next(const agent_invoke_t *inv, const uint8_t **cursor, agent_msg_t *msg)
+{
+    return agent_msgs_next(cursor, inv->history_end, msg);
 }
 
 agent_err_t agent_decode_delta(const void *body, size_t len, agent_str_t *delta)

@@ -88,6 +88,12 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
 /* Reads the next history message. Returns 0, or -1 past the last one.
  * *cursor starts at inv->history. */
 int agent_history_next(const agent_invoke_t *inv, const uint8_t **cursor, agent_msg_t *msg);
+/* For orch.c's call request: reads an array of {"role","content"} messages
+ * (at most AGENT_HISTORY_MAX), each validated; *start..*end is the raw
+ * span of its messages, read back with agent_msgs_next. */
+agent_err_t agent_read_msgs(mp_reader_t *r, uint32_t *count, const uint8_t **start,
+                            const uint8_t **end);
+int agent_msgs_next(const uint8_t **cursor, const uint8_t *end, agent_msg_t *msg);
 agent_err_t agent_decode_delta(const void *body, size_t len, agent_str_t *delta);
 agent_err_t agent_decode_done(const void *body, size_t len, agent_msg_t *output);
 
