@@ -205,3 +205,75 @@ def test_cancel_of_the_handler_cancels_its_call(fb):
     assert crid2 > crid
     send_reply(fb, crid2, 403, {"error": {"code": "forbidden", "message": "no"}})
     assert text_of(fb, 7) == "err:forbidden:403"
+
+
+# ---- with the real broker, orchestrator and echo --------------------------------
+
+from mapclient import Stack, wait_until  # noqa: E402
+
+PY_CALLER = os.path.join(HERE, "..", "..", "agents", "python", "examples", "py_caller.py")
+
+
+@pytest.fixture
+def stack():
+    s = Stack(echo_workers=1)
+    yield s
+    s.close()
+
+
+def start_caller(stack, target):
+    env = {"MAP_BROKER": stack.endpoint, "MAP_HEARTBEAT_MS": str(stack.heartbeat_ms),
+           "MAP_PY_CALLER_TARGET": target}
+    return stack.procs.start_argv(["/usr/bin/python3", PY_CALLER], env=env, name="py-caller")
+
+
+def test_a_python_agent_calls_echo(stack):
+    start_caller(stack, "echo")
+    c = stack.client()
+    stack.wait_agent(c, "py-caller")
+    stack.wait_agent(c, "echo")
+    rid = c.call("invoke", session_id="sp", agent_id="py-caller", role="user",
+                 content="hello big world", follow=True)
+    status, run = c.reply(rid)
+    assert status == 200 and run["status"] == "done", run
+    events = c.events(rid)
+    types = [e["type"] for e in events]
+    assert types.count("agent_call_started") == 1 and types.count("agent_call_done") == 1
+    started = [e for e in events if e["type"] == "agent_call_started"][0]["payload"]
+    assert started["call_id"] == "delegate" and started["agent_id"] == "echo"
+    deltas = "".join(e["payload"]["delta"] for e in events if e["type"] == "agent_stream_delta")
+    assert deltas == "hello big world"
+    done = [e for e in events if e["type"] == "agent_invoke_done"][0]["payload"]["output"]
+    assert done["content"] == "echo said: hello big world"
+    status, doc = c.reply(c.call("calls", run_id=run["run_id"]))
+    assert [k["run_id"] for k in doc["calls"]] == [started["child_run_id"]]
+    assert doc["calls"][0]["status"] == "done" and doc["calls"][0]["depth"] == 1
+
+
+def test_cancelling_a_python_caller_cancels_its_child(stack):
+    stack.procs.start("map-echo", "--broker", stack.endpoint, "--agent", "slowecho",
+                      "--delay-ms", "300", "--heartbeat-ms", stack.heartbeat_ms)
+    start_caller(stack, "slowecho")
+    c = stack.client()
+    stack.wait_agent(c, "py-caller")
+    stack.wait_agent(c, "slowecho")
+    rid = c.call("invoke", session_id="sq", agent_id="py-caller", role="user",
+                 content=" ".join("w%d" % i for i in range(30)), follow=True)
+
+    def child_streams():
+        try:
+            c.pump(0.2)
+        except TimeoutError:
+            pass
+        return any(e["type"] == "agent_stream_delta" for e in c.events(rid))
+    wait_until(child_streams, timeout=15, step=0, what="the child's first delta")
+    parent = c.accepted(rid)["run_id"]
+    status, _ = c.reply(c.call("cancel", run_id=parent))
+    assert status in (200, 202)
+    status, run = c.reply(rid)
+    assert run["status"] == "cancelled", run
+    status, doc = c.reply(c.call("calls", run_id=parent))
+    assert len(doc["calls"]) == 1 and doc["calls"][0]["status"] == "cancelled"
+    status, evs = c.reply(c.call("events", run_id=parent))
+    types = [e["type"] for e in evs["events"]]
+    assert "agent_call_cancelled" in types and types[-1] == "run_cancelled"
