@@ -166,3 +166,27 @@ def test_kill_of_a_child_worker_fails_the_call_and_fanout_answers(stack):
     assert out.startswith("c1 failed (worker_lost") and "\nc2 failed (worker_lost" in out
     for k in children(c, run["run_id"]):
         assert k["status"] == "failed"
+
+
+def test_cancel_of_the_fanout_run_cancels_its_calls(stack):
+    fan = start_fanout(stack, target="slowecho")
+    start_slow_echo(stack, "slowecho", 300)
+    c = stack.client()
+    stack.wait_agent(c, "fanout")
+    stack.wait_agent(c, "slowecho")
+    rid = invoke(c, "s4", "fanout", " ".join("w%d" % i for i in range(30)))
+    wait_calls_started(c, rid, 2)
+    parent = c.accepted(rid)["run_id"]
+    status, _ = c.reply(c.call("cancel", run_id=parent))
+    assert status in (200, 202)
+    status, run = c.reply(rid, timeout=20)
+    assert run["status"] == "cancelled", run
+    events = stored_events(c, parent)
+    check_log(events)
+    assert [k for k, _ in calls_by_type(events, "agent_call_cancelled")] == ["c1", "c2"]
+    assert all(k["status"] == "cancelled" for k in children(c, parent))
+    # The fanout saw its invoke cancelled and dropped the job with its calls.
+    stack.procs.kill(fan, signal.SIGTERM)
+    with open(fan.log) as f:
+        text = f.read()
+    assert "fanout.stop started=1 answered=0 failed=0 cancelled=1" in text, text
