@@ -71,7 +71,8 @@ typedef struct {
 } s_call_t;
 
 struct calls_t {
-    worker_t *w;
+    call_transport_t t;
+    void *targ;
     call_handlers_t h;
     size_t body_max;
     hmap_t *reqs;    /* worker request id → s_call_t, or S_ZOMBIE */
@@ -87,10 +88,28 @@ static void s_copy(char *dst, size_t cap, const char *src, size_t len)
     dst[len] = '\0';
 }
 
+static uint64_t s_worker_request(void *arg, const char *service, const void *body, size_t len)
+{
+    return worker_request(arg, service, body, len);
+}
+
+static int s_worker_cancel(void *arg, uint64_t req)
+{
+    return worker_cancel(arg, req);
+}
+
 calls_t *calls_new(worker_t *w, const call_handlers_t *h, size_t body_max)
 {
+    call_transport_t t = {s_worker_request, s_worker_cancel};
+    return calls_new_transport(&t, w, h, body_max);
+}
+
+calls_t *calls_new_transport(const call_transport_t *t, void *arg, const call_handlers_t *h,
+                             size_t body_max)
+{
     calls_t *c = mem_alloc(sizeof *c);
-    c->w = w;
+    c->t = *t;
+    c->targ = arg;
     if (h)
         c->h = *h;
     c->body_max = body_max ? body_max : FRAME_BODY_MAX_DEFAULT;
@@ -179,7 +198,7 @@ uint64_t call_start(calls_t *c, const call_spec_t *spec, void *user, char *err, 
         snprintf(err, errlen, "the call is over the body maximum");
         return 0;
     }
-    uint64_t req = worker_request(c->w, CALL_SERVICE, c->out.data, c->out.len);
+    uint64_t req = c->t.request(c->targ, CALL_SERVICE, c->out.data, c->out.len);
     if (!req) {
         snprintf(err, errlen, "the request could not be sent (no broker link, or queue full)");
         return 0;
@@ -199,7 +218,7 @@ static void s_retire(calls_t *c, uint64_t *req)
 {
     if (!*req)
         return;
-    if (worker_cancel(c->w, *req) == 0)
+    if (c->t.cancel(c->targ, *req) == 0)
         hmap_put(c->reqs, *req, S_ZOMBIE);
     else
         hmap_del(c->reqs, *req);
@@ -328,7 +347,7 @@ static void s_fill(calls_t *c, s_call_t *call)
     mp_buf_reset(&c->out);
     uint64_t req = 0;
     if (orch_encode_request(&c->out, &q) == 0)
-        req = worker_request(c->w, CALL_SERVICE, c->out.data, c->out.len);
+        req = c->t.request(c->targ, CALL_SERVICE, c->out.data, c->out.len);
     if (!req) {
         s_end(c, call, CALL_LOST, "internal", "the child's missing events could not be asked for",
               0);

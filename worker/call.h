@@ -88,6 +88,17 @@ typedef struct {
 
 /* body_max: largest request body (0: 1 MiB). */
 calls_t *calls_new(worker_t *w, const call_handlers_t *h, size_t body_max);
+
+/* What calls_new uses: worker_request and worker_cancel on w. Another
+ * transport (a fuzz target, a test) gives its own: request returns the
+ * request id (> 0) or 0 when not sent; cancel returns 0, or -1 for an id
+ * not in flight. */
+typedef struct {
+    uint64_t (*request)(void *arg, const char *service, const void *body, size_t len);
+    int (*cancel)(void *arg, uint64_t req);
+} call_transport_t;
+calls_t *calls_new_transport(const call_transport_t *t, void *arg, const call_handlers_t *h,
+                             size_t body_max);
 /* Frees every call without a callback or a frame. NULL-safe. */
 void calls_destroy(calls_t **self_p);
 

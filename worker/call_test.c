@@ -301,6 +301,13 @@ static void s_test_body(worker_t *w)
     if (strcmp(json, want) != 0)
         fprintf(stderr, "body %s\n", json);
     CHECK(strcmp(json, want) == 0);
+    /* The orchestrator's decoder takes it, every field where it belongs. */
+    orch_request_t q;
+    CHECK(orch_decode_request(m.body, m.body_len, &q) == AGENT_OK);
+    CHECK(q.op.len == 4 && memcmp(q.op.ptr, "call", 4) == 0);
+    CHECK(q.token.len == 32 && q.call_id.len == 2 && memcmp(q.call_id.ptr, "c1", 2) == 0);
+    CHECK(q.run_id.len == 5 && q.agent_id.len == 4 && q.content.len == 5);
+    CHECK(q.history_count == 1);
     CHECK(call_cancel(s_calls, h) == 0);
     s_expect("end:b:cancelled::cancelled:;");
     CHECK(s_recv(w, FRAME_CANCEL, &m) == 0 && m.f.id == h);
