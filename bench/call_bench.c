@@ -5,7 +5,7 @@
  * native agent "bench-caller" (worker/call.h) at once. Phases:
  *
  *   direct   --runs invokes of echo one after the other (op invoke with
- *            follow, all in one session): latency from the REQUEST to the first
+ *            follow, a session each: no history, like a child): latency from the REQUEST to the first
  *            agent_stream_delta event of the run.
  *   call     --runs invokes of bench-caller one after the other; each makes
  *            one call to echo with the same input: latency from call_start
@@ -273,10 +273,11 @@ static int s_sequential(const char *agent, long runs, const char *prefix)
 {
     s_b.nlat = 0;
     for (long i = 0; i < runs; i++) {
-        /* One session for the phase (runs one after the other never queue):
-         * a child shares its parent's session, so neither phase pays for
-         * creating one. */
-        const char *session = prefix;
+        /* A session per run: a direct run then has no history, like a
+         * child (one session for all would send a growing history with
+         * every direct invoke). */
+        char session[64];
+        snprintf(session, sizeof session, "%s-%ld", prefix, i);
         int64_t deadline = clock_mono_ms() + S_PHASE_MS;
         if (strcmp(agent, "echo") == 0) {
             s_b.direct_seen = 0;
