@@ -190,3 +190,26 @@ def test_cancel_of_the_fanout_run_cancels_its_calls(stack):
     with open(fan.log) as f:
         text = f.read()
     assert "fanout.stop started=1 answered=0 failed=0 cancelled=1" in text, text
+
+
+def test_a_refused_call_is_a_line_of_the_answer():
+    """With one call per run allowed, fanout's second call is refused 409
+    call_refused: the worker library reports it, fanout answers anyway."""
+    s = Stack(echo_workers=1, orch_args=("--max-calls-per-run", "1"))
+    try:
+        start_fanout(s)
+        c = s.client()
+        s.wait_agent(c, "fanout")
+        s.wait_agent(c, "echo")
+        status, run = c.reply(invoke(c, "s5", "fanout", "one two"))
+        assert status == 200 and run["status"] == "done", run
+        events = stored_events(c, run["run_id"])
+        check_log(events)
+        out = [e for e in events if e["type"] == "agent_invoke_done"][0]["payload"]["output"]
+        lines = out["content"].split("\n")
+        assert lines[0] == "c1: one two", lines
+        assert lines[1].startswith("c2 failed (call_refused: calls per run limit (1) reached"), lines
+        assert [k for k, _ in calls_by_type(events, "agent_call_started")] == ["c1"]
+        assert len(children(c, run["run_id"])) == 1
+    finally:
+        s.close()
