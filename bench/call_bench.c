@@ -5,8 +5,8 @@
  * native agent "bench-caller" (worker/call.h) at once. Phases:
  *
  *   direct   --runs invokes of echo one after the other (op invoke with
- *            follow, a session each: no history, like a child): latency from the REQUEST to the first
- *            agent_stream_delta event of the run.
+ *            follow, a session each: no history, like a child): latency
+ *            from the REQUEST to the first agent_stream_delta event.
  *   call     --runs invokes of bench-caller one after the other; each makes
  *            one call to echo with the same input: latency from call_start
  *            to the child's first agent_stream_delta event (on_event), the
@@ -55,7 +55,7 @@ typedef struct {
 
 typedef struct {
     worker_t *w;
-    calls_t *calls;
+    call_set_t *calls;
     mp_buf_t out;
     char *content;
     size_t clen;
@@ -119,7 +119,7 @@ static void s_call_next(s_job_t *job)
     job->made++;
 }
 
-static void s_on_event(calls_t *c, uint64_t call, const call_event_t *ev, void *user)
+static void s_on_event(call_set_t *c, uint64_t call, const call_event_t *ev, void *user)
 {
     s_job_t *job = user;
     (void)c, (void)call;
@@ -129,7 +129,7 @@ static void s_on_event(calls_t *c, uint64_t call, const call_event_t *ev, void *
     }
 }
 
-static void s_on_end(calls_t *c, uint64_t call, const call_end_t *end, void *user)
+static void s_on_end(call_set_t *c, uint64_t call, const call_end_t *end, void *user)
 {
     s_job_t *job = user;
     (void)c, (void)call;
@@ -201,7 +201,7 @@ static uint64_t s_invoke(const char *agent, const char *session)
 static void s_on_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
 {
     (void)w, (void)arg;
-    if (calls_on_stream(s_b.calls, req, body, len))
+    if (call_on_stream(s_b.calls, req, body, len))
         return;
     orch_stream_t st;
     if (req == s_b.direct_req && !s_b.direct_seen && orch_decode_stream(body, len, &st) == 0 &&
@@ -214,7 +214,7 @@ static void s_on_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t l
 static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
 {
     (void)w, (void)arg;
-    if (calls_on_reply(s_b.calls, req, body, len))
+    if (call_on_reply(s_b.calls, req, body, len))
         return;
     orch_reply_t rep;
     if (orch_decode_reply(body, len, &rep) != 0 || rep.status != 200 ||
@@ -232,7 +232,7 @@ static void s_on_error(worker_t *w, uint64_t req, const char *code, const char *
                        void *arg)
 {
     (void)w, (void)arg;
-    if (calls_on_error(s_b.calls, req, code, message))
+    if (call_on_error(s_b.calls, req, code, message))
         return;
     fprintf(stderr, "bench_call: request failed: %s %s\n", code, message);
     s_b.errors++;
@@ -412,7 +412,7 @@ int main(int argc, char **argv)
         return 1;
     }
     call_handlers_t ch = {.on_event = s_on_event, .on_end = s_on_end};
-    s_b.calls = calls_new(s_b.w, &ch, 0);
+    s_b.calls = call_set_new(s_b.w, &ch, 0);
     int failed = s_wait_stack() != 0;
     if (failed)
         fprintf(stderr, "bench_call: the stack did not come up in 30 s\n");
@@ -456,7 +456,7 @@ int main(int argc, char **argv)
            "\"errors\":%zu}\n",
            words, runs, d50, d99, c50, c99, rate, parents, calls, concurrency, s_b.errors);
     fflush(stdout);
-    calls_destroy(&s_b.calls);
+    call_set_destroy(&s_b.calls);
     worker_destroy(&s_b.w);
     s_reap(echo);
     s_reap(orch);

@@ -70,7 +70,7 @@ typedef struct {
     size_t output_len;
 } s_call_t;
 
-struct calls_t {
+struct call_set_t {
     call_transport_t t;
     void *targ;
     call_handlers_t h;
@@ -98,16 +98,16 @@ static int s_worker_cancel(void *arg, uint64_t req)
     return worker_cancel(arg, req);
 }
 
-calls_t *calls_new(worker_t *w, const call_handlers_t *h, size_t body_max)
+call_set_t *call_set_new(worker_t *w, const call_handlers_t *h, size_t body_max)
 {
     call_transport_t t = {s_worker_request, s_worker_cancel};
-    return calls_new_transport(&t, w, h, body_max);
+    return call_set_new_transport(&t, w, h, body_max);
 }
 
-calls_t *calls_new_transport(const call_transport_t *t, void *arg, const call_handlers_t *h,
+call_set_t *call_set_new_transport(const call_transport_t *t, void *arg, const call_handlers_t *h,
                              size_t body_max)
 {
-    calls_t *c = mem_alloc(sizeof *c);
+    call_set_t *c = mem_alloc(sizeof *c);
     c->t = *t;
     c->targ = arg;
     if (h)
@@ -125,11 +125,11 @@ static void s_free(s_call_t *call)
     mem_free(call);
 }
 
-void calls_destroy(calls_t **self_p)
+void call_set_destroy(call_set_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
-    calls_t *c = *self_p;
+    call_set_t *c = *self_p;
     size_t pos = 0;
     uint64_t key;
     void *value;
@@ -142,7 +142,7 @@ void calls_destroy(calls_t **self_p)
     *self_p = NULL;
 }
 
-size_t calls_active(const calls_t *c)
+size_t call_set_active(const call_set_t *c)
 {
     return hmap_size(c->calls);
 }
@@ -177,7 +177,7 @@ static int s_id_ok(const char *s)
     return s && id_valid(s, strlen(s));
 }
 
-uint64_t call_start(calls_t *c, const call_spec_t *spec, void *user, char *err, size_t errlen)
+uint64_t call_start(call_set_t *c, const call_spec_t *spec, void *user, char *err, size_t errlen)
 {
     char generated[IDS_MAX];
     const char *call_id = spec->call_id ? spec->call_id : ids_new("call_", generated);
@@ -214,7 +214,7 @@ uint64_t call_start(calls_t *c, const call_spec_t *spec, void *user, char *err, 
 /* ---- the end ----------------------------------------------------------------- */
 
 /* Retires a request of the call: cancelled and left as a zombie when live. */
-static void s_retire(calls_t *c, uint64_t *req)
+static void s_retire(call_set_t *c, uint64_t *req)
 {
     if (!*req)
         return;
@@ -225,7 +225,7 @@ static void s_retire(calls_t *c, uint64_t *req)
     *req = 0;
 }
 
-static void s_end(calls_t *c, s_call_t *call, call_outcome_t outcome, const char *code,
+static void s_end(call_set_t *c, s_call_t *call, call_outcome_t outcome, const char *code,
                   const char *message, unsigned status)
 {
     s_retire(c, &call->follow);
@@ -248,12 +248,12 @@ static void s_end(calls_t *c, s_call_t *call, call_outcome_t outcome, const char
     s_free(call);
 }
 
-static void s_end_terminal(calls_t *c, s_call_t *call)
+static void s_end_terminal(call_set_t *c, s_call_t *call)
 {
     s_end(c, call, call->outcome, call->code, call->message, 200);
 }
 
-int call_cancel(calls_t *c, uint64_t handle)
+int call_cancel(call_set_t *c, uint64_t handle)
 {
     s_call_t *call = hmap_get(c->calls, handle);
     if (!call)
@@ -294,8 +294,10 @@ static void s_note(s_call_t *call, const char *type, json_t *payload)
     } else if (strcmp(type, "run_failed") == 0) {
         json_t *e = json_object_get(payload, "error");
         const char *code = s_jstr(e, "code", NULL), *msg = s_jstr(e, "message", NULL);
+        if (!*code)
+            code = "internal";
         call->outcome = CALL_FAILED;
-        s_copy(call->code, sizeof call->code, *code ? code : "internal", strlen(*code ? code : "internal"));
+        s_copy(call->code, sizeof call->code, code, strlen(code));
         s_copy(call->message, sizeof call->message, msg, strlen(msg));
     } else if (strcmp(type, "run_cancelled") == 0) {
         call->outcome = CALL_CANCELLED;
@@ -312,7 +314,7 @@ static int s_is_terminal(const char *type)
 
 /* Delivers the event seq (already checked to be last + 1). ev is the parsed
  * object, json its text. Returns 0, or -1 when the call ended meanwhile. */
-static int s_deliver(calls_t *c, s_call_t *call, uint64_t seq, json_t *ev, const char *json,
+static int s_deliver(call_set_t *c, s_call_t *call, uint64_t seq, json_t *ev, const char *json,
                      size_t json_len)
 {
     const char *type = s_jstr(ev, "type", NULL);
@@ -334,7 +336,7 @@ static int s_deliver(calls_t *c, s_call_t *call, uint64_t seq, json_t *ev, const
     return hmap_get(c->calls, handle) == call ? 0 : -1;
 }
 
-static void s_fill(calls_t *c, s_call_t *call)
+static void s_fill(call_set_t *c, s_call_t *call)
 {
     if (call->fill)
         return;
@@ -358,7 +360,7 @@ static void s_fill(calls_t *c, s_call_t *call)
 }
 
 /* What comes after an event or a page: end, fill, or wait for more. */
-static void s_next(calls_t *c, s_call_t *call)
+static void s_next(call_set_t *c, s_call_t *call)
 {
     if (call->terminal) {
         if (!call->follow)
@@ -369,7 +371,7 @@ static void s_next(calls_t *c, s_call_t *call)
         s_fill(c, call);
 }
 
-static void s_on_event(calls_t *c, s_call_t *call, const orch_stream_t *st)
+static void s_on_event(call_set_t *c, s_call_t *call, const orch_stream_t *st)
 {
     if (st->seq <= call->last || call->terminal)
         return; /* a repeat */
@@ -395,7 +397,7 @@ static void s_on_event(calls_t *c, s_call_t *call, const orch_stream_t *st)
 }
 
 /* A page of op `events`: {"run_id","events":[...],"has_more","next_after_seq"}. */
-static void s_on_page(calls_t *c, s_call_t *call, const orch_reply_t *rep)
+static void s_on_page(call_set_t *c, s_call_t *call, const orch_reply_t *rep)
 {
     call->fill = 0;
     if (rep->status != 200) {
@@ -463,7 +465,7 @@ static void s_set_child(s_call_t *call, const agent_str_t *run_id)
     s_copy(call->child, sizeof call->child, run_id->ptr, run_id->len);
 }
 
-int calls_on_stream(calls_t *c, uint64_t req, const uint8_t *body, size_t len)
+int call_on_stream(call_set_t *c, uint64_t req, const uint8_t *body, size_t len)
 {
     s_call_t *call = hmap_get(c->reqs, req);
     if (!call)
@@ -491,7 +493,7 @@ int calls_on_stream(calls_t *c, uint64_t req, const uint8_t *body, size_t len)
 }
 
 /* The error envelope {"error":{"code","message"}} of a refusal. */
-static void s_refused(calls_t *c, s_call_t *call, const orch_reply_t *rep)
+static void s_refused(call_set_t *c, s_call_t *call, const orch_reply_t *rep)
 {
     json_error_t jerr;
     json_t *doc = json_loadb(rep->json.ptr, rep->json.len, 0, &jerr);
@@ -504,7 +506,7 @@ static void s_refused(calls_t *c, s_call_t *call, const orch_reply_t *rep)
     s_end(c, call, call->accepted ? CALL_LOST : CALL_REFUSED, code, message, rep->status);
 }
 
-int calls_on_reply(calls_t *c, uint64_t req, const uint8_t *body, size_t len)
+int call_on_reply(call_set_t *c, uint64_t req, const uint8_t *body, size_t len)
 {
     s_call_t *call = hmap_del(c->reqs, req);
     if (!call)
@@ -545,7 +547,7 @@ int calls_on_reply(calls_t *c, uint64_t req, const uint8_t *body, size_t len)
     return 1;
 }
 
-int calls_on_error(calls_t *c, uint64_t req, const char *code, const char *message)
+int call_on_error(call_set_t *c, uint64_t req, const char *code, const char *message)
 {
     s_call_t *call = hmap_del(c->reqs, req);
     if (!call)

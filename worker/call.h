@@ -18,7 +18,7 @@
  * on_end the handle is dead; call_cancel on it returns -1.
  *
  * Glue: the agent's worker handlers pass every on_stream / on_reply /
- * on_error to calls_on_stream / calls_on_reply / calls_on_error first; each
+ * on_error to call_on_stream / call_on_reply / call_on_error first; each
  * returns 1 when the request was a call's (consumed), 0 when it was not.
  *
  * Callbacks may call call_start and call_cancel (for any call). Threading:
@@ -35,7 +35,7 @@
 #define CALL_TOKEN_MAX 64
 #define CALL_SERVICE "orchestrator"
 
-typedef struct calls_t calls_t;
+typedef struct call_set_t call_set_t;
 
 typedef struct {
     const char *run_id;        /* the calling run (invoke's platform / run_id) */
@@ -81,15 +81,15 @@ typedef struct {
 } call_end_t;
 
 typedef struct {
-    void (*on_accepted)(calls_t *c, uint64_t call, const char *child_run_id, void *user);
-    void (*on_event)(calls_t *c, uint64_t call, const call_event_t *ev, void *user);
-    void (*on_end)(calls_t *c, uint64_t call, const call_end_t *end, void *user);
+    void (*on_accepted)(call_set_t *c, uint64_t call, const char *child_run_id, void *user);
+    void (*on_event)(call_set_t *c, uint64_t call, const call_event_t *ev, void *user);
+    void (*on_end)(call_set_t *c, uint64_t call, const call_end_t *end, void *user);
 } call_handlers_t;
 
 /* body_max: largest request body (0: 1 MiB). */
-calls_t *calls_new(worker_t *w, const call_handlers_t *h, size_t body_max);
+call_set_t *call_set_new(worker_t *w, const call_handlers_t *h, size_t body_max);
 
-/* What calls_new uses: worker_request and worker_cancel on w. Another
+/* What call_set_new uses: worker_request and worker_cancel on w. Another
  * transport (a fuzz target, a test) gives its own: request returns the
  * request id (> 0) or 0 when not sent; cancel returns 0, or -1 for an id
  * not in flight. */
@@ -97,23 +97,23 @@ typedef struct {
     uint64_t (*request)(void *arg, const char *service, const void *body, size_t len);
     int (*cancel)(void *arg, uint64_t req);
 } call_transport_t;
-calls_t *calls_new_transport(const call_transport_t *t, void *arg, const call_handlers_t *h,
+call_set_t *call_set_new_transport(const call_transport_t *t, void *arg, const call_handlers_t *h,
                              size_t body_max);
 /* Frees every call without a callback or a frame. NULL-safe. */
-void calls_destroy(calls_t **self_p);
+void call_set_destroy(call_set_t **self_p);
 
 /* Starts a call; user is passed to its callbacks. Returns the call's handle
  * (> 0), or 0 when it could not be sent (bad spec, too large, link down):
  * err then says why. */
-uint64_t call_start(calls_t *c, const call_spec_t *spec, void *user, char *err, size_t errlen);
+uint64_t call_start(call_set_t *c, const call_spec_t *spec, void *user, char *err, size_t errlen);
 /* Cancels a call (the orchestrator cancels the child if it still runs);
  * on_end(CALL_CANCELLED) follows at once. Returns 0, or -1 for a dead handle. */
-int call_cancel(calls_t *c, uint64_t call);
-size_t calls_active(const calls_t *c);
+int call_cancel(call_set_t *c, uint64_t call);
+size_t call_set_active(const call_set_t *c);
 
-int calls_on_stream(calls_t *c, uint64_t req, const uint8_t *body, size_t len);
-int calls_on_reply(calls_t *c, uint64_t req, const uint8_t *body, size_t len);
-int calls_on_error(calls_t *c, uint64_t req, const char *code, const char *message);
+int call_on_stream(call_set_t *c, uint64_t req, const uint8_t *body, size_t len);
+int call_on_reply(call_set_t *c, uint64_t req, const uint8_t *body, size_t len);
+int call_on_error(call_set_t *c, uint64_t req, const char *code, const char *message);
 
 /* For tests and tools: the op `call` body. Returns 0, or -1 on overflow. */
 int call_encode_request(mp_buf_t *b, const call_spec_t *spec, const char *call_id);

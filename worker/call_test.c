@@ -38,13 +38,13 @@ static void s_expect(const char *want)
 
 static const char *const s_outcomes[] = {"done", "failed", "cancelled", "refused", "lost"};
 
-static void s_on_accepted(calls_t *c, uint64_t call, const char *child, void *user)
+static void s_on_accepted(call_set_t *c, uint64_t call, const char *child, void *user)
 {
     (void)c, (void)call;
     s_note("acc:%s:%s;", (const char *)user, child);
 }
 
-static void s_on_event(calls_t *c, uint64_t call, const call_event_t *ev, void *user)
+static void s_on_event(call_set_t *c, uint64_t call, const call_event_t *ev, void *user)
 {
     (void)c, (void)call, (void)user;
     CHECK(ev->json[ev->json_len] == '\0' && strstr(ev->json, ev->type) != NULL);
@@ -55,7 +55,7 @@ static void s_on_event(calls_t *c, uint64_t call, const call_event_t *ev, void *
         s_note("%llu:%s%s;", (unsigned long long)ev->seq, ev->type, ev->terminal ? "!" : "");
 }
 
-static void s_on_end(calls_t *c, uint64_t call, const call_end_t *end, void *user)
+static void s_on_end(call_set_t *c, uint64_t call, const call_end_t *end, void *user)
 {
     (void)c, (void)call;
     s_note("end:%s:%s:%s:%s:%.*s;", (const char *)user, s_outcomes[end->outcome], end->child_run_id,
@@ -64,26 +64,26 @@ static void s_on_end(calls_t *c, uint64_t call, const call_end_t *end, void *use
 
 /* ---- the worker, glued to calls ------------------------------------------------ */
 
-static calls_t *s_calls;
+static call_set_t *s_calls;
 
 static void s_w_stream(worker_t *w, uint64_t id, const uint8_t *b, size_t len, void *arg)
 {
     (void)w, (void)arg;
-    if (!calls_on_stream(s_calls, id, b, len))
+    if (!call_on_stream(s_calls, id, b, len))
         s_note("stray-stream:%llu;", (unsigned long long)id);
 }
 
 static void s_w_reply(worker_t *w, uint64_t id, const uint8_t *b, size_t len, void *arg)
 {
     (void)w, (void)arg;
-    if (!calls_on_reply(s_calls, id, b, len))
+    if (!call_on_reply(s_calls, id, b, len))
         s_note("stray-reply:%llu;", (unsigned long long)id);
 }
 
 static void s_w_error(worker_t *w, uint64_t id, const char *code, const char *msg, void *arg)
 {
     (void)w, (void)arg, (void)msg;
-    if (!calls_on_error(s_calls, id, code, msg))
+    if (!call_on_error(s_calls, id, code, msg))
         s_note("stray-error:%llu:%s;", (unsigned long long)id, code);
 }
 
@@ -348,7 +348,7 @@ static void s_test_in_order(worker_t *w)
     s_reply(h, 200, "{\"run_id\":\"run_c1\"}", "run_c1");
     s_pump(w, 30);
     s_expect("end:a:done:run_c1::hello;");
-    CHECK(calls_active(s_calls) == 0);
+    CHECK(call_set_active(s_calls) == 0);
 }
 
 /* A gap: 1, 2, then 5 live. The fill asks after 2; 6 arriving live
@@ -377,7 +377,7 @@ static void s_test_gap(worker_t *w)
     s_reply(h, 200, "{}", "run_c2");
     s_pump(w, 30);
     s_expect("7:run_done!;end:g:done:run_c2::hello;");
-    CHECK(calls_active(s_calls) == 0);
+    CHECK(call_set_active(s_calls) == 0);
 }
 
 /* The follow ends after a page short of the terminal event: read in two
@@ -432,7 +432,7 @@ static void s_test_ends(worker_t *w)
     CHECK(zmq_send(s_router, hdr, n, 0) >= 0);
     s_pump(w, 30);
     s_expect("");
-    CHECK(calls_active(s_calls) == 0);
+    CHECK(call_set_active(s_calls) == 0);
 
     h = s_start(w, "l", "c7", &m);
     s_accepted(h, "run_c7");
@@ -471,7 +471,7 @@ int main(void)
     worker_t *w = worker_new(&cfg, &wh, NULL, err, sizeof err);
     CHECK(w != NULL);
     call_handlers_t ch = {s_on_accepted, s_on_event, s_on_end};
-    s_calls = calls_new(w, &ch, 0);
+    s_calls = call_set_new(w, &ch, 0);
     s_link(w);
 
     s_test_body(w);
@@ -480,7 +480,7 @@ int main(void)
     s_test_short_follow(w);
     s_test_ends(w);
 
-    calls_destroy(&s_calls);
+    call_set_destroy(&s_calls);
     CHECK(s_calls == NULL);
     worker_destroy(&w);
     mp_buf_free(&s_buf);

@@ -30,7 +30,7 @@ typedef struct {
 
 struct fanout_t {
     worker_t *w;
-    calls_t *calls;
+    call_set_t *calls;
     char target[AGENT_ID_MAX + 1];
     hmap_t *jobs;                 /* request id → s_job_t */
     mp_buf_t out;
@@ -146,7 +146,7 @@ static void s_line(s_job_t *job, int i, const call_end_t *end)
     job->line_lens[i] = len;
 }
 
-static void s_on_end(calls_t *c, uint64_t call, const call_end_t *end, void *user)
+static void s_on_end(call_set_t *c, uint64_t call, const call_end_t *end, void *user)
 {
     s_job_t *job = user;
     fanout_t *self = job->owner;
@@ -191,7 +191,7 @@ fanout_t *fanout_new(worker_t *w, const char *target, size_t jobs_max)
     snprintf(self->target, sizeof self->target, "%s", target);
     self->jobs = hmap_new(jobs_max ? jobs_max : 1);
     call_handlers_t h = {.on_end = s_on_end};
-    self->calls = calls_new(w, &h, 0);
+    self->calls = call_set_new(w, &h, 0);
     mp_buf_init(&self->out, FRAME_BODY_MAX_DEFAULT);
     return self;
 }
@@ -207,13 +207,13 @@ void fanout_destroy(fanout_t **self_p)
     while (hmap_next(self->jobs, &pos, &key, &value) == 0)
         s_free_job(value);
     hmap_destroy(&self->jobs);
-    calls_destroy(&self->calls); /* frees the calls without callbacks */
+    call_set_destroy(&self->calls); /* frees the calls without callbacks */
     mp_buf_free(&self->out);
     mem_free(self);
     *self_p = NULL;
 }
 
-calls_t *fanout_calls(fanout_t *self)
+call_set_t *fanout_calls(fanout_t *self)
 {
     return self->calls;
 }

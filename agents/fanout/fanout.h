@@ -38,10 +38,10 @@ typedef struct {
 size_t fanout_reverse_words(const char *text, size_t len, char *out, size_t cap);
 
 /* w: the worker serving the invokes; target: the agent called. jobs_max:
- * invokes at once. Creates the calls_t it uses (fanout_calls). */
+ * invokes at once. Creates the call_set_t it uses (fanout_calls). */
 fanout_t *fanout_new(worker_t *w, const char *target, size_t jobs_max);
 void fanout_destroy(fanout_t **self_p);
-calls_t *fanout_calls(fanout_t *self);
+call_set_t *fanout_calls(fanout_t *self);
 
 /* The worker's serving callbacks. */
 void fanout_on_request(fanout_t *self, uint64_t id, const uint8_t *body, size_t len);

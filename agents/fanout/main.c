@@ -34,20 +34,20 @@ static void s_on_cancel(worker_t *w, uint64_t id, void *arg)
 static void s_on_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
 {
     (void)w;
-    calls_on_stream(fanout_calls(((s_app_t *)arg)->fan), req, body, len);
+    call_on_stream(fanout_calls(((s_app_t *)arg)->fan), req, body, len);
 }
 
 static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
 {
     (void)w;
-    calls_on_reply(fanout_calls(((s_app_t *)arg)->fan), req, body, len);
+    call_on_reply(fanout_calls(((s_app_t *)arg)->fan), req, body, len);
 }
 
 static void s_on_error(worker_t *w, uint64_t req, const char *code, const char *message,
                        void *arg)
 {
     (void)w;
-    calls_on_error(fanout_calls(((s_app_t *)arg)->fan), req, code, message);
+    call_on_error(fanout_calls(((s_app_t *)arg)->fan), req, code, message);
 }
 
 static void s_on_link(worker_t *w, int up, void *arg)
@@ -127,7 +127,8 @@ int main(int argc, char **argv)
     size_t stopped = fanout_fail_all(fan, "worker_stopping", "the fanout agent is stopping");
     fanout_stats_t st;
     fanout_stats(fan, &st);
-    LOGI("fanout.stop", "started=%llu answered=%llu failed=%llu cancelled=%llu children_failed=%llu stopped=%zu",
+    LOGI("fanout.stop",
+         "started=%llu answered=%llu failed=%llu cancelled=%llu children_failed=%llu stopped=%zu",
          (unsigned long long)st.started, (unsigned long long)st.answered,
          (unsigned long long)st.failed, (unsigned long long)st.cancelled,
          (unsigned long long)st.children_failed, stopped);

@@ -4,7 +4,7 @@
  * accepted body, an event of a chosen seq and type, an events page, a
  * final REPLY, an ERROR) or a call_cancel. Checked on every input: each
  * call's events come in seq order from 1 without gap or repeat, nothing
- * comes after its on_end, on_end comes exactly once (calls_destroy frees
+ * comes after its on_end, on_end comes exactly once (call_set_destroy frees
  * what is left, without callbacks), answers go only to requests in flight.
  *
  * Step: [op][selector][n][n bytes]. */
@@ -50,14 +50,14 @@ static int s_cancel(void *arg, uint64_t req)
     return req <= S_REQS_MAX && s_live[req] ? 0 : -1;
 }
 
-static void s_on_accepted(calls_t *c, uint64_t call, const char *child, void *user)
+static void s_on_accepted(call_set_t *c, uint64_t call, const char *child, void *user)
 {
     (void)c, (void)child, (void)user;
     if (s_ended[s_index(call)])
         abort();
 }
 
-static void s_on_event(calls_t *c, uint64_t call, const call_event_t *ev, void *user)
+static void s_on_event(call_set_t *c, uint64_t call, const call_event_t *ev, void *user)
 {
     (void)c, (void)user;
     int i = s_index(call);
@@ -66,7 +66,7 @@ static void s_on_event(calls_t *c, uint64_t call, const call_event_t *ev, void *
     s_last[i] = ev->seq;
 }
 
-static void s_on_end(calls_t *c, uint64_t call, const call_end_t *end, void *user)
+static void s_on_end(call_set_t *c, uint64_t call, const call_end_t *end, void *user)
 {
     (void)c, (void)user;
     int i = s_index(call);
@@ -100,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(s_ended, 0, sizeof s_ended);
     call_transport_t t = {s_request, s_cancel};
     call_handlers_t h = {s_on_accepted, s_on_event, s_on_end};
-    calls_t *c = calls_new_transport(&t, NULL, &h, 1 << 16);
+    call_set_t *c = call_set_new_transport(&t, NULL, &h, 1 << 16);
     char err[128];
     call_spec_t spec = {.run_id = "run_p", .token = "0123456789abcdef0123456789abcdef",
                         .agent_id = "echo", .call_id = "c1", .content = "hi", .content_len = 2};
@@ -134,21 +134,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mp_buf_reset(&b);
         switch (op % 8) {
         case 0:
-            calls_on_stream(c, req, arg, n);
+            call_on_stream(c, req, arg, n);
             continue;
         case 1:
             s_live[req] = 0;
-            calls_on_reply(c, req, arg, n);
+            call_on_reply(c, req, arg, n);
             continue;
         case 2:
             s_live[req] = 0;
-            calls_on_error(c, req, n % 2 ? "worker_lost" : "cancelled", "m");
+            call_on_error(c, req, n % 2 ? "worker_lost" : "cancelled", "m");
             continue;
         case 4: {
             orch_stream_t acc = {.json = s_s("{}"), .run_id = s_s("run_c"),
                                  .session_id = s_s("s1"), .run_status = s_s("running")};
             orch_encode_accepted(&b, &acc);
-            calls_on_stream(c, req, b.data, b.len);
+            call_on_stream(c, req, b.data, b.len);
             continue;
         }
         case 5: {
@@ -158,7 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             orch_stream_t ev = {.json = s_s(json), .run_id = s_s("run_c"),
                                 .session_id = s_s("s1"), .type = s_s(type), .seq = seq};
             orch_encode_event(&b, &ev);
-            calls_on_stream(c, req, b.data, b.len);
+            call_on_stream(c, req, b.data, b.len);
             continue;
         }
         case 6: {
@@ -166,14 +166,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t k = (size_t)snprintf(json, sizeof json, "{\"events\":[");
             for (uint64_t s = from; s < from + count; s++) {
                 char ev[512];
-                s_event_json(ev, sizeof ev, s, s_types[(n > 2 + (s - from) ? arg[2 + (s - from)] : 1) % 7]);
+                size_t at = 2 + (size_t)(s - from);
+                s_event_json(ev, sizeof ev, s, s_types[(n > at ? arg[at] : 1) % 7]);
                 k += (size_t)snprintf(json + k, sizeof json - k, "%s%s", s > from ? "," : "", ev);
             }
-            snprintf(json + k, sizeof json - k, "],\"has_more\":%s}", sel & 0x80 ? "true" : "false");
+            snprintf(json + k, sizeof json - k, "],\"has_more\":%s}",
+                     sel & 0x80 ? "true" : "false");
             orch_reply_t rep = {.status = 200, .json = s_s(json)};
             orch_encode_reply(&b, &rep);
             s_live[req] = 0;
-            calls_on_reply(c, req, b.data, b.len);
+            call_on_reply(c, req, b.data, b.len);
             continue;
         }
         case 7: {
@@ -184,12 +186,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 .session_id = s_s("s1")};
             orch_encode_reply(&b, &rep);
             s_live[req] = 0;
-            calls_on_reply(c, req, b.data, b.len);
+            call_on_reply(c, req, b.data, b.len);
             continue;
         }
         }
     }
     mp_buf_free(&b);
-    calls_destroy(&c);
+    call_set_destroy(&c);
     return 0;
 }
