@@ -24,6 +24,7 @@ calls are still open when the handler ends are cancelled too.
 """
 import asyncio
 import json
+import os
 
 import msgpack
 
@@ -49,7 +50,6 @@ class CallError(Exception):
 def _new_call_id():
     global _ids
     _ids += 1
-    import os
     return "call_%s_%d" % (os.urandom(6).hex(), _ids)
 
 
