@@ -499,6 +499,11 @@ static void s_timeout_one(void *arg, run_t *run)
     s_timeouts_t *t = arg;
     if (t->stopped || run->ended || !run->agent_req || t->now < run->deadline)
         return;
+    /* A silent tree times out at its highest silent ancestor, which cancels
+     * the rest (a child's deadline is never later than its parent's). */
+    for (const run_t *a = run->parent; a; a = a->parent)
+        if (!a->ended && a->agent_req && t->now >= a->deadline)
+            return;
     if (!t->gate(t->self)) {
         t->stopped = 1; /* frames wait for the lock: so do timeouts */
         return;
