@@ -7,7 +7,7 @@ import time
 
 import msgpack
 
-from mapclient import REPLY, Peer, Procs, binary, free_port, wait_until
+from mapclient import ERROR, REPLY, REQUEST, STREAM, Peer, Procs, binary, free_port, wait_until
 
 
 def test_tap_shows_a_request_in_order_and_rejected_frames():
@@ -64,4 +64,93 @@ def test_tap_shows_a_request_in_order_and_rejected_frames():
         bad_flag = subprocess.run([binary("map-tap"), "--nope"], capture_output=True, text=True)
         assert bad_flag.returncode == 2 and "unknown flag" in bad_flag.stderr
     finally:
+        procs.stop_all()
+
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def test_tap_follows_a_call_tree():
+    """`map-tap --run P` through a real broker: P's request, the op call P's
+    agent sends, the child's and grandchild's invokes (named by their
+    platform) and their answers; not another tree. The peers are Python
+    (an `orchestrator` that answers calls, an agent that streams), so the
+    tap's view is tested apart from the engine."""
+    procs = Procs()
+    peers = []
+    try:
+        endpoint = "tcp://127.0.0.1:%d" % free_port()
+        tap = "tcp://127.0.0.1:%d" % free_port()
+        broker = procs.start("map-broker", "--endpoint", endpoint, "--tap", tap,
+                             "--heartbeat-ms", 1000, "--log-level", "info")
+        out_path = os.path.join(procs.dir, "tap.out")
+        out = open(out_path, "wb")
+        tapper = subprocess.Popen([binary("map-tap"), "--tap", tap, "--run", "run_P"], stdout=out,
+                                  stderr=subprocess.STDOUT)
+        procs.procs.append(tapper)
+        tapper.log = out_path
+        wait_until(lambda: b"tap.subscribers topics=1" in open(broker.log, "rb").read(),
+                   what="the tap to subscribe")
+        agent = Peer(endpoint, "agent.tt", 8)
+        orch = Peer(endpoint, "orchestrator", 8)
+        client = Peer(endpoint, "tap-tree", 0)
+        peers += [agent, orch, client]
+        time.sleep(0.3)  # the workers' READY reach the broker first
+
+        def invoke(run, parent=None, root=None, depth=0):
+            platform = {"token": TOKEN, "depth": depth, "root_run_id": root or run}
+            if parent:
+                platform["parent_run_id"] = parent
+            return {"run_id": run, "session_id": "s1", "agent_id": "tt",
+                    "input": {"role": "user", "content": "hi"}, "history": [],
+                    "platform": platform}
+
+        def serve(worker, n):
+            """Answers n requests: a delta and a reply each."""
+            for _ in range(n):
+                while True:
+                    h, _ = worker.recv(10)
+                    if h[1] == REQUEST:
+                        break
+                worker.send([1, STREAM, h[2]], {"delta": "x"})
+                worker.send([1, REPLY, h[2]], {"output": {"role": "assistant", "content": "x"}})
+
+        def finish(rid):
+            while True:
+                h, _ = client.recv(10)
+                if h[1] in (REPLY, ERROR) and h[2] == rid:
+                    return
+
+        for body in (invoke("run_P"), invoke("run_C", "run_P", "run_P", 1),
+                     invoke("run_G", "run_C", "run_P", 2), invoke("run_Q"),
+                     invoke("run_Q1", "run_Q", "run_Q", 1)):
+            rid = client.request("agent.tt", body)
+            serve(agent, 1)
+            finish(rid)
+        for parent, call_id in (("run_P", "c1"), ("run_Q", "c9")):
+            rid = client.request("orchestrator", {
+                "op": "call", "run_id": parent, "token": TOKEN, "call_id": call_id,
+                "agent_id": "tt", "role": "user", "content": "hi"})
+            serve(orch, 1)
+            finish(rid)
+
+        def lines():
+            with open(out_path, encoding="utf-8") as f:
+                return [l.rstrip("\n") for l in f if l.strip()]
+        # P, C, G: REQUEST in and out, STREAM in and out, REPLY in and out;
+        # the call: the same six. Q's tree: nothing.
+        wait_until(lambda: sum(" call run_P \u2192 tt (c1)" in l for l in lines()) == 2 and
+                   len(lines()) >= 24, what="the tree's frames on the tap")
+        ls = lines()
+        assert not any("run_Q" in l for l in ls), ls
+        runs = [l.split(" run=")[1].split()[0] for l in ls]
+        assert sorted(set(runs)) == ["run_C", "run_G", "run_P"], ls
+        assert len(ls) == 24, ls
+        reqs = [l for l in ls if " REQUEST " in l and "agent.tt" in l]
+        assert sum(" run=run_C parent=run_P root=run_P depth=1" in l for l in reqs) == 2, reqs
+        assert sum(" run=run_G parent=run_C root=run_P depth=2" in l for l in reqs) == 2, reqs
+        assert not any(TOKEN in l for l in ls)  # the call token is not printed
+    finally:
+        for p in peers:
+            p.close()
         procs.stop_all()
