@@ -380,6 +380,16 @@ def test_api_key_asked_once():
         e.close()
 
 
+def call_tree(b):
+    """The call-tree element as nested [run_id, agent, status, call_id, answer, children]."""
+    return b.js("""
+        const walk = (ul) => Array.from(ul.children).map(li => [li.dataset.runId, li.dataset.agentId,
+          li.dataset.status, li.dataset.callId || "", li.querySelector(':scope > .answer').textContent,
+          li.querySelector(':scope > ul') ? walk(li.querySelector(':scope > ul')) : []]);
+        const ul = document.querySelector('[data-testid=call-tree] > ul');
+        return ul ? walk(ul) : [];""")
+
+
 def test_call_tree_nested(stack, browser):
     """Child runs sit under their parent by parent_run_id (SPEC §2). Agent
     calls are not built yet, so the tree's events are pushed to the page's
@@ -423,7 +433,11 @@ def test_call_tree_nested(stack, browser):
     # Only the top-level run is a chat turn.
     assert [t["run_id"] for t in b.turns()] == [P]
     assert b.turns()[0]["status"] == "done" and b.turns()[0]["user"] == "plan a trip"
-    b.shot("calltree")
+    # The call tree: the same nesting, each call with its id and answer.
+    assert call_tree(b) == [[P, "planner", "done", "", "", [
+        [C1, "echo", "done", "c1", "ok", [[G, "echo", "done", "g", "", []]]],
+        [C2, "echo", "failed", "", "", []]]]]
+    b.shot("calltree-pushed")
 
 
 def test_reconnect_with_backoff_and_health():
@@ -569,6 +583,22 @@ import("/ui/runs.js").then((m) => {
   check("tree grandchild", (t.children.get("k1") || []).map((r) => r.run_id).join() === "g");
   check("children are not client runs", runs.active().map((r) => r.run_id).join() === "p");
   check("placeholders are not runs", !runs.unfinished().some((r) => r.run_id === "req:x"));
+  runs.offer(ev("k1", 1, "run_started", {agent_id: "echo"}, {parent_run_id: "p", depth: 1}));
+  runs.offer(ev("k1", 2, "agent_stream_delta", {delta: "chi"}, {parent_run_id: "p", depth: 1}));
+  check("a child's deltas are its own", runs.get("k1").text === "chi" && runs.get("p").text === "");
+  runs.offer(ev("p", 3, "agent_call_done", {call_id: "c1", child_run_id: "k1",
+                                            output: {role: "assistant", content: "child answer"}}));
+  check("call done: the child's whole answer", runs.get("k1").text === "child answer" &&
+        runs.get("k1").status === "done" && runs.get("k1").call_id === "c1" && runs.get("p").text === "");
+  runs.offer(ev("p", 4, "agent_call_failed", {call_id: "c2", child_run_id: "k2",
+                                              error: {code: "worker_lost", message: "gone"}}));
+  check("call failed: the child's error", runs.get("k2").status === "failed" &&
+        runs.get("k2").error.code === "worker_lost" && runs.get("p").status === "running");
+  check("rootOf", runs.rootOf("g") === "p" && runs.rootOf("p") === "p" && runs.rootOf("nope") === "nope");
+  check("isUnder", runs.isUnder("g", "p") && runs.isUnder("g", "k1") && !runs.isUnder("k2", "k1") &&
+        !runs.isUnder("p", "p"));
+  const calls = m.foldTimeline([ev("p", 2, "agent_call_started", {call_id: "c1", child_run_id: "k1"})]);
+  check("a call's row names its child", calls[0].child === "k1");
 
   runs = new m.Runs();
   for (let i = 0; i < 10; i++) {
