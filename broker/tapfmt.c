@@ -21,10 +21,12 @@
  * as "call <parent> → <agent> (<call_id>)", an agent's REQUEST as
  * "parent=... root=... depth=N". --run ID follows the tree under ID: the set
  * of followed runs starts as {ID}, and an agent REQUEST whose platform names
- * a followed run as parent or root adds its own run (the orchestrator's
- * REQUEST in reaches the tap before anything of the child's), so children,
- * grandchildren and their frames all pass. The set is bounded (a ring of
- * S_FOLLOW runs; past it the oldest child is forgotten, never ID).
+ * a followed run as parent or root adds its own run, and so does the
+ * answer of a followed run's call (its body names the child: whichever of
+ * the two reaches the broker first), so children, grandchildren and their
+ * frames all pass. A call's answers show "caller=<parent>". The set is
+ * bounded (a ring of S_FOLLOW runs; past it the oldest child is forgotten,
+ * never ID).
  *
  * A string under a "token" key (the run's call token, a bearer secret) is
  * shown as "<token>" in every line: a tap's output ends up in terminals and
@@ -52,6 +54,7 @@ typedef struct {
     char peer[S_PEER_MAX + 1]; /* "" = free slot */
     uint64_t id;               /* request id as seen on this peer's side */
     char run[S_RUN_MAX + 1];   /* the run it belongs to */
+    int call;                  /* an op call: its answers name the child run */
 } s_slot_t;
 
 struct tapfmt_t {
@@ -128,25 +131,28 @@ static s_slot_t *s_slot(tapfmt_t *self, const char *peer, uint64_t id)
     return &self->slots[h % S_SLOTS];
 }
 
-static void s_remember(tapfmt_t *self, const char *peer, uint64_t id, const char *run)
+static void s_remember(tapfmt_t *self, const char *peer, uint64_t id, const char *run, int call)
 {
     s_slot_t *s = s_slot(self, peer, id);
     s_copy(s->peer, sizeof s->peer, peer, (uint32_t)strlen(peer));
     s->id = id;
     s_copy(s->run, sizeof s->run, run, (uint32_t)strlen(run));
+    s->call = call;
 }
 
 /* The run of request (peer, id), copied into run (S_RUN_MAX + 1 bytes), or
- * "". forget: the frame is final, free the entry. */
-static void s_recall(tapfmt_t *self, const char *peer, uint64_t id, int forget, char *run)
+ * "", and whether it is an op call. forget: the frame is final, free the
+ * entry. */
+static int s_recall(tapfmt_t *self, const char *peer, uint64_t id, int forget, char *run)
 {
     s_slot_t *s = s_slot(self, peer, id);
     run[0] = '\0';
     if (!s->peer[0] || s->id != id || strcmp(s->peer, peer) != 0)
-        return;
+        return 0;
     memcpy(run, s->run, sizeof s->run);
     if (forget)
         s->peer[0] = '\0';
+    return s->call;
 }
 
 /* ---- decoding ----------------------------------------------------------- */
@@ -538,15 +544,22 @@ int tapfmt_line(tapfmt_t *self, const uint8_t *meta, size_t meta_len, const uint
     if (is_request && self->run_id && info.has_platform &&
         (s_followed(self, info.parent) || s_followed(self, info.root)))
         s_follow(self, run); /* a child (or deeper) run of the followed tree */
+    char caller[S_RUN_MAX + 1] = ""; /* an op call's answer: the calling run */
     if (ferr == FRAME_OK && m.ok && m.peer[0]) {
         if (f.type == FRAME_REQUEST && run[0]) {
-            s_remember(self, m.peer, f.id, run);
+            s_remember(self, m.peer, f.id, run, info.is_call);
         } else if (f.type == FRAME_STREAM || f.type == FRAME_REPLY || f.type == FRAME_ERROR ||
                    f.type == FRAME_CANCEL) {
             char seen[S_RUN_MAX + 1];
-            s_recall(self, m.peer, f.id, f.type == FRAME_REPLY || f.type == FRAME_ERROR, seen);
+            int call = s_recall(self, m.peer, f.id, f.type == FRAME_REPLY || f.type == FRAME_ERROR,
+                                seen);
             if (!run[0])
                 memcpy(run, seen, sizeof seen);
+            if (call && strcmp(run, seen) != 0) {
+                memcpy(caller, seen, sizeof seen); /* the answer names the child */
+                if (self->run_id && s_followed(self, caller))
+                    s_follow(self, run);
+            }
         }
     }
     if (!s_pass(self, m.service, run, type))
@@ -636,6 +649,8 @@ int tapfmt_line(tapfmt_t *self, const uint8_t *meta, size_t meta_len, const uint
     if (is_request && info.is_call)
         sbuf_catf(out, " call %s \xe2\x86\x92 %s (%s)", run[0] ? run : "?",
                   info.agent[0] ? info.agent : "?", info.call_id[0] ? info.call_id : "?");
+    if (caller[0])
+        sbuf_catf(out, " caller=%s", caller);
     if (is_request && info.has_platform && info.parent[0])
         sbuf_catf(out, " parent=%s root=%s depth=%llu", info.parent,
                   info.root[0] ? info.root : "?", (unsigned long long)info.depth);

@@ -271,6 +271,40 @@ static void s_tree(sbuf_t *line)
     s_invoke(&b, "run_G", "run_C", "run_P", 2);
     assert(s_req(t, "oo", "agent.echo", 3, &b, line) == 1);
     assert(s_delta(t, "oo", 3, line) == 1);
+    /* A call's answer names the child before its invoke shows: followed,
+     * with its caller. */
+    {
+        uint8_t meta[256], hdr[FRAME_HEADER_MAX];
+        mp_buf_t acc;
+        mp_buf_init(&acc, 1024);
+        msgpack_pack_map(&acc.pk, 4);
+        mp_pack_kv_cstr(&acc, "accepted", "{\"run_id\":\"run_C3\"}");
+        mp_pack_kv_cstr(&acc, "run_id", "run_C3");
+        mp_pack_kv_cstr(&acc, "run_status", "running");
+        mp_pack_kv_cstr(&acc, "session_id", "s1");
+        s_call(&b, "run_P", "c3", "echo");
+        assert(s_req(t, "ww", "orchestrator", 30, &b, line) == 1);
+        size_t ml = s_meta_of(meta, "out", "ww", "orchestrator", "");
+        size_t hl = frame_encode_id(FRAME_STREAM, 30, hdr, sizeof hdr);
+        assert(tapfmt_line(t, meta, ml, hdr, hl, acc.data, acc.len, 1, line) == 1);
+        assert(strstr(sbuf_cstr(line), " run=run_C3 caller=run_P"));
+        b.len = 0; /* the child's own requests now pass: an op events, say */
+        msgpack_pack_map(&b.pk, 2);
+        mp_pack_kv_cstr(&b, "op", "events");
+        mp_pack_kv_cstr(&b, "run_id", "run_C3");
+        assert(s_req(t, "ww", "orchestrator", 31, &b, line) == 1);
+        /* Not a call: an answer naming another run follows nothing. */
+        b.len = 0;
+        msgpack_pack_map(&b.pk, 1);
+        mp_pack_kv_cstr(&b, "run_id", "run_P");
+        assert(s_req(t, "ww", "orchestrator", 32, &b, line) == 1);
+        acc.len = 0;
+        msgpack_pack_map(&acc.pk, 1);
+        mp_pack_kv_cstr(&acc, "run_id", "run_R");
+        hl = frame_encode_id(FRAME_STREAM, 32, hdr, sizeof hdr);
+        assert(tapfmt_line(t, meta, ml, hdr, hl, acc.data, acc.len, 1, line) == 0);
+        mp_buf_free(&acc);
+    }
     /* Another tree, and a run named only by a stranger's platform. */
     s_invoke(&b, "run_Q", NULL, "run_Q", 0);
     assert(s_req(t, "oo", "agent.echo", 4, &b, line) == 0);
