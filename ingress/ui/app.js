@@ -355,7 +355,29 @@ function onEvent(ev) {
       S.tlDirty = true;
     }
   }
+  const p = ev.payload || {};
+  if (ev.type.startsWith("agent_call_") && ev.type !== "agent_call_started" &&
+      typeof p.child_run_id === "string" &&
+      (S.selected === run.run_id || runs.isUnder(run.run_id, S.selected)))
+    refreshSub(p.child_run_id); /* a call of the tree ended: its whole log, live or not */
   save();
+}
+
+/* A call's log from the store into the nested timeline, merged with the
+ * live events it has. */
+async function refreshSub(runId) {
+  const selected = S.selected;
+  const events = await fetchEvents(runId);
+  if (S.selected !== selected)
+    return;
+  const bySeq = new Map();
+  for (const e of events.concat(S.sub.get(runId) || []))
+    bySeq.set(e.seq, e);
+  S.sub.set(runId, Array.from(bySeq.values()).sort((a, b) => a.seq - b.seq));
+  for (const e of events)
+    runs.offer(e);
+  S.tlDirty = true;
+  flushSoon();
 }
 
 /* ---- the timeline ------------------------------------------------------------------ */
@@ -414,15 +436,9 @@ async function loadCalls(runId) {
       if (!runs.mergeRunObject(c) || loaded >= MAX_SUB_RUNS)
         continue;
       loaded++;
-      const events = await fetchEvents(c.run_id);
+      await refreshSub(c.run_id); /* a child the page never saw live: its answer and status */
       if (S.selected !== runId)
         return;
-      const bySeq = new Map();
-      for (const e of events.concat(S.sub.get(c.run_id) || []))
-        bySeq.set(e.seq, e);
-      S.sub.set(c.run_id, Array.from(bySeq.values()).sort((a, b) => a.seq - b.seq));
-      for (const e of events)
-        runs.offer(e); /* a child the page never saw live: its answer and status */
       todo.push(c.run_id);
     }
     S.tlDirty = true;
