@@ -8,6 +8,7 @@
 #include "proto/mp.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,9 +75,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             int shown = tapfmt_line(t[i], meta, ml, hdr, hl, body, blen, 1, &line);
             if (shown && i == 1 && !line.overflow) {
                 json_error_t err;
-                json_t *doc = json_loadb(line.data, line.len, 0, &err);
-                if (!doc)
+                json_t *doc = json_loadb(line.data, line.len, JSON_ALLOW_NUL, &err);
+                if (!doc && strstr(err.text, "NUL") == NULL) {
+                    fprintf(stderr, "not JSON (%s): %.*s\n", err.text, (int)line.len, line.data);
                     abort();
+                }
+                if (!doc) /* jansson takes no NUL in a key: valid JSON it cannot load */
+                    continue;
                 s_no_token(doc, 0);
                 json_decref(doc);
             }
