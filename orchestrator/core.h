@@ -1,5 +1,5 @@
 /* core: the engine's state, shared by the modules that make up the
- * orchestrator's loop (engine.c, flow.c, ops.c, pages.c, reply.c). Not an
+ * orchestrator's loop (engine.c, flow.c, ops.c, calls.c, pages.c, reply.c). Not an
  * API: components and tests use engine.h.
  *
  * Ownership: engine_new creates everything here and engine_destroy frees
@@ -64,6 +64,8 @@ struct engine_t {
     sbuf_t event;              /* scratch JSON: the event flow_emit renders */
     int draining;              /* stopping: new invokes refused */
     uint64_t dropped_frames;   /* agent frames for ended runs */
+    hmap_t *call_reqs;         /* op call requests → their child's run id (calls.c) */
+    uint64_t calls_done, calls_failed, calls_cancelled, calls_refused; /* since start */
 };
 
 /* engine.c: small helpers every module uses. */

@@ -157,8 +157,8 @@ static int s_history_cb(void *arg, const char *role, const char *content, size_t
 }
 
 uint64_t dispatch_invoke(dispatch_t *self, const agent_invoke_t *inv, dispatch_route_t route,
-                         const char *session_id, size_t history_max, int *too_large,
-                         int *store_err)
+                         const char *session_id, size_t history_max, const agent_msg_t *given,
+                         uint32_t ngiven, int *too_large, int *store_err)
 {
     char service[FRAME_SERVICE_MAX + 1];
     if (route == DISPATCH_HTTP)
@@ -167,15 +167,18 @@ uint64_t dispatch_invoke(dispatch_t *self, const agent_invoke_t *inv, dispatch_r
         snprintf(service, sizeof service, AGENT_SERVICE_PREFIX "%.*s", (int)inv->agent_id.len,
                  inv->agent_id.ptr);
     s_history_t h = {0};
-    if (store_history(self->store, session_id, history_max, s_history_cb, &h) != 0)
+    if (session_id && store_history(self->store, session_id, history_max, s_history_cb, &h) != 0)
         *store_err = 1;
+    const agent_msg_t *msgs = session_id ? h.msgs : given;
+    uint32_t count = session_id ? h.count : ngiven;
     mp_buf_t b;
     mp_buf_init(&b, self->body_max);
     /* Too much history for one body: keep the newest messages that fit. */
     uint32_t skip = 0;
-    while (agent_encode_invoke(&b, inv, h.msgs + skip, h.count - skip) != 0 && skip < h.count) {
+    while (agent_encode_invoke(&b, inv, msgs ? msgs + skip : NULL, count - skip) != 0 &&
+           skip < count) {
         mp_buf_reset(&b);
-        skip = skip + (h.count - skip + 1) / 2;
+        skip = skip + (count - skip + 1) / 2;
     }
     *too_large = b.overflow;
     uint64_t req = b.overflow || !self->worker ? 0

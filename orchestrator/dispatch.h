@@ -53,12 +53,13 @@ dispatch_route_t dispatch_route(dispatch_t *self, const char *agent_id, char *bu
                                 int *store_err);
 
 /* Sends the invoke (inv without history; inv->endpoint set for HTTP) with up
- * to history_max messages of the session's history. Returns our request
+ * to history_max messages of the session's history, or (session_id NULL: a
+ * call's child) the given messages. Returns our request
  * id, or 0: *too_large when even no history fits a body, else the broker
  * could not be reached; *store_err when the history could not be read. */
 uint64_t dispatch_invoke(dispatch_t *self, const agent_invoke_t *inv, dispatch_route_t route,
-                         const char *session_id, size_t history_max, int *too_large,
-                         int *store_err);
+                         const char *session_id, size_t history_max, const agent_msg_t *given,
+                         uint32_t ngiven, int *too_large, int *store_err);
 
 /* The run_failed code for an ERROR an agent request ended with. */
 const char *dispatch_error_code(const char *code);

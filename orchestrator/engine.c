@@ -3,6 +3,7 @@
  *   runs.c      the registry of runs, sessions, followers, watchers
  *   flow.c      runs in motion: start, events, agents' answers, end
  *   ops.c       the service's operations (an op table); pages.c the paged reads
+ *   calls.c     agent calls: child runs, their tree, tokens, limits
  *   dispatch.c  where an agent is, the services cache, the invoke body
  *   reply.c     answers through outbox.c (persist, then send)
  *   inbox.c     frames kept while the store's lock is held elsewhere
@@ -33,6 +34,7 @@
  * requesters get ERROR internal and stop following or watching. */
 #include "engine.h"
 
+#include "calls.h"
 #include "core.h"
 #include "flow.h"
 #include "ops.h"
@@ -270,6 +272,7 @@ static void s_turn_failed(engine_t *self)
     while (hmap_next(failed, &pos, &req, &value) == 0) {
         worker_fail(self->worker, req, "internal", "the store could not commit");
         runs_drop_req(self->runs, req); /* it follows and watches nothing more */
+        calls_drop_req(self, req);
     }
     hmap_destroy(&failed);
     size_t forgotten = 0, doomed = 0;
@@ -409,19 +412,48 @@ int engine_run(engine_t *self, volatile sig_atomic_t *stop)
 
 /* ---- lifecycle -------------------------------------------------------------- */
 
-/* Ends the runs a crash left unfinished with run_failed/internal. */
+/* Ends the runs a crash left unfinished with run_failed/internal, deepest
+ * first (store_runs_unfinished's order): a child's parent, still
+ * unfinished, gets its agent_call_failed before its own run_failed, so a
+ * tree ends whole and each log ends with its terminal event. */
 static int s_recover_cb(void *arg, const store_run_t *row, uint64_t last_seq)
 {
     engine_t *self = arg;
     char now[CLOCK_RFC3339_LEN];
     engine_now(now);
-    const char *payload =
-        "{\"error\":{\"code\":\"internal\",\"message\":\"the orchestrator restarted before the run ended\"}}";
+    (void)last_seq; /* a child recovered before may have written to this log */
+    const char *error =
+        "{\"code\":\"internal\",\"message\":\"the orchestrator restarted before the run ended\"}";
+    char payload[256];
+    snprintf(payload, sizeof payload, "{\"error\":%s}", error);
     int64_t event_id;
-    if (store_event_append(self->store, row->run_id, last_seq + 1, "run_failed", payload, now,
+    uint64_t seq;
+    if (store_run_last_seq(self->store, row->run_id, &seq) != 0 ||
+        store_event_append(self->store, row->run_id, seq + 1, "run_failed", payload, now,
                            &event_id) != 0 ||
         store_run_set_status(self->store, row->run_id, "failed", now) != 0)
         return -1;
+    store_run_t parent;
+    int rc = row->parent_run_id[0] ? store_run_get(self->store, row->parent_run_id, &parent) : 1;
+    if (rc < 0)
+        return -1;
+    if (rc == 0 && (!strcmp(parent.status, "running") || !strcmp(parent.status, "queued"))) {
+        sbuf_t p;
+        sbuf_init(&p, 4096);
+        sbuf_cats(&p, "{\"call_id\":");
+        sbuf_json_str(&p, row->call_id, strlen(row->call_id));
+        sbuf_cats(&p, ",\"child_run_id\":");
+        sbuf_json_str(&p, row->run_id, strlen(row->run_id));
+        sbuf_cats(&p, ",\"error\":");
+        sbuf_cats(&p, error);
+        sbuf_cats(&p, "}");
+        rc = store_run_last_seq(self->store, parent.run_id, &seq) != 0 ||
+             store_event_append(self->store, parent.run_id, seq + 1, "agent_call_failed", p.data,
+                                now, &event_id) != 0;
+        sbuf_free(&p);
+        if (rc)
+            return -1;
+    }
     LOGW("run.recovered", "run=%s session=%s status=failed was=%s", row->run_id,
          row->session_id, row->status);
     return 0;
@@ -431,6 +463,10 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
 {
     engine_t *self = mem_alloc(sizeof *self);
     self->cfg = *cfg;
+    if (self->cfg.call_depth_max <= 0)
+        self->cfg.call_depth_max = CALLS_DEPTH_DEFAULT;
+    if (self->cfg.calls_per_run_max <= 0)
+        self->cfg.calls_per_run_max = CALLS_PER_RUN_DEFAULT;
     self->store = store_new(cfg->db, cfg->durability_full ? STORE_FULL : STORE_NORMAL, err, errlen);
     if (!self->store) {
         mem_free(self);
@@ -475,6 +511,7 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
     self->runs = runs_new();
     self->dispatch = dispatch_new(self->worker, self->store, CORE_BODY_MAX);
     self->agent_reqs = hmap_new(1000000);
+    self->call_reqs = hmap_new(1000000);
     self->inbox = inbox_new(S_IN_MAX, S_IN_BYTES);
     self->out = outbox_new(CORE_OUT_ENTRIES, CORE_OUT_MAX);
     self->refused = hmap_new(CORE_OUT_ENTRIES);
@@ -494,6 +531,14 @@ void engine_destroy(engine_t **self_p)
     runs_destroy(&self->runs);
     dispatch_destroy(&self->dispatch);
     hmap_destroy(&self->agent_reqs);
+    if (self->call_reqs) {
+        size_t pos = 0;
+        uint64_t key;
+        void *value;
+        while (hmap_next(self->call_reqs, &pos, &key, &value) == 0)
+            mem_free(value);
+        hmap_destroy(&self->call_reqs);
+    }
     worker_destroy(&self->worker);
     retention_destroy(&self->retention);
     store_destroy(&self->store);

@@ -25,6 +25,9 @@ typedef struct {
     int64_t retention_ms;      /* ended runs older than this are pruned; 0: keep all */
     long queued_max;           /* queued runs per session: past it 429 too_many_runs */
     long follows_max;          /* follows of one run at once: past it 429 too_many_follows */
+    long call_depth_max;       /* calls: deepest child (0: CALLS_DEPTH_DEFAULT, 5) */
+    long calls_per_run_max;    /* calls one run may start (0: CALLS_PER_RUN_DEFAULT, 32) */
+    int allow_reentry;         /* 1: an agent may be called from its own call chain */
 } engine_config_t;
 
 /* Opens the store (recovering runs a crash left unfinished) and connects.

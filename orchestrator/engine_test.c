@@ -3,7 +3,9 @@
  * plays the edge asking for operations and the agent answering them, and
  * checks the exact frames and bodies the engine sends. Covers the op table
  * (unknown op, bad body, health), a whole run (typed answers, every event
- * in order, then the final reply), a cancel, and a store lock held by
+ * in order, then the final reply), a cancel, agent calls (the token, the
+ * child's invoke and stream, the parent's log, a repeat, refusals, a
+ * cancelled call request, a cancelled parent), and a store lock held by
  * another connection (the request waits, the link stays up, the answer
  * comes once it is released). */
 #include "engine.h"
@@ -153,6 +155,198 @@ static void s_reply(engine_t *e, uint64_t id, orch_reply_t *r, s_msg_t *keep)
     CHECK(orch_decode_reply(keep->body, keep->body_len, r) == AGENT_OK);
 }
 
+/* The types of a run's stored events, comma separated, into out. */
+static void s_log(engine_t *e, uint64_t id, const char *run_id, char *out, size_t cap)
+{
+    orch_reply_t r;
+    s_msg_t m;
+    s_request(id, &(orch_request_t){.op = S("events"), .run_id = S(run_id)});
+    s_reply(e, id, &r, &m);
+    CHECK(r.status == 200);
+    out[0] = '\0';
+    const char *p = r.json.ptr, *end = r.json.ptr + r.json.len;
+    size_t n = 0;
+    while ((p = memmem(p, (size_t)(end - p), "\"type\":\"", 8)) != NULL) {
+        p += 8;
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        CHECK(q);
+        n += (size_t)snprintf(out + n, cap - n, "%s%.*s", n ? "," : "", (int)(q - p), p);
+        CHECK(n < cap);
+    }
+}
+
+/* An op call from the parent's agent. */
+static void s_call(uint64_t id, const char *run_id, const char *token, const char *call_id,
+                   const char *agent_id, const char *content)
+{
+    s_request(id, &(orch_request_t){.op = S("call"), .run_id = S(run_id), .token = S(token),
+                                    .call_id = S(call_id), .agent_id = S(agent_id),
+                                    .role = S("user"), .content = S(content)});
+}
+
+/* Takes the agent invoke of a call's child: its run id and platform. */
+static uint64_t s_child_invoke(engine_t *e, char *run_id, agent_invoke_t *inv, s_msg_t *m)
+{
+    CHECK(s_take(e, FRAME_REQUEST, 0, m, 5000) == 0);
+    CHECK(agent_decode_invoke(m->body, m->body_len, inv) == AGENT_OK);
+    snprintf(run_id, 129, "%.*s", (int)inv->run_id.len, inv->run_id.ptr);
+    return m->f.id;
+}
+
+static void test_calls(engine_t *e)
+{
+    s_msg_t m;
+    orch_reply_t r;
+    orch_stream_t st;
+    agent_invoke_t inv;
+    mp_buf_t b;
+    mp_buf_init(&b, 1 << 16);
+    /* The parent: agent "caller" in session s3, history of none. */
+    s_request(100, &(orch_request_t){.op = S("invoke"), .session_id = S("s3"),
+                                     .agent_id = S("caller"), .role = S("user"),
+                                     .content = S("go")});
+    s_reply(e, 100, &r, &m);
+    CHECK(s_take(e, FRAME_REQUEST, 0, &m, 5000) == 0);
+    uint64_t parent_req = m.f.id;
+    CHECK(agent_decode_invoke(m.body, m.body_len, &inv) == AGENT_OK);
+    char parent[129], token[AGENT_TOKEN_LEN + 1];
+    snprintf(parent, sizeof parent, "%.*s", (int)inv.run_id.len, inv.run_id.ptr);
+    /* Every invoke carries the run's token and place: a client run's root is itself. */
+    CHECK(inv.platform.token.len == AGENT_TOKEN_LEN && inv.platform.depth == 0);
+    CHECK(s_eq(inv.platform.root_run_id, parent) && inv.platform.parent_run_id.len == 0);
+    snprintf(token, sizeof token, "%.*s", (int)inv.platform.token.len, inv.platform.token.ptr);
+
+    /* A wrong token, an unknown run: the same 403. */
+    char wrong[AGENT_TOKEN_LEN + 1];
+    memcpy(wrong, token, sizeof wrong);
+    wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
+    s_call(101, parent, wrong, "c1", "echo", "x");
+    s_reply(e, 101, &r, &m);
+    CHECK(r.status == 403 && strstr(r.json.ptr, "\"forbidden\""));
+    s_call(102, "run_nope", token, "c1", "echo", "x");
+    s_reply(e, 102, &r, &m);
+    CHECK(r.status == 403 && strstr(r.json.ptr, "\"forbidden\""));
+    s_call(103, parent, token, "", "echo", "x");
+    s_reply(e, 103, &r, &m);
+    CHECK(r.status == 400);
+    /* Reentry: caller calling caller. */
+    s_call(104, parent, token, "c0", "caller", "x");
+    s_reply(e, 104, &r, &m);
+    CHECK(r.status == 409 && strstr(r.json.ptr, "\"call_refused\"") &&
+          strstr(r.json.ptr, "already in the call chain"));
+
+    /* A call with a history: accepted running (typed), the child's invoke. */
+    mp_buf_t h;
+    mp_buf_init(&h, 4096);
+    agent_msg_t hist[1] = {{S("user"), S("context")}};
+    orch_encode_msgs(&h, hist, 1);
+    s_request(110, &(orch_request_t){.op = S("call"), .run_id = S(parent), .token = S(token),
+                                     .call_id = S("c1"), .agent_id = S("echo"),
+                                     .role = S("user"), .content = S("sub"), .history_count = 1,
+                                     .history = h.data, .history_end = h.data + h.len});
+    mp_buf_free(&h);
+    CHECK(s_take(e, FRAME_STREAM, 110, &m, 5000) == 0);
+    CHECK(orch_decode_stream(m.body, m.body_len, &st) == AGENT_OK && st.accepted);
+    CHECK(s_eq(st.run_status, "running") && s_eq(st.session_id, "s3"));
+    CHECK(strstr(st.json.ptr, "\"depth\":1") && strstr(st.json.ptr, parent));
+    char child[129];
+    snprintf(child, sizeof child, "%.*s", (int)st.run_id.len, st.run_id.ptr);
+    char got[129];
+    uint64_t child_req = s_child_invoke(e, got, &inv, &m);
+    CHECK(!strcmp(got, child) && m.f.service_len == 10 && !memcmp(m.f.service, "agent.echo", 10));
+    CHECK(inv.platform.depth == 1 && s_eq(inv.platform.parent_run_id, parent));
+    CHECK(s_eq(inv.platform.root_run_id, parent) && inv.history_count == 1);
+    CHECK(inv.platform.token.len == AGENT_TOKEN_LEN && !s_eq(inv.platform.token, token));
+    mp_buf_reset(&b);
+    agent_encode_delta(&b, "su", 2);
+    s_send(FRAME_STREAM, child_req, NULL, b.data, b.len);
+    mp_buf_reset(&b);
+    agent_encode_done(&b, "assistant", "sub", 3);
+    s_send(FRAME_REPLY, child_req, NULL, b.data, b.len);
+    const char *types[] = {"run_started", "user_input", "agent_invoke_started",
+                           "agent_stream_delta", "agent_invoke_done", "run_done"};
+    for (uint64_t seq = 1; seq <= 6; seq++) {
+        CHECK(s_take(e, FRAME_STREAM, 110, &m, 5000) == 0);
+        CHECK(orch_decode_stream(m.body, m.body_len, &st) == AGENT_OK && !st.accepted);
+        CHECK(st.seq == seq && s_eq(st.type, types[seq - 1]) && s_eq(st.run_id, child));
+        CHECK(strstr(st.json.ptr, "\"parent_run_id\"") && strstr(st.json.ptr, "\"depth\":1"));
+    }
+    s_reply(e, 110, &r, &m);
+    CHECK(r.status == 200 && s_eq(r.run_id, child) && s_eq(r.run_status, "done"));
+    char log[1024];
+    s_log(e, 111, parent, log, sizeof log);
+    CHECK(!strcmp(log, "run_started,user_input,agent_invoke_started,agent_call_started,"
+                       "agent_call_done"));
+    s_request(112, &(orch_request_t){.op = S("events"), .run_id = S(parent), .after_seq = 4});
+    s_reply(e, 112, &r, &m);
+    CHECK(strstr(r.json.ptr, "\"output\":{\"role\":\"assistant\",\"content\":\"sub\"}"));
+    CHECK(strstr(r.json.ptr, "\"call_id\":\"c1\"") && strstr(r.json.ptr, child));
+    /* Children write no messages. */
+    s_request(113, &(orch_request_t){.op = S("messages"), .session_id = S("s3")});
+    s_reply(e, 113, &r, &m);
+    CHECK(r.status == 200 && strstr(r.json.ptr, "\"messages\":[]"));
+    /* The same call_id: the same child, from seq 1, nothing started. */
+    s_call(114, parent, token, "c1", "echo", "other");
+    CHECK(s_take(e, FRAME_STREAM, 114, &m, 5000) == 0);
+    CHECK(orch_decode_stream(m.body, m.body_len, &st) == AGENT_OK && st.accepted &&
+          s_eq(st.run_id, child) && s_eq(st.run_status, "done"));
+    for (uint64_t seq = 1; seq <= 6; seq++) {
+        CHECK(s_take(e, FRAME_STREAM, 114, &m, 5000) == 0);
+        CHECK(orch_decode_stream(m.body, m.body_len, &st) == AGENT_OK && st.seq == seq);
+    }
+    s_reply(e, 114, &r, &m);
+    CHECK(r.status == 200 && s_eq(r.run_id, child));
+    CHECK(!s_has(e, FRAME_REQUEST, 0, 50));
+    /* op calls lists it; health counts it. */
+    s_request(115, &(orch_request_t){.op = S("calls"), .run_id = S(parent)});
+    s_reply(e, 115, &r, &m);
+    CHECK(r.status == 200 && strstr(r.json.ptr, child) && strstr(r.json.ptr, "\"calls\":[{"));
+    s_request(116, &(orch_request_t){.op = S("calls"), .run_id = S("run_nope")});
+    s_reply(e, 116, &r, &m);
+    CHECK(r.status == 404);
+    s_request(117, &(orch_request_t){.op = S("health")});
+    s_reply(e, 117, &r, &m);
+    CHECK(strstr(r.json.ptr, "\"calls_done\":1") && strstr(r.json.ptr, "\"calls_refused\":1"));
+
+    /* A CANCEL of the call request cancels the child; the agent is told. */
+    s_call(120, parent, token, "c2", "echo", "slow");
+    CHECK(s_take(e, FRAME_STREAM, 120, &m, 5000) == 0);
+    CHECK(orch_decode_stream(m.body, m.body_len, &st) == AGENT_OK && st.accepted);
+    snprintf(child, sizeof child, "%.*s", (int)st.run_id.len, st.run_id.ptr);
+    child_req = s_child_invoke(e, got, &inv, &m);
+    s_send(FRAME_CANCEL, 120, NULL, NULL, 0);
+    CHECK(s_take(e, FRAME_CANCEL, child_req, &m, 5000) == 0);
+    s_request(121, &(orch_request_t){.op = S("run"), .run_id = S(child)});
+    s_reply(e, 121, &r, &m);
+    CHECK(s_eq(r.run_status, "cancelled"));
+    s_log(e, 122, parent, log, sizeof log);
+    CHECK(strstr(log, "agent_call_started,agent_call_cancelled") != NULL);
+
+    /* A cancelled parent cancels its live child first; its terminal event is last. */
+    s_call(130, parent, token, "c3", "echo", "slow");
+    CHECK(s_take(e, FRAME_STREAM, 130, &m, 5000) == 0);
+    CHECK(orch_decode_stream(m.body, m.body_len, &st) == AGENT_OK && st.accepted);
+    snprintf(child, sizeof child, "%.*s", (int)st.run_id.len, st.run_id.ptr);
+    child_req = s_child_invoke(e, got, &inv, &m);
+    s_request(131, &(orch_request_t){.op = S("cancel"), .run_id = S(parent)});
+    s_reply(e, 131, &r, &m);
+    CHECK(r.status == 202);
+    s_reply(e, 130, &r, &m); /* the call's follow ends with the child */
+    CHECK(s_eq(r.run_id, child) && s_eq(r.run_status, "cancelled"));
+    s_log(e, 132, parent, log, sizeof log);
+    size_t len = strlen(log);
+    CHECK(len > 40 && !strcmp(log + len - strlen("agent_call_cancelled,run_cancelled"),
+                              "agent_call_cancelled,run_cancelled"));
+    s_log(e, 133, child, log, sizeof log);
+    CHECK(!strcmp(log, "run_started,user_input,agent_invoke_started,run_cancelled"));
+    /* The token died with its run. */
+    s_call(134, parent, token, "c4", "echo", "x");
+    s_reply(e, 134, &r, &m);
+    CHECK(r.status == 403);
+    (void)parent_req;
+    mp_buf_free(&b);
+}
+
 int main(void)
 {
     log_set_level("warn");
@@ -182,8 +376,9 @@ int main(void)
     CHECK(s_take(e, FRAME_SERVICES, 0, &m, 5000) == 0 && (m.f.id >> 63));
     s_send(FRAME_REPLY, m.f.id, NULL, "\x90", 1);
     CHECK(s_take(e, FRAME_SERVICES, 0, &m, 5000) == 0 && !(m.f.id >> 63));
-    /* [["agent.echo", 1, 1, 1, 0]] */
-    const char services[] = "\x91\x95\xaa" "agent.echo" "\x01\x01\x01\x00";
+    /* [["agent.echo", 1, 1, 1, 0], ["agent.caller", 1, 1, 1, 0]] */
+    const char services[] = "\x92\x95\xaa" "agent.echo" "\x01\x01\x01\x00"
+                            "\x95\xac" "agent.caller" "\x01\x01\x01\x00";
     s_send(FRAME_REPLY, m.f.id, NULL, services, sizeof services - 1);
 
     /* The op table: unknown op, a body that does not decode, health. */
@@ -232,6 +427,8 @@ int main(void)
     s_reply(e, 20, &r, &m);
     CHECK(r.status == 200 && s_eq(r.run_id, run_id) && s_eq(r.run_status, "done"));
     CHECK(s_eq(r.session_id, "s1"));
+
+    test_calls(e);
 
     /* Paged events of it; a cancel of the ended run is 409, typed. */
     s_request(21, &(orch_request_t){.op = S("events"), .run_id = S(run_id), .limit = 4});

@@ -8,9 +8,15 @@
  * Answers from agents: a delta, the final output and an ERROR each end up
  * as events here; text is made valid UTF-8 before it is stored, and an
  * event that would not fit a page (CORE_PAYLOAD_MAX) fails the run
- * agent_error "answer too large" instead of being written. */
+ * agent_error "answer too large" instead of being written.
+ *
+ * Calls (calls.c): a child's events carry parent_run_id and depth and
+ * refresh its ancestors' deadlines; a run that ends first ends its live
+ * children; a child that ends tells its parent's log; a child writes no
+ * messages and gets its call's history, not the session's. */
 #include "flow.h"
 
+#include "calls.h"
 #include "reply.h"
 
 #include "common/clock.h"
@@ -77,8 +83,11 @@ void flow_emit(engine_t *self, run_t *run, const char *type, const char *payload
                        "event_append");
     run->seq = seq;
     sbuf_reset(&self->event);
-    render_event_t e = {event_id, run->run_id, run->session->id, seq, type, payload, created_at};
+    render_event_t e = {event_id, run->run_id, run->session->id, seq, type, payload, created_at,
+                        run->parent_run_id, run->depth};
     render_event(&self->event, &e);
+    if (run->parent)
+        calls_refresh(self, run, clock_mono_ms());
     orch_stream_t ev = {.run_id = engine_str(run->run_id),
                         .session_id = engine_str(run->session->id),
                         .type = engine_str(type),
@@ -102,8 +111,9 @@ void flow_emit(engine_t *self, run_t *run, const char *type, const char *payload
 
 void flow_run_json(run_t *run, sbuf_t *j, const char *ended_at)
 {
-    render_run_t r = {run->run_id, run->session->id,  run->agent_id,
-                      runfsm_name(run->status), run->created_at, ended_at};
+    render_run_t r = {run->run_id,       run->session->id,          run->agent_id,
+                      runfsm_name(run->status), run->created_at,  ended_at,
+                      run->parent_run_id, run->root_run_id,       run->depth};
     render_run(j, &r);
 }
 
@@ -126,6 +136,7 @@ void flow_run_end(engine_t *self, run_t *run, run_input_t input, const char *pay
              (int)input);
         return;
     }
+    calls_end_children(self, run); /* no descendant outlives it */
     if (run->agent_req) {
         hmap_del(self->agent_reqs, run->agent_req);
         run->agent_req = 0;
@@ -146,6 +157,8 @@ void flow_run_end(engine_t *self, run_t *run, run_input_t input, const char *pay
     for (follower_t *f = run->followers; f; f = f->next)
         reply_run(self, f->req, 200, self->json.data, self->json.len, run->run_id,
                   runfsm_name(to), s->id);
+    if (run->depth)
+        calls_child_ended(self, run, to, payload);
     runs_clear_followers(self->runs, run);
     runs_mark_ended(self->runs, run);
     /* Per run: debug, but a failure is what an operator needs to see. */
@@ -207,9 +220,30 @@ static void s_invoke_agent(engine_t *self, run_t *run)
         .endpoint = engine_str(route == DISPATCH_HTTP ? endpoint : NULL),
         .timeout_ms = (uint64_t)self->cfg.agent_timeout_ms,
     };
+    if (!run->token[0] && calls_token_new(run->token) != 0)
+        LOGW("call.token", "run=%s reason=no randomness: the run cannot call agents", run->run_id);
+    if (run->token[0])
+        inv.platform = (agent_platform_t){
+            .token = engine_str(run->token),
+            .depth = run->depth,
+            .root_run_id = engine_str(run->root_run_id ? run->root_run_id : run->run_id),
+            .parent_run_id = engine_str(run->parent_run_id)};
+    /* A child gets its call's history (none by default), never the session's. */
+    agent_msg_t *given = NULL;
+    uint32_t ngiven = 0;
+    if (run->depth && run->history_count) {
+        given = mem_alloc(run->history_count * sizeof *given);
+        const uint8_t *cur = run->history;
+        while (ngiven < run->history_count &&
+               agent_msgs_next(&cur, run->history + run->history_len, &given[ngiven]) == 0)
+            ngiven++;
+    }
     int too_large = 0;
-    uint64_t req = dispatch_invoke(self->dispatch, &inv, route, run->session->id,
-                                   (size_t)self->cfg.history_max, &too_large, &store_err);
+    uint64_t req = dispatch_invoke(self->dispatch, &inv, route,
+                                   run->depth ? NULL : run->session->id,
+                                   (size_t)self->cfg.history_max, given, ngiven, &too_large,
+                                   &store_err);
+    mem_free(given);
     if (store_err)
         engine_store_check(self, -1, "history");
     if (!req) {
@@ -219,12 +253,11 @@ static void s_invoke_agent(engine_t *self, run_t *run)
         return;
     }
     run->agent_req = req;
-    run->deadline = clock_mono_ms() + self->cfg.agent_timeout_ms;
+    run->deadline = calls_deadline(run, clock_mono_ms() + self->cfg.agent_timeout_ms);
     hmap_put(self->agent_reqs, req, run);
 }
 
-/* Starts a queued run: running, run_started, user_input, then the agent. */
-static void s_run_start(engine_t *self, run_t *run)
+void flow_run_start(engine_t *self, run_t *run)
 {
     run_status_t to;
     if (runfsm_next(run->status, RUN_START, &to) != 0)
@@ -262,7 +295,7 @@ static void s_run_start(engine_t *self, run_t *run)
 void flow_start_next(engine_t *self, session_t *s)
 {
     if (!s->running && s->qhead && !self->draining)
-        s_run_start(self, s->qhead);
+        flow_run_start(self, s->qhead);
 }
 
 /* ---- answers from agents ---------------------------------------------------- */
@@ -311,7 +344,7 @@ void flow_on_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t len, 
         flow_run_fail(self, run, "agent_error", msg);
         return;
     }
-    run->deadline = clock_mono_ms() + self->cfg.agent_timeout_ms;
+    run->deadline = calls_deadline(run, clock_mono_ms() + self->cfg.agent_timeout_ms);
     sbuf_reset(&self->json);
     sbuf_cats(&self->json, "{\"delta\":");
     sbuf_json_str(&self->json, delta.ptr, delta.len); /* invalid UTF-8 becomes U+FFFD */
@@ -372,6 +405,13 @@ void flow_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t len, v
         return;
     }
     flow_emit(self, run, "agent_invoke_done", p.data);
+    if (run->depth) { /* a call: no messages; the parent's log gets the output */
+        run->call_output = p.data;
+        flow_run_end(self, run, RUN_FINISH, "{}");
+        run->call_output = NULL;
+        sbuf_free(&p);
+        return;
+    }
     sbuf_free(&p);
     char created_at[CLOCK_RFC3339_LEN];
     engine_now(created_at);
@@ -435,8 +475,8 @@ typedef struct {
 static void s_fail_one(void *arg, run_t *run)
 {
     s_fail_all_t *fa = arg;
-    if (run->ended)
-        return;
+    if (run->ended || (run->parent && !run->parent->ended))
+        return; /* a child ends with its root, cancelled */
     flow_stop_agent(fa->self, run);
     flow_run_fail(fa->self, run, "internal", fa->message);
 }
@@ -459,6 +499,11 @@ static void s_timeout_one(void *arg, run_t *run)
     s_timeouts_t *t = arg;
     if (t->stopped || run->ended || !run->agent_req || t->now < run->deadline)
         return;
+    /* A silent tree times out at its highest silent ancestor, which cancels
+     * the rest (a child's deadline is never later than its parent's). */
+    for (const run_t *a = run->parent; a; a = a->parent)
+        if (!a->ended && a->agent_req && t->now >= a->deadline)
+            return;
     if (!t->gate(t->self)) {
         t->stopped = 1; /* frames wait for the lock: so do timeouts */
         return;

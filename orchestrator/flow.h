@@ -21,6 +21,9 @@ void flow_undoom(engine_t *self, run_t *run);
 void flow_emit(engine_t *self, run_t *run, const char *type, const char *payload);
 /* The run JSON of a run in memory (ended_at NULL: not ended). */
 void flow_run_json(run_t *run, sbuf_t *j, const char *ended_at);
+/* Starts a queued run: running, run_started, user_input, then its agent
+ * (a session's head, or a call's child). */
+void flow_run_start(engine_t *self, run_t *run);
 /* Starts the session's next queued run if none runs. */
 void flow_start_next(engine_t *self, session_t *s);
 /* Ends a run: the terminal event, the store row, the followers' replies. */

@@ -20,7 +20,8 @@ int main(int argc, char **argv)
     const char *retention = "";
     long agent_timeout_ms = 30000, heartbeat_ms = 1000, history_max = 200, drain_ms = 2000;
     long runs_max = 100000, queued_max = 64, follows_max = 256;
-    int log_json = 0;
+    long call_depth_max = 5, calls_per_run_max = 32;
+    int log_json = 0, allow_reentry = 0;
     flag_t table[] = {
         {"broker", "MAP_BROKER", FLAG_STR, &broker, 0, 0, "broker endpoint"},
         {"db", "MAP_DB", FLAG_STR, &db, 0, 0, "SQLite database path"},
@@ -40,6 +41,12 @@ int main(int argc, char **argv)
          "runs one session may have waiting behind its running one (429 too_many_runs past it)"},
         {"max-follows-per-run", "MAP_MAX_FOLLOWS_PER_RUN", FLAG_INT, &follows_max, 1, 1000000,
          "requesters following one run at once (429 too_many_follows past it)"},
+        {"max-call-depth", "MAP_MAX_CALL_DEPTH", FLAG_INT, &call_depth_max, 1, 1000,
+         "deepest agent call (a child run's depth; 409 call_refused past it)"},
+        {"max-calls-per-run", "MAP_MAX_CALLS_PER_RUN", FLAG_INT, &calls_per_run_max, 1, 100000,
+         "agent calls (distinct call_ids) one run may start (409 call_refused past it)"},
+        {"allow-reentry", "MAP_ALLOW_REENTRY", FLAG_BOOL, &allow_reentry, 0, 0,
+         "let an agent be called by a run whose call chain already has it (A->B->A)"},
         {"log-level", "MAP_LOG_LEVEL", FLAG_STR, &level, 0, 0, "debug, info, warn or error"},
         {"log-json", "MAP_LOG_JSON", FLAG_BOOL, &log_json, 0, 0, "log JSON lines"},
     };
@@ -78,7 +85,10 @@ int main(int argc, char **argv)
                            .runs_max = runs_max,
                            .retention_ms = retention_ms,
                            .queued_max = queued_max,
-                           .follows_max = follows_max};
+                           .follows_max = follows_max,
+                           .call_depth_max = call_depth_max,
+                           .calls_per_run_max = calls_per_run_max,
+                           .allow_reentry = allow_reentry};
     engine_t *engine = engine_new(&cfg, err, sizeof err);
     if (!engine) {
         fprintf(stderr, "map-orchestrator: %s\n", err);

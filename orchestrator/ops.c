@@ -8,6 +8,7 @@
  * and started if its session is idle. */
 #include "ops.h"
 
+#include "calls.h"
 #include "flow.h"
 #include "pages.h"
 #include "reply.h"
@@ -38,9 +39,7 @@ static void s_retry(engine_t *self, uint64_t req, const orch_request_t *q, const
         reply_run(self, req, 200, self->json.data, self->json.len, run->run_id,
                   runfsm_name(run->status), run->session->id);
     } else if (store_run_get(self->store, run_id, &row) == 0) {
-        render_run_t r = {row.run_id, row.session_id, row.agent_id,
-                          row.status, row.created_at, row.ended_at};
-        render_run(&self->json, &r);
+        pages_row_json(&self->json, &row);
         reply_run(self, req, 200, self->json.data, self->json.len, row.run_id, row.status,
                   row.session_id);
     } else {
@@ -193,7 +192,8 @@ static void s_invoke(engine_t *self, uint64_t req, const orch_request_t *q)
      * queued if it waits behind another run of the session. */
     const char *status = s->running || s->qhead != run ? "queued" : "running";
     sbuf_reset(&self->json);
-    render_run_t r = {run->run_id, s->id, run->agent_id, status, run->created_at, NULL};
+    render_run_t r = {run->run_id, s->id, run->agent_id, status, run->created_at, NULL,
+                      NULL,        NULL,  0};
     render_run(&self->json, &r);
     if (q->follow) {
         reply_accepted(self, req, self->json.data, self->json.len, run->run_id, status, s->id);
@@ -361,9 +361,15 @@ static void s_cancel(engine_t *self, uint64_t req, const orch_request_t *q)
 static void s_health(engine_t *self, uint64_t req, const orch_request_t *q)
 {
     (void)q;
-    char ok[256], pruned[192];
+    char ok[512], pruned[192];
     retention_json(self->retention, pruned, sizeof pruned);
-    int n = snprintf(ok, sizeof ok, "{\"status\":\"ok\",\"store\":\"ok\",%s}", pruned);
+    int n = snprintf(ok, sizeof ok,
+                     "{\"status\":\"ok\",\"store\":\"ok\",%s,\"calls_done\":%llu,"
+                     "\"calls_failed\":%llu,\"calls_cancelled\":%llu,\"calls_refused\":%llu}",
+                     pruned, (unsigned long long)self->calls_done,
+                     (unsigned long long)self->calls_failed,
+                     (unsigned long long)self->calls_cancelled,
+                     (unsigned long long)self->calls_refused);
     reply_plain(self, req, 200, ok, (size_t)n);
 }
 
@@ -384,6 +390,8 @@ static const s_op_t s_ops[] = {
     {"agents", s_agents},
     {"cancel", s_cancel},
     {"health", s_health},
+    {"call", calls_op},
+    {"calls", pages_calls},
 };
 
 void ops_request(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
@@ -409,6 +417,8 @@ void ops_cancel(worker_t *w, uint64_t req, void *arg)
 {
     engine_t *self = arg;
     (void)w;
-    /* Queued answers for this request are refused by the library: harmless. */
-    runs_drop_req(self->runs, req);
+    /* Queued answers for this request are refused by the library: harmless.
+     * A call request takes its child with it. */
+    if (!calls_cancel_req(self, req))
+        runs_drop_req(self->runs, req);
 }

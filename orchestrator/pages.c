@@ -36,8 +36,8 @@ static int s_replay_cb(void *arg, const store_event_t *e)
         return 1;
     }
     sbuf_reset(&self->json);
-    render_event_t ev = {e->event_id, e->run_id, e->session_id, e->seq,
-                         e->type,     e->payload, e->created_at};
+    render_event_t ev = {e->event_id, e->run_id,      e->session_id,    e->seq, e->type,
+                         e->payload,  e->created_at, e->parent_run_id, e->depth};
     render_event(&self->json, &ev);
     size_t need = self->json.len + 1;
     if (rp->list) {
@@ -71,10 +71,11 @@ static int s_replay_cb(void *arg, const store_event_t *e)
     return 0;
 }
 
-static void s_row_json(sbuf_t *j, const store_run_t *row)
+void pages_row_json(sbuf_t *j, const store_run_t *row)
 {
-    render_run_t r = {row->run_id,     row->session_id, row->agent_id,
-                      row->status,     row->created_at, row->ended_at};
+    render_run_t r = {row->run_id,        row->session_id,  row->agent_id,
+                      row->status,        row->created_at,  row->ended_at,
+                      row->parent_run_id, row->root_run_id, row->depth};
     render_run(j, &r);
 }
 
@@ -109,7 +110,7 @@ void pages_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t aft
         reply_accepted(self, req, self->json.data, self->json.len, run->run_id,
                        runfsm_name(run->status), run->session->id);
     } else {
-        s_row_json(&self->json, &row);
+        pages_row_json(&self->json, &row);
         reply_accepted(self, req, self->json.data, self->json.len, row.run_id, row.status,
                        row.session_id);
     }
@@ -129,7 +130,7 @@ void pages_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t aft
         return;
     }
     sbuf_reset(&self->json);
-    s_row_json(&self->json, &row);
+    pages_row_json(&self->json, &row);
     reply_run(self, req, 200, self->json.data, self->json.len, row.run_id, row.status,
               row.session_id);
 }
@@ -177,10 +178,54 @@ void pages_run(engine_t *self, uint64_t req, const orch_request_t *q)
     store_run_t row;
     if (s_row(self, req, run_id, &row) == 0) {
         sbuf_reset(&self->json);
-        s_row_json(&self->json, &row);
+        pages_row_json(&self->json, &row);
         reply_run(self, req, 200, self->json.data, self->json.len, row.run_id, row.status,
                   row.session_id);
     }
+    mem_free(run_id);
+}
+
+typedef struct {
+    sbuf_t *j;
+    size_t count;
+    int full;
+} s_calls_t;
+
+static int s_call_cb(void *arg, const store_run_t *row)
+{
+    s_calls_t *c = arg;
+    if (c->count++)
+        sbuf_cats(c->j, ",");
+    pages_row_json(c->j, row);
+    if (c->j->overflow || c->j->len > CORE_PAGE_BYTES - 16) {
+        c->full = 1;
+        return 1;
+    }
+    return 0;
+}
+
+void pages_calls(engine_t *self, uint64_t req, const orch_request_t *q)
+{
+    char *run_id = engine_dup(&q->run_id);
+    store_run_t row;
+    if (s_row(self, req, run_id, &row) != 0) {
+        mem_free(run_id);
+        return;
+    }
+    /* At most MAP_MAX_CALLS_PER_RUN children of about 500 bytes: one page. */
+    sbuf_t j;
+    sbuf_init(&j, CORE_PAGE_BYTES);
+    sbuf_cats(&j, "{\"run_id\":");
+    sbuf_json_str(&j, run_id, strlen(run_id));
+    sbuf_cats(&j, ",\"calls\":[");
+    s_calls_t c = {&j, 0, 0};
+    if (store_run_calls(self->store, run_id, s_call_cb, &c) != 0)
+        reply_error(self, req, 500, "internal", "store: %s", store_errmsg(self->store));
+    else if (c.full)
+        reply_error(self, req, 500, "internal", "run '%s' has more calls than one page holds", run_id);
+    else if (sbuf_cats(&j, "]}") == 0)
+        reply_run(self, req, 200, j.data, j.len, row.run_id, row.status, row.session_id);
+    sbuf_free(&j);
     mem_free(run_id);
 }
 
@@ -291,7 +336,7 @@ static int s_session_run_cb(void *arg, const store_run_t *row)
     size_t before = pg->j->len;
     if (pg->count)
         sbuf_cats(pg->j, ",");
-    s_row_json(pg->j, row);
+    pages_row_json(pg->j, row);
     if (pg->j->overflow || pg->j->len > pg->bytes_max) {
         pg->j->len = before;
         pg->j->overflow = 0;

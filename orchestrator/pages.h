@@ -19,6 +19,10 @@ void pages_events(engine_t *self, uint64_t req, const orch_request_t *q);
 void pages_messages(engine_t *self, uint64_t req, const orch_request_t *q);
 void pages_session_runs(engine_t *self, uint64_t req, const orch_request_t *q);
 void pages_run(engine_t *self, uint64_t req, const orch_request_t *q);
+/* op calls: a run's child runs in start order; 404 unknown_run. */
+void pages_calls(engine_t *self, uint64_t req, const orch_request_t *q);
+/* The run JSON of a stored row. */
+void pages_row_json(sbuf_t *j, const store_run_t *row);
 /* follow run_id after after_seq: accepted, one page of stored events, then
  * live ones (the requester becomes a follower) or the final reply. */
 void pages_follow(engine_t *self, uint64_t req, const char *run_id, uint64_t after_seq);

@@ -6,6 +6,10 @@
  * tail pointer and a count; queues stay short (MAP_MAX_QUEUED_RUNS), so
  * removal from the middle walks it.
  *
+ * Call trees: a child holds a parent pointer and sits in its parent's
+ * children list; freeing a run unlinks it from its parent and orphans its
+ * children (parent NULL), so no pointer outlives the run it names.
+ *
  * Invariant: session->runs counts the run_t whose session it is, until
  * they are freed; a session is freed only when that count and its watcher
  * list are both empty, never while an ended run of this turn still points
@@ -46,6 +50,10 @@ static void s_free_run(run_t *run)
         f = next;
     }
     mem_free(run->agent_id);
+    mem_free(run->parent_run_id);
+    mem_free(run->root_run_id);
+    mem_free(run->call_id);
+    mem_free(run->history);
     mem_free(run->request_id);
     mem_free(run->role);
     mem_free(run->content);
@@ -123,6 +131,44 @@ run_t *runs_add(runs_t *self, session_t *s, const char *run_id, const char *agen
     return run;
 }
 
+run_t *runs_add_child(runs_t *self, run_t *parent, const char *run_id, const char *agent_id,
+                      const char *role, const char *created_at, const char *call_id,
+                      const uint8_t *history, size_t history_len, uint32_t history_count)
+{
+    session_t *s = parent->session;
+    run_t *run = mem_alloc(sizeof *run);
+    snprintf(run->run_id, sizeof run->run_id, "%s", run_id);
+    snprintf(run->created_at, sizeof run->created_at, "%s", created_at);
+    run->session = s;
+    run->agent_id = mem_strdup(agent_id);
+    run->role = mem_strdup(role);
+    run->status = RUN_QUEUED;
+    run->depth = parent->depth + 1;
+    run->parent_run_id = mem_strdup(parent->run_id);
+    run->root_run_id = mem_strdup(parent->root_run_id ? parent->root_run_id : parent->run_id);
+    run->call_id = mem_strdup(call_id);
+    if (history_len) {
+        run->history = mem_alloc(history_len);
+        memcpy(run->history, history, history_len);
+        run->history_len = history_len;
+        run->history_count = history_count;
+    }
+    run->parent = parent;
+    run->sibling = parent->children;
+    parent->children = run;
+    s->runs++;
+    zhashx_insert(self->runs, run->run_id, run);
+    return run;
+}
+
+run_t *runs_child_by_call(const run_t *parent, const char *call_id, size_t len)
+{
+    for (run_t *c = parent->children; c; c = c->sibling)
+        if (strlen(c->call_id) == len && memcmp(c->call_id, call_id, len) == 0)
+            return c;
+    return NULL;
+}
+
 run_t *runs_get(runs_t *self, const char *run_id)
 {
     return zhashx_lookup(self->runs, run_id);
@@ -177,6 +223,8 @@ void runs_dequeue(run_t *run)
 
 void runs_start(run_t *run)
 {
+    if (run->depth)
+        return;
     session_t *s = run->session;
     runs_dequeue(run);
     s->running = run;
@@ -277,9 +325,30 @@ void runs_unend(runs_t *self, run_t *run)
     run->ended = 0;
 }
 
+static void s_unlink(run_t *run)
+{
+    if (run->parent) {
+        for (run_t **pp = &run->parent->children; *pp; pp = &(*pp)->sibling) {
+            if (*pp == run) {
+                *pp = run->sibling;
+                break;
+            }
+        }
+        run->parent = NULL;
+    }
+    for (run_t *c = run->children; c;) {
+        run_t *next = c->sibling;
+        c->parent = NULL;
+        c->sibling = NULL;
+        c = next;
+    }
+    run->children = NULL;
+}
+
 static void s_remove(runs_t *self, run_t *run)
 {
     session_t *s = run->session;
+    s_unlink(run);
     runs_dequeue(run); /* nothing in the session points to a freed run */
     zhashx_delete(self->runs, run->run_id);
     s->runs--;

@@ -6,6 +6,9 @@
  *   run_t      a queued or running run, key run_id. A run that ends is
  *              marked (runs_mark_ended) and stays until runs_free_ended at
  *              the end of the turn: the store has the rest.
+ *              A call's child run (runs_add_child) is in no session queue;
+ *              it points to its parent and is in the parent's children
+ *              list while both are in memory (freeing either unlinks).
  *   session_t  a session with a running run, queued runs or watchers; freed
  *              when nothing refers to it (runs_session_release).
  *   follower_t a requester streaming one run (follow, invoke with follow).
@@ -65,6 +68,20 @@ typedef struct run_t {
     size_t nfollowers;
     struct run_t *qnext;       /* session queue link */
     struct run_t *next_ended;  /* ended list link */
+    /* Calls (proto/ORCHESTRATOR.md "Agent calls"). */
+    char token[AGENT_TOKEN_LEN + 1]; /* the run's call token ("" until set) */
+    uint32_t depth;            /* 0: a client's run */
+    char *parent_run_id;       /* NULL for a client's run */
+    char *root_run_id;         /* NULL for a client's run */
+    char *call_id;             /* NULL for a client's run */
+    struct run_t *parent;      /* NULL for a client's run, or once the parent is freed */
+    struct run_t *children;    /* child runs in memory, newest first */
+    struct run_t *sibling;     /* next in the parent's children list */
+    uint32_t ncalls;           /* distinct call_ids this run started */
+    uint8_t *history;          /* a child's history: raw msgpack messages */
+    size_t history_len;
+    uint32_t history_count;
+    const char *call_output;   /* while a child ends done: its agent_invoke_done payload */
 } run_t;
 
 struct session_t {
@@ -92,6 +109,14 @@ void runs_session_release(runs_t *self, session_t *s);
  * request_id NULL: none). content stays NULL (see run_t). */
 run_t *runs_add(runs_t *self, session_t *s, const char *run_id, const char *agent_id,
                 const char *request_id, const char *role, const char *created_at);
+/* A call's child run of parent, running at once (in no queue; strings
+ * copied, depth and root from the parent, history copied: count messages
+ * in len raw bytes). */
+run_t *runs_add_child(runs_t *self, run_t *parent, const char *run_id, const char *agent_id,
+                      const char *role, const char *created_at, const char *call_id,
+                      const uint8_t *history, size_t history_len, uint32_t history_count);
+/* The child of parent in memory that call_id made, or NULL. */
+run_t *runs_child_by_call(const run_t *parent, const char *call_id, size_t len);
 /* Any run in memory (one that ended this turn too), or NULL. */
 run_t *runs_get(runs_t *self, const char *run_id);
 /* A run that has not ended, or NULL. */
@@ -100,7 +125,8 @@ size_t runs_count(const runs_t *self);
 /* The queued or running run of s started with request_id, or NULL. */
 run_t *runs_find_request(const session_t *s, const char *request_id, size_t len);
 
-/* Takes the head of its session's queue to running (run must be it). */
+/* Takes the head of its session's queue to running (run must be it); a
+ * child run is in no queue and leaves the session as it is. */
 void runs_start(run_t *run);
 /* Takes run out of its session's queue if it is in it (and running if it
  * is the running one). */

@@ -11,6 +11,9 @@
  *   3  agents.kind: native agents are rows too (endpoint ''), written when
  *      their first worker is seen, so their id stays reserved and their
  *      created_at is known across restarts
+ *   4  agent calls: runs.parent_run_id, root_run_id, depth (0 for client
+ *      runs), call_id; (parent_run_id, call_id) unique, which is also the
+ *      index a run's calls are listed by
  *
  * Why these choices:
  *   - events.event_id is the rowid: global, increasing, free to assign.
@@ -39,7 +42,8 @@
 static const char *s_sql[STORE_ST_STMT_COUNT] = {
     [STORE_ST_SESSION_ENSURE] = "INSERT OR IGNORE INTO sessions(session_id, created_at) VALUES(?1, ?2)",
     [STORE_ST_RUN_INSERT] = "INSERT INTO runs(run_id, session_id, agent_id, status, request_id, "
-                     "input_role, input_content, created_at) VALUES(?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7)",
+                     "input_role, input_content, created_at, parent_run_id, root_run_id, depth, "
+                     "call_id) VALUES(?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [STORE_ST_RUN_STATUS] = "UPDATE runs SET status = ?2 WHERE run_id = ?1",
     [STORE_ST_RUN_STATUS_ENDED] = "UPDATE runs SET status = ?2, ended_at = ?3 WHERE run_id = ?1",
     [STORE_ST_EVENT_APPEND] = "INSERT INTO events(run_id, seq, type, payload, created_at) "
@@ -47,10 +51,17 @@ static const char *s_sql[STORE_ST_STMT_COUNT] = {
     [STORE_ST_MESSAGE_APPEND] = "INSERT INTO messages(session_id, run_id, role, content, created_at) "
                          "VALUES(?1, ?2, ?3, ?4, ?5)",
     [STORE_ST_RUN_GET] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
-                  "created_at, COALESCE(ended_at, '') FROM runs WHERE run_id = ?1",
+                  "created_at, COALESCE(ended_at, ''), " STORE_SQL_CALL_COLS " FROM runs "
+                  "WHERE run_id = ?1",
+    [STORE_ST_RUN_BY_CALL] = "SELECT run_id FROM runs WHERE parent_run_id = ?1 AND call_id = ?2",
+    [STORE_ST_RUN_CALLS] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
+                    "created_at, COALESCE(ended_at, ''), " STORE_SQL_CALL_COLS " FROM runs "
+                    "WHERE parent_run_id = ?1 ORDER BY created_at, run_id",
+    [STORE_ST_RUN_LAST_SEQ] = "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?1",
     [STORE_ST_RUN_BY_REQUEST] = "SELECT run_id FROM runs WHERE session_id = ?1 AND request_id = ?2",
     [STORE_ST_EVENTS_READ] = "SELECT e.event_id, e.run_id, r.session_id, e.seq, e.type, e.payload, "
-                      "e.created_at FROM events e JOIN runs r ON r.run_id = e.run_id "
+                      "e.created_at, r.parent_run_id, r.depth FROM events e "
+                      "JOIN runs r ON r.run_id = e.run_id "
                       "WHERE e.run_id = ?1 AND e.seq > ?2 ORDER BY e.seq LIMIT ?3",
     [STORE_ST_MESSAGES_READ] = "SELECT message_id, run_id, role, content, created_at FROM "
                         "(SELECT * FROM messages WHERE session_id = ?1 "
@@ -71,11 +82,13 @@ static const char *s_sql[STORE_ST_STMT_COUNT] = {
     [STORE_ST_MESSAGES_AFTER] = "SELECT message_id, run_id, role, content, created_at FROM messages "
                          "WHERE session_id = ?1 AND message_id > ?2 ORDER BY message_id LIMIT ?3",
     [STORE_ST_SESSION_RUNS] = "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''), "
-                       "created_at, COALESCE(ended_at, '') FROM runs WHERE session_id = ?1 "
+                       "created_at, COALESCE(ended_at, ''), " STORE_SQL_CALL_COLS " FROM runs "
+                       "WHERE session_id = ?1 "
                        "ORDER BY created_at DESC, run_id DESC LIMIT ?2",
     [STORE_ST_SESSION_RUNS_BEFORE] = "SELECT run_id, session_id, agent_id, status, "
-                              "COALESCE(request_id, ''), created_at, COALESCE(ended_at, '') "
-                              "FROM runs WHERE session_id = ?1 AND (created_at, run_id) < "
+                              "COALESCE(request_id, ''), created_at, COALESCE(ended_at, ''), "
+                              STORE_SQL_CALL_COLS " FROM runs WHERE session_id = ?1 AND "
+                              "(created_at, run_id) < "
                               "(SELECT created_at, run_id FROM runs WHERE run_id = ?3 AND "
                               "session_id = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2",
     [STORE_ST_RUN_INPUT] = "SELECT input_content FROM runs WHERE run_id = ?1",
@@ -104,6 +117,12 @@ static const char *s_migrations[] = {
     "UPDATE agents SET updated_at = created_at;",
     /* 2 → 3: native agents recorded. */
     "ALTER TABLE agents ADD COLUMN kind TEXT NOT NULL DEFAULT 'http';",
+    /* 3 → 4: agent calls (child runs). */
+    "ALTER TABLE runs ADD COLUMN parent_run_id TEXT;"
+    "ALTER TABLE runs ADD COLUMN root_run_id TEXT;"
+    "ALTER TABLE runs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE runs ADD COLUMN call_id TEXT;"
+    "CREATE UNIQUE INDEX runs_call ON runs(parent_run_id, call_id) WHERE parent_run_id IS NOT NULL;",
 };
 
 int store_sql_fail(store_t *self, const char *what)
@@ -379,9 +398,10 @@ int store_session_ensure(store_t *self, const char *session_id, const char *crea
     return store_sql_done(self, st, "writing a session");
 }
 
-int store_run_insert(store_t *self, const char *run_id, const char *session_id,
-                     const char *agent_id, const char *request_id, const char *role,
-                     const char *content, size_t content_len, const char *created_at)
+static int s_run_insert(store_t *self, const char *run_id, const char *session_id,
+                        const char *agent_id, const char *request_id, const char *role,
+                        const char *content, size_t content_len, const char *created_at,
+                        const store_call_t *call)
 {
     sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_RUN_INSERT);
     store_sql_text(st, 1, run_id);
@@ -391,7 +411,27 @@ int store_run_insert(store_t *self, const char *run_id, const char *session_id,
     store_sql_text(st, 5, role);
     sqlite3_bind_text(st, 6, content, (int)content_len, SQLITE_STATIC);
     store_sql_text(st, 7, created_at);
+    store_sql_text(st, 8, call ? call->parent_run_id : NULL);
+    store_sql_text(st, 9, call ? call->root_run_id : NULL);
+    sqlite3_bind_int64(st, 10, call ? (sqlite3_int64)call->depth : 0);
+    store_sql_text(st, 11, call ? call->call_id : NULL);
     return store_sql_done(self, st, "writing a run");
+}
+
+int store_run_insert(store_t *self, const char *run_id, const char *session_id,
+                     const char *agent_id, const char *request_id, const char *role,
+                     const char *content, size_t content_len, const char *created_at)
+{
+    return s_run_insert(self, run_id, session_id, agent_id, request_id, role, content,
+                        content_len, created_at, NULL);
+}
+
+int store_run_insert_call(store_t *self, const char *run_id, const char *session_id,
+                          const char *agent_id, const char *role, const char *content,
+                          size_t content_len, const char *created_at, const store_call_t *call)
+{
+    return s_run_insert(self, run_id, session_id, agent_id, NULL, role, content, content_len,
+                        created_at, call);
 }
 
 int store_run_set_status(store_t *self, const char *run_id, const char *status,
@@ -441,9 +481,10 @@ int store_runs_unfinished(store_t *self,
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(self->db,
                            "SELECT run_id, session_id, agent_id, status, COALESCE(request_id, ''),"
-                           " created_at, COALESCE(ended_at, ''),"
+                           " created_at, COALESCE(ended_at, ''), " STORE_SQL_CALL_COLS ","
                            " (SELECT COALESCE(MAX(seq), 0) FROM events e WHERE e.run_id = r.run_id)"
-                           " FROM runs r WHERE status IN ('queued', 'running') ORDER BY created_at",
+                           " FROM runs r WHERE status IN ('queued', 'running')"
+                           " ORDER BY depth DESC, created_at",
                            -1, &st, NULL) != SQLITE_OK)
         return store_sql_fail(self, "listing unfinished runs");
     store_run_t *runs = NULL;
@@ -457,7 +498,7 @@ int store_runs_unfinished(store_t *self,
             seqs = mem_realloc(seqs, cap * sizeof *seqs);
         }
         store_sql_run_row(st, &runs[n]);
-        seqs[n++] = (uint64_t)sqlite3_column_int64(st, 7);
+        seqs[n++] = (uint64_t)sqlite3_column_int64(st, 11);
     }
     sqlite3_finalize(st);
     int result = rc == SQLITE_DONE ? 0 : store_sql_fail(self, "listing unfinished runs");

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 typedef struct store_t store_t;
 typedef enum { STORE_NORMAL = 0, STORE_FULL = 1 } store_durability_t;
@@ -27,7 +27,19 @@ typedef struct {
     char request_id[129]; /* "" when none */
     char created_at[32];
     char ended_at[32];    /* "" while not ended */
+    char parent_run_id[129]; /* a call's child run: its parent; "" for a client's run */
+    char root_run_id[129];   /* "" for a client's run */
+    uint32_t depth;          /* 0 for a client's run */
+    char call_id[129];       /* "" for a client's run */
 } store_run_t;
+
+/* What makes a run a call's child (store_run_insert_call). */
+typedef struct {
+    const char *parent_run_id;
+    const char *root_run_id;
+    uint32_t depth;          /* >= 1 */
+    const char *call_id;
+} store_call_t;
 
 typedef struct {
     int64_t event_id;
@@ -37,6 +49,8 @@ typedef struct {
     const char *type;
     const char *payload;  /* JSON text */
     const char *created_at;
+    const char *parent_run_id; /* the run's parent, NULL for a client's run */
+    uint32_t depth;            /* the run's depth */
 } store_event_t;
 
 typedef struct {
@@ -80,6 +94,11 @@ int store_run_insert(store_t *self, const char *run_id, const char *session_id,
                      const char *agent_id, const char *request_id /* NULL: none */,
                      const char *role, const char *content, size_t content_len,
                      const char *created_at);
+/* A call's child run, queued like any (no request_id); (parent_run_id,
+ * call_id) is unique: a repeat fails. */
+int store_run_insert_call(store_t *self, const char *run_id, const char *session_id,
+                          const char *agent_id, const char *role, const char *content,
+                          size_t content_len, const char *created_at, const store_call_t *call);
 /* ended_at NULL leaves it unset. */
 int store_run_set_status(store_t *self, const char *run_id, const char *status,
                          const char *ended_at);
@@ -96,6 +115,15 @@ int store_run_get(store_t *self, const char *run_id, store_run_t *out);
  * out[0] == '\0' when none. */
 int store_run_by_request(store_t *self, const char *session_id, const char *request_id,
                          char *out, size_t outlen);
+/* The child run parent_run_id's call call_id made: 0 with out filled, or 0
+ * with out[0] == '\0' when none. */
+int store_run_by_call(store_t *self, const char *parent_run_id, const char *call_id, char *out,
+                      size_t outlen);
+/* The child runs of run_id in start order (created_at, run_id). */
+int store_run_calls(store_t *self, const char *run_id,
+                    int (*cb)(void *arg, const store_run_t *run), void *arg);
+/* The last seq run_id wrote (0: none). */
+int store_run_last_seq(store_t *self, const char *run_id, uint64_t *seq);
 /* Readers' callbacks return 0 to go on, 1 to stop (the read succeeds), -1
  * to fail it. */
 /* Events with seq > after_seq in seq order, at most limit (0: all). */
@@ -134,7 +162,9 @@ int store_agent_endpoint(store_t *self, const char *agent_id, char *buf, size_t 
 /* Every agent, HTTP and native, by id. */
 int store_agents_list(store_t *self, int (*cb)(void *arg, const store_agent_t *a), void *arg);
 
-/* Runs left queued or running (a crash), with the last seq each wrote. */
+/* Runs left queued or running (a crash), with the last seq each wrote,
+ * deepest first (a tree's children before their parents), then by
+ * created_at. */
 int store_runs_unfinished(store_t *self,
                           int (*cb)(void *arg, const store_run_t *run, uint64_t last_seq),
                           void *arg);

@@ -18,6 +18,10 @@ void store_sql_run_row(sqlite3_stmt *st, store_run_t *out)
     store_sql_copy(out->request_id, sizeof out->request_id, st, 4);
     store_sql_copy(out->created_at, sizeof out->created_at, st, 5);
     store_sql_copy(out->ended_at, sizeof out->ended_at, st, 6);
+    store_sql_copy(out->parent_run_id, sizeof out->parent_run_id, st, 7);
+    store_sql_copy(out->root_run_id, sizeof out->root_run_id, st, 8);
+    out->depth = (uint32_t)sqlite3_column_int64(st, 9);
+    store_sql_copy(out->call_id, sizeof out->call_id, st, 10);
 }
 
 int store_run_get(store_t *self, const char *run_id, store_run_t *out)
@@ -47,6 +51,53 @@ int store_run_by_request(store_t *self, const char *session_id, const char *requ
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store_sql_fail(self, "reading a run by request");
 }
 
+int store_run_by_call(store_t *self, const char *parent_run_id, const char *call_id, char *out,
+                      size_t outlen)
+{
+    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_RUN_BY_CALL);
+    store_sql_text(st, 1, parent_run_id);
+    store_sql_text(st, 2, call_id);
+    out[0] = '\0';
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        store_sql_copy(out, outlen, st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store_sql_fail(self, "reading a run by call");
+}
+
+int store_run_calls(store_t *self, const char *run_id,
+                    int (*cb)(void *arg, const store_run_t *run), void *arg)
+{
+    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_RUN_CALLS);
+    store_sql_text(st, 1, run_id);
+    int rc;
+    store_run_t row;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_sql_run_row(st, &row);
+        int stop = cb(arg, &row);
+        if (stop > 0)
+            break;
+        if (stop < 0) {
+            sqlite3_reset(st);
+            snprintf(self->errmsg, sizeof self->errmsg, "reading calls: stopped by the reader");
+            return -1;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : store_sql_fail(self, "reading a run's calls");
+}
+
+int store_run_last_seq(store_t *self, const char *run_id, uint64_t *seq)
+{
+    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_RUN_LAST_SEQ);
+    store_sql_text(st, 1, run_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *seq = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : store_sql_fail(self, "reading a run's last seq");
+}
+
 int store_events_read(store_t *self, const char *run_id, uint64_t after_seq, size_t limit,
                       int (*cb)(void *arg, const store_event_t *e), void *arg)
 {
@@ -64,6 +115,8 @@ int store_events_read(store_t *self, const char *run_id, uint64_t after_seq, siz
             .type = (const char *)sqlite3_column_text(st, 4),
             .payload = (const char *)sqlite3_column_text(st, 5),
             .created_at = (const char *)sqlite3_column_text(st, 6),
+            .parent_run_id = (const char *)sqlite3_column_text(st, 7),
+            .depth = (uint32_t)sqlite3_column_int64(st, 8),
         };
         int stop = cb(arg, &e);
         if (stop > 0)

@@ -30,6 +30,9 @@ typedef enum {
     STORE_ST_SESSION_RUNS,
     STORE_ST_SESSION_RUNS_BEFORE,
     STORE_ST_RUN_INPUT,
+    STORE_ST_RUN_BY_CALL,
+    STORE_ST_RUN_CALLS,
+    STORE_ST_RUN_LAST_SEQ,
     STORE_ST_STMT_COUNT
 } store_stmt_id_t;
 
@@ -52,8 +55,11 @@ int store_sql_done(store_t *self, sqlite3_stmt *st, const char *what);
 void store_sql_text(sqlite3_stmt *st, int i, const char *s);
 /* Column col as text into dst ("" for NULL). */
 void store_sql_copy(char *dst, size_t cap, sqlite3_stmt *st, int col);
+/* The call columns of a runs row, after its first seven. */
+#define STORE_SQL_CALL_COLS \
+    "COALESCE(parent_run_id, ''), COALESCE(root_run_id, ''), depth, COALESCE(call_id, '')"
 /* A runs row (run_id, session_id, agent_id, status, request_id,
- * created_at, ended_at) into out. */
+ * created_at, ended_at, then STORE_SQL_CALL_COLS) into out. */
 void store_sql_run_row(sqlite3_stmt *st, store_run_t *out);
 
 #endif

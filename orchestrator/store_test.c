@@ -274,6 +274,126 @@ static void test_migrates_a_v1_database(void)
     store_destroy(&st);
 }
 
+/* A version 3 database as that build left it: a client run ended, one
+ * still running (a crash), a native agent. */
+static const char *s_v3_upgrade =
+    "ALTER TABLE runs ADD COLUMN request_id TEXT;"
+    "CREATE UNIQUE INDEX runs_request ON runs(session_id, request_id) WHERE request_id IS NOT NULL;"
+    "CREATE INDEX runs_status ON runs(status);"
+    "ALTER TABLE agents ADD COLUMN updated_at TEXT;"
+    "UPDATE agents SET updated_at = created_at;"
+    "ALTER TABLE agents ADD COLUMN kind TEXT NOT NULL DEFAULT 'http';"
+    "INSERT INTO runs VALUES('run_live','s1','echo','running','user','yo','T2',NULL,'rq1');"
+    "INSERT INTO events(run_id, seq, type, payload, created_at) VALUES('run_live',1,'run_started','{}','T2');"
+    "INSERT INTO agents VALUES('echo','echo','','T0','T0','native');"
+    "PRAGMA user_version = 3;";
+
+typedef struct {
+    int count;
+    char ids[8][129];
+    uint32_t depths[8];
+    char calls[8][129];
+} s_calls_t;
+
+static int s_calls_cb(void *arg, const store_run_t *run)
+{
+    s_calls_t *c = arg;
+    snprintf(c->ids[c->count], sizeof c->ids[0], "%s", run->run_id);
+    snprintf(c->calls[c->count], sizeof c->calls[0], "%s", run->call_id);
+    c->depths[c->count++] = run->depth;
+    return 0;
+}
+
+static int s_unfinished_list_cb(void *arg, const store_run_t *run, uint64_t last_seq)
+{
+    (void)last_seq;
+    return s_calls_cb(arg, run);
+}
+
+static void test_migrates_a_v3_database_and_calls(void)
+{
+    char path[256], err[512];
+    s_path(path, sizeof path, "v3.db");
+    sqlite3 *db;
+    assert(sqlite3_open(path, &db) == SQLITE_OK);
+    assert(sqlite3_exec(db, s_v1, NULL, NULL, NULL) == SQLITE_OK);
+    assert(sqlite3_exec(db, s_v3_upgrade, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    store_t *st = store_new(path, STORE_NORMAL, err, sizeof err);
+    assert(st && store_schema_version(st) == 4 && STORE_SCHEMA_VERSION == 4);
+    /* Old runs read as client runs: no parent, depth 0. */
+    store_run_t run;
+    assert(store_run_get(st, "run_live", &run) == 0 && !strcmp(run.request_id, "rq1"));
+    assert(run.parent_run_id[0] == '\0' && run.root_run_id[0] == '\0' && run.depth == 0 &&
+           run.call_id[0] == '\0');
+    s_events_t ev = {0};
+    /* A call tree under the old running run: two children, a grandchild. */
+    store_call_t c1 = {"run_live", "run_live", 1, "c1"}, c2 = {"run_live", "run_live", 1, "c2"};
+    store_call_t g1 = {"run_k1", "run_live", 2, "c1"}; /* call ids are per parent */
+    assert(store_begin(st) == 0);
+    assert(store_run_insert_call(st, "run_k1", "s1", "echo", "user", "a", 1, "T3", &c1) == 0);
+    assert(store_run_insert_call(st, "run_k2", "s1", "echo", "user", "b", 1, "T4", &c2) == 0);
+    assert(store_run_insert_call(st, "run_g1", "s1", "echo", "user", "c", 1, "T5", &g1) == 0);
+    int64_t id;
+    assert(store_event_append(st, "run_g1", 1, "run_started", "{}", "T5", &id) == 0);
+    assert(store_event_append(st, "run_g1", 2, "user_input", "{}", "T5", &id) == 0);
+    assert(store_commit(st) == 0);
+    /* A second child with the same call id under the same parent is refused. */
+    assert(store_begin(st) == 0);
+    assert(store_run_insert_call(st, "run_k3", "s1", "echo", "user", "x", 1, "T6", &c1) == -1);
+    store_rollback(st);
+    char found[64];
+    assert(store_run_by_call(st, "run_live", "c2", found, sizeof found) == 0 && !strcmp(found, "run_k2"));
+    assert(store_run_by_call(st, "run_k1", "c1", found, sizeof found) == 0 && !strcmp(found, "run_g1"));
+    assert(store_run_by_call(st, "run_live", "c9", found, sizeof found) == 0 && found[0] == '\0');
+    assert(store_run_get(st, "run_g1", &run) == 0 && !strcmp(run.parent_run_id, "run_k1") &&
+           !strcmp(run.root_run_id, "run_live") && run.depth == 2 && !strcmp(run.call_id, "c1") &&
+           !strcmp(run.status, "queued"));
+    s_calls_t calls = {0};
+    assert(store_run_calls(st, "run_live", s_calls_cb, &calls) == 0);
+    assert(calls.count == 2 && !strcmp(calls.ids[0], "run_k1") && !strcmp(calls.ids[1], "run_k2"));
+    assert(!strcmp(calls.calls[1], "c2") && calls.depths[0] == 1);
+    memset(&calls, 0, sizeof calls);
+    assert(store_run_calls(st, "run_g1", s_calls_cb, &calls) == 0 && calls.count == 0);
+    /* Events of a child carry its parent and depth; a client run's none. */
+    uint64_t last = 0;
+    assert(store_run_last_seq(st, "run_g1", &last) == 0 && last == 2);
+    assert(store_run_last_seq(st, "run_k2", &last) == 0 && last == 0);
+    assert(store_events_read(st, "run_g1", 0, 0, s_event_cb, &ev) == 0 && ev.count == 2);
+    /* Recovery reads the deepest first. */
+    memset(&calls, 0, sizeof calls);
+    assert(store_runs_unfinished(st, s_unfinished_list_cb, &calls) == 0);
+    assert(calls.count == 4 && !strcmp(calls.ids[0], "run_g1") && !strcmp(calls.ids[3], "run_live"));
+    store_destroy(&st);
+    st = store_new(path, STORE_NORMAL, err, sizeof err);
+    assert(st && store_schema_version(st) == STORE_SCHEMA_VERSION);
+    store_destroy(&st);
+}
+
+static int s_parent_cb(void *arg, const store_event_t *e)
+{
+    char *out = arg;
+    snprintf(out, 64, "%s/%u", e->parent_run_id ? e->parent_run_id : "-", e->depth);
+    return 0;
+}
+
+static void test_event_parent_fields(void)
+{
+    store_t *st = s_open("pe.db");
+    store_call_t c = {"run_p", "run_p", 1, "k"};
+    int64_t id;
+    assert(store_begin(st) == 0);
+    assert(store_run_insert(st, "run_p", "s", "a", NULL, "user", "x", 1, "T0") == 0);
+    assert(store_run_insert_call(st, "run_c", "s", "b", "user", "y", 1, "T1", &c) == 0);
+    assert(store_event_append(st, "run_p", 1, "run_started", "{}", "T0", &id) == 0);
+    assert(store_event_append(st, "run_c", 1, "run_started", "{}", "T1", &id) == 0);
+    assert(store_commit(st) == 0);
+    char got[64] = "";
+    assert(store_events_read(st, "run_c", 0, 0, s_parent_cb, got) == 0 && !strcmp(got, "run_p/1"));
+    assert(store_events_read(st, "run_p", 0, 0, s_parent_cb, got) == 0 && !strcmp(got, "-/0"));
+    store_destroy(&st);
+}
+
 static void test_open_errors_name_the_file(void)
 {
     char path[256], err[512];
@@ -557,6 +677,8 @@ int main(void)
     test_agents_upsert();
     test_unfinished_runs();
     test_migrates_a_v1_database();
+    test_migrates_a_v3_database_and_calls();
+    test_event_parent_fields();
     test_open_errors_name_the_file();
     test_failed_commit_leaves_nothing();
     test_open_errors_more();

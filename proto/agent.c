@@ -1,7 +1,10 @@
 /* agent: codecs of the agent bodies. Maps are read key by key; a bitmask of
  * keys seen rejects repeats and finds missing required keys. History is not
  * copied or counted into an allocation: the decoder validates every entry
- * once and leaves a cursor, so a peer's count never sizes an allocation. */
+ * once and leaves a cursor, so a peer's count never sizes an allocation.
+ * The "platform" map is as strict as the body: its keys known and once,
+ * the token exactly 32 lowercase hex digits, parent_run_id present exactly
+ * when depth >= 1. */
 #include "agent.h"
 
 #include <string.h>
@@ -80,10 +83,62 @@ static agent_err_t s_msg(mp_reader_t *r, agent_msg_t *m)
     return seen == 3 ? AGENT_OK : AGENT_E_MISSING;
 }
 
+static int s_is_token(const agent_str_t *t)
+{
+    if (t->len != AGENT_TOKEN_LEN)
+        return 0;
+    for (uint32_t i = 0; i < t->len; i++) {
+        char c = t->ptr[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return 0;
+    }
+    return 1;
+}
+
+/* {"token", "depth", "root_run_id", "parent_run_id" (depth >= 1)} */
+static agent_err_t s_platform(mp_reader_t *r, agent_platform_t *p)
+{
+    static const char *const keys[] = {"token", "depth", "root_run_id", "parent_run_id"};
+    enum { REQUIRED = 0x7 };
+    uint32_t n, seen = 0;
+    memset(p, 0, sizeof *p);
+    if (mp_read_map(r, &n))
+        return agent_err_of(r);
+    for (uint32_t i = 0; i < n; i++) {
+        agent_err_t err = AGENT_OK;
+        int k = agent_read_key(r, keys, 4, &seen, &err);
+        if (k < 0)
+            return err;
+        switch (k) {
+        case 0:
+            err = s_str(r, &p->token, AGENT_TOKEN_LEN, 1);
+            if (!err && !s_is_token(&p->token))
+                err = AGENT_E_RANGE;
+            break;
+        case 1:
+            if (mp_read_uint(r, &p->depth))
+                err = agent_err_of(r);
+            break;
+        case 2: err = s_str(r, &p->root_run_id, AGENT_ID_MAX, 1); break;
+        case 3: err = s_str(r, &p->parent_run_id, AGENT_ID_MAX, 1); break;
+        }
+        if (err)
+            return err;
+    }
+    if ((seen & REQUIRED) != REQUIRED)
+        return AGENT_E_MISSING;
+    int has_parent = (seen & 0x8) != 0;
+    if (p->depth >= 1 && !has_parent)
+        return AGENT_E_MISSING;
+    if (p->depth == 0 && has_parent)
+        return AGENT_E_KEY;
+    return AGENT_OK;
+}
+
 agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *out)
 {
     static const char *const keys[] = {"run_id", "session_id", "agent_id", "input",
-                                       "history", "endpoint", "timeout_ms"};
+                                       "history", "endpoint", "timeout_ms", "platform"};
     enum { REQUIRED = 0x1f };
     mp_reader_t r;
     mp_reader_init(&r, body, len);
@@ -94,7 +149,7 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = agent_read_key(&r, keys, 7, &seen, &err);
+        int k = agent_read_key(&r, keys, 8, &seen, &err);
         if (k < 0)
             return err;
         switch (k) {
@@ -102,26 +157,13 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
         case 1: err = s_str(&r, &inv.session_id, AGENT_ID_MAX, 1); break;
         case 2: err = s_str(&r, &inv.agent_id, AGENT_ID_MAX, 1); break;
         case 3: err = s_msg(&r, &inv.input); break;
-        case 4: {
-            uint32_t count;
-            if (mp_read_array(&r, &count))
-                return agent_err_of(&r);
-            if (count > AGENT_HISTORY_MAX)
-                return AGENT_E_RANGE;
-            inv.history_count = count;
-            inv.history = r.p;
-            for (uint32_t j = 0; j < count && !err; j++) {
-                agent_msg_t m;
-                err = s_msg(&r, &m);
-            }
-            inv.history_end = r.p;
-            break;
-        }
+        case 4: err = agent_read_msgs(&r, &inv.history_count, &inv.history, &inv.history_end); break;
         case 5: err = s_str(&r, &inv.endpoint, AGENT_ENDPOINT_MAX, 1); break;
         case 6:
             if (mp_read_uint(&r, &inv.timeout_ms))
                 err = agent_err_of(&r);
             break;
+        case 7: err = s_platform(&r, &inv.platform); break;
         }
         if (err)
             return err;
@@ -134,16 +176,41 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
     return AGENT_OK;
 }
 
-int agent_history_next(const agent_invoke_t *inv, const uint8_t **cursor, agent_msg_t *msg)
+agent_err_t agent_read_msgs(mp_reader_t *r, uint32_t *count, const uint8_t **start,
+                            const uint8_t **end)
 {
-    if (*cursor >= inv->history_end)
+    uint32_t n;
+    if (mp_read_array(r, &n))
+        return agent_err_of(r);
+    if (n > AGENT_HISTORY_MAX)
+        return AGENT_E_RANGE;
+    *count = n;
+    *start = r->p;
+    for (uint32_t j = 0; j < n; j++) {
+        agent_msg_t m;
+        agent_err_t err = s_msg(r, &m);
+        if (err)
+            return err;
+    }
+    *end = r->p;
+    return AGENT_OK;
+}
+
+int agent_msgs_next(const uint8_t **cursor, const uint8_t *end, agent_msg_t *msg)
+{
+    if (!*cursor || *cursor >= end)
         return -1;
     mp_reader_t r;
-    mp_reader_init(&r, *cursor, (size_t)(inv->history_end - *cursor));
+    mp_reader_init(&r, *cursor, (size_t)(end - *cursor));
     if (s_msg(&r, msg) != AGENT_OK) /* validated by the decoder: cannot fail */
         return -1;
     *cursor = r.p;
     return 0;
+}
+
+int agent_history_next(const agent_invoke_t *inv, const uint8_t **cursor, agent_msg_t *msg)
+{
+    return agent_msgs_next(cursor, inv->history_end, msg);
 }
 
 agent_err_t agent_decode_delta(const void *body, size_t len, agent_str_t *delta)
@@ -205,7 +272,8 @@ static void s_pack_msg(mp_buf_t *b, const agent_msg_t *m)
 int agent_encode_invoke(mp_buf_t *b, const agent_invoke_t *inv, const agent_msg_t *history,
                         uint32_t history_count)
 {
-    int extra = (inv->endpoint.len > 0) + (inv->timeout_ms > 0);
+    const agent_platform_t *p = &inv->platform;
+    int extra = (inv->endpoint.len > 0) + (inv->timeout_ms > 0) + (p->token.len > 0);
     msgpack_pack_map(&b->pk, 5 + extra);
     mp_pack_kv_str(b, "run_id", inv->run_id.ptr, inv->run_id.len);
     mp_pack_kv_str(b, "session_id", inv->session_id.ptr, inv->session_id.len);
@@ -221,6 +289,17 @@ int agent_encode_invoke(mp_buf_t *b, const agent_invoke_t *inv, const agent_msg_
     if (inv->timeout_ms) {
         mp_pack_cstr(b, "timeout_ms");
         msgpack_pack_uint64(&b->pk, inv->timeout_ms);
+    }
+    if (p->token.len) {
+        int parent = p->depth >= 1;
+        mp_pack_cstr(b, "platform");
+        msgpack_pack_map(&b->pk, 3 + (uint32_t)parent);
+        mp_pack_kv_str(b, "token", p->token.ptr, p->token.len);
+        mp_pack_cstr(b, "depth");
+        msgpack_pack_uint64(&b->pk, p->depth);
+        mp_pack_kv_str(b, "root_run_id", p->root_run_id.ptr, p->root_run_id.len);
+        if (parent)
+            mp_pack_kv_str(b, "parent_run_id", p->parent_run_id.ptr, p->parent_run_id.len);
     }
     return b->overflow ? -1 : 0;
 }

@@ -5,7 +5,12 @@
  *                           "input": {"role": str, "content": str},
  *                           "history": [{"role": str, "content": str}, ...],
  *                           "endpoint": str   (optional: bridge only),
- *                           "timeout_ms": uint (optional)}
+ *                           "timeout_ms": uint (optional),
+ *                           "platform": {"token": str (32 lowercase hex),
+ *                                        "depth": uint, "root_run_id": str,
+ *                                        "parent_run_id": str (only when
+ *                                        depth >= 1)} (optional: the run's
+ *                                        call token and place in its tree)}
  *   delta  (STREAM body)   {"delta": str}
  *   done   (REPLY body)    {"output": {"role": str, "content": str}}
  *
@@ -25,6 +30,7 @@
 #define AGENT_ENDPOINT_MAX 2048
 #define AGENT_HISTORY_MAX 10000 /* messages of history in one invoke */
 #define AGENT_SERVICE_PREFIX "agent."
+#define AGENT_TOKEN_LEN 32      /* a call token: 128 bits, lowercase hex */
 
 typedef struct {
     const char *ptr; /* view, not NUL-terminated */
@@ -36,6 +42,16 @@ typedef struct {
     agent_str_t content;
 } agent_msg_t;
 
+/* The invoke's "platform" map: what the agent needs to call other agents
+ * (orchestrator op "call", or the bridge's calls_url). Absent when
+ * token.len == 0 (the encoder then writes no map). */
+typedef struct {
+    agent_str_t token;         /* AGENT_TOKEN_LEN lowercase hex; len 0 when absent */
+    uint64_t depth;            /* 0 for a client's run */
+    agent_str_t root_run_id;
+    agent_str_t parent_run_id; /* len 0 when depth == 0 */
+} agent_platform_t;
+
 typedef struct {
     agent_str_t run_id;
     agent_str_t session_id;
@@ -46,6 +62,7 @@ typedef struct {
     uint32_t history_count;    /* messages in history */
     const uint8_t *history;    /* first history message; read with agent_history_next */
     const uint8_t *history_end;
+    agent_platform_t platform; /* token.len 0 when absent */
 } agent_invoke_t;
 
 typedef enum {
@@ -71,6 +88,12 @@ agent_err_t agent_decode_invoke(const void *body, size_t len, agent_invoke_t *ou
 /* Reads the next history message. Returns 0, or -1 past the last one.
  * *cursor starts at inv->history. */
 int agent_history_next(const agent_invoke_t *inv, const uint8_t **cursor, agent_msg_t *msg);
+/* For orch.c's call request: reads an array of {"role","content"} messages
+ * (at most AGENT_HISTORY_MAX), each validated; *start..*end is the raw
+ * span of its messages, read back with agent_msgs_next. */
+agent_err_t agent_read_msgs(mp_reader_t *r, uint32_t *count, const uint8_t **start,
+                            const uint8_t **end);
+int agent_msgs_next(const uint8_t **cursor, const uint8_t *end, agent_msg_t *msg);
 agent_err_t agent_decode_delta(const void *body, size_t len, agent_str_t *delta);
 agent_err_t agent_decode_done(const void *body, size_t len, agent_msg_t *output);
 

@@ -22,7 +22,8 @@ agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *ou
     static const char *const keys[] = {"op",      "session_id", "agent_id", "run_id",
                                        "request_id", "role",    "content",  "if_busy",
                                        "name",    "endpoint",   "after_seq", "limit",
-                                       "follow",  "before",     "after"};
+                                       "follow",  "before",     "after",
+                                       "token",   "call_id",    "history"};
     mp_reader_t r;
     mp_reader_init(&r, body, len);
     orch_request_t q;
@@ -32,7 +33,7 @@ agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *ou
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = agent_read_key(&r, keys, 15, &seen, &err);
+        int k = agent_read_key(&r, keys, 18, &seen, &err);
         if (k < 0)
             return err;
         switch (k) {
@@ -60,6 +61,9 @@ agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *ou
             break;
         case 13: err = s_str(&r, &q.before, AGENT_ID_MAX); break;
         case 14: err = s_str(&r, &q.after, AGENT_ID_MAX); break;
+        case 15: err = s_str(&r, &q.token, 64); break;
+        case 16: err = s_str(&r, &q.call_id, AGENT_ID_MAX); break;
+        case 17: err = agent_read_msgs(&r, &q.history_count, &q.history, &q.history_end); break;
         }
         if (err)
             return err;
@@ -197,17 +201,20 @@ int orch_encode_request(mp_buf_t *b, const orch_request_t *q)
 {
     const agent_str_t *strs[] = {&q->op,      &q->session_id, &q->agent_id, &q->run_id,
                                  &q->request_id, &q->role,    &q->content,  &q->if_busy,
-                                 &q->name,    &q->endpoint,   &q->before,   &q->after};
+                                 &q->name,    &q->endpoint,   &q->before,   &q->after,
+                                 &q->token,   &q->call_id};
     static const char *const names[] = {"op",      "session_id", "agent_id", "run_id",
                                         "request_id", "role",    "content",  "if_busy",
-                                        "name",    "endpoint",   "before",   "after"};
+                                        "name",    "endpoint",   "before",   "after",
+                                        "token",   "call_id"};
     enum { NSTRS = sizeof names / sizeof *names };
     uint32_t n = 0;
     for (int i = 0; i < NSTRS; i++)
         n += strs[i]->len > 0;
     /* content may be empty and still meaningful for invoke */
     int empty_content = q->content.len == 0 && q->role.len > 0;
-    n += empty_content + (q->after_seq > 0) + (q->limit > 0) + (q->follow != 0);
+    n += empty_content + (q->after_seq > 0) + (q->limit > 0) + (q->follow != 0) +
+         (q->history != NULL);
     msgpack_pack_map(&b->pk, n);
     for (int i = 0; i < NSTRS; i++)
         s_kv(b, names[i], strs[i]);
@@ -224,6 +231,22 @@ int orch_encode_request(mp_buf_t *b, const orch_request_t *q)
     if (q->follow) {
         mp_pack_cstr(b, "follow");
         msgpack_pack_true(&b->pk);
+    }
+    if (q->history) {
+        mp_pack_cstr(b, "history");
+        msgpack_pack_array(&b->pk, q->history_count);
+        if (q->history_end > q->history)
+            msgpack_pack_str_body(&b->pk, q->history, (size_t)(q->history_end - q->history));
+    }
+    return b->overflow ? -1 : 0;
+}
+
+int orch_encode_msgs(mp_buf_t *b, const agent_msg_t *msgs, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        msgpack_pack_map(&b->pk, 2);
+        mp_pack_kv_str(b, "role", msgs[i].role.ptr, msgs[i].role.len);
+        mp_pack_kv_str(b, "content", msgs[i].content.ptr, msgs[i].content.len);
     }
     return b->overflow ? -1 : 0;
 }

@@ -25,7 +25,8 @@
 
 typedef struct {
     agent_str_t op;          /* invoke, watch, follow, events, run, messages,
-                                session_runs, register, agents, cancel, health */
+                                session_runs, register, agents, cancel, health,
+                                call, calls */
     agent_str_t session_id;
     agent_str_t agent_id;
     agent_str_t run_id;
@@ -40,6 +41,11 @@ typedef struct {
     uint64_t after_seq;      /* 0 when absent */
     uint64_t limit;          /* 0 when absent */
     int follow;              /* 0 when absent */
+    agent_str_t token;       /* call: the parent run's token (at most 64 bytes) */
+    agent_str_t call_id;     /* call */
+    uint32_t history_count;  /* call: messages in "history" (0 when absent) */
+    const uint8_t *history;  /* their raw msgpack span (NULL when absent);  */
+    const uint8_t *history_end; /* read with agent_msgs_next */
 } orch_request_t;
 
 typedef struct {
@@ -69,8 +75,13 @@ agent_err_t orch_decode_reply(const void *body, size_t len, orch_reply_t *out);
 agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out);
 
 /* Encoders append to b (reset first). Return 0, or -1 on overflow. Fields of
- * the request with len 0 (and numbers 0, follow 0) are left out. */
+ * the request with len 0 (and numbers 0, follow 0) are left out; "history"
+ * is written when history is not NULL (its raw span copied as it is: build
+ * it with orch_encode_msgs). */
 int orch_encode_request(mp_buf_t *b, const orch_request_t *req);
+/* Packs count {"role","content"} maps back to back (no array header): the
+ * raw span orch_request_t.history points to. */
+int orch_encode_msgs(mp_buf_t *b, const agent_msg_t *msgs, uint32_t count);
 /* Typed fields of len 0 are left out. */
 int orch_encode_reply(mp_buf_t *b, const orch_reply_t *r);
 /* From acc: json, and run_id, session_id, run_status when len > 0. */

@@ -48,6 +48,65 @@ static void test_request_round_trip(void)
     mp_buf_free(&b);
 }
 
+static agent_err_t s_request(const char *const *kv, int extra_trailing);
+
+/* op call: token, call_id and a history round-trip; a bad history entry is
+ * refused with its reason. */
+static void test_call_request(void)
+{
+    mp_buf_t h, b;
+    mp_buf_init(&h, 1 << 16);
+    mp_buf_init(&b, 1 << 16);
+    agent_msg_t msgs[2] = {{S("user"), S("earlier")}, {S("assistant"), S("said")}};
+    CHECK(orch_encode_msgs(&h, msgs, 2) == 0);
+    orch_request_t q = {.op = S("call"), .run_id = S("run_p"), .agent_id = S("echo"),
+                        .token = S("0123456789abcdef0123456789abcdef"), .call_id = S("c1"),
+                        .role = S("user"), .content = S("hi"), .history_count = 2,
+                        .history = h.data, .history_end = h.data + h.len};
+    CHECK(orch_encode_request(&b, &q) == 0);
+    orch_request_t r;
+    CHECK(orch_decode_request(b.data, b.len, &r) == AGENT_OK);
+    CHECK(s_eq(r.token, "0123456789abcdef0123456789abcdef") && s_eq(r.call_id, "c1"));
+    CHECK(r.history_count == 2 && r.history != NULL);
+    const uint8_t *cur = r.history;
+    agent_msg_t m;
+    CHECK(agent_msgs_next(&cur, r.history_end, &m) == 0 && s_eq(m.content, "earlier"));
+    CHECK(agent_msgs_next(&cur, r.history_end, &m) == 0 && s_eq(m.role, "assistant"));
+    CHECK(agent_msgs_next(&cur, r.history_end, &m) == -1);
+    for (size_t cut = 0; cut < b.len; cut++)
+        CHECK(orch_decode_request(b.data, cut, &r) != AGENT_OK);
+    /* An empty history is a history of none; no history is absent. */
+    mp_buf_reset(&b);
+    q.history_count = 0;
+    q.history_end = q.history;
+    CHECK(orch_encode_request(&b, &q) == 0);
+    CHECK(orch_decode_request(b.data, b.len, &r) == AGENT_OK && r.history_count == 0);
+    mp_buf_reset(&b);
+    q.history = q.history_end = NULL;
+    CHECK(orch_encode_request(&b, &q) == 0);
+    CHECK(orch_decode_request(b.data, b.len, &r) == AGENT_OK && r.history == NULL);
+    /* A history entry without content; a history that is not an array. */
+    mp_buf_reset(&b);
+    msgpack_pack_map(&b.pk, 2);
+    mp_pack_kv_cstr(&b, "op", "call");
+    mp_pack_cstr(&b, "history");
+    msgpack_pack_array(&b.pk, 1);
+    msgpack_pack_map(&b.pk, 1);
+    mp_pack_kv_cstr(&b, "role", "user");
+    CHECK(orch_decode_request(b.data, b.len, &r) == AGENT_E_MISSING);
+    mp_buf_reset(&b);
+    msgpack_pack_map(&b.pk, 2);
+    mp_pack_kv_cstr(&b, "op", "call");
+    mp_pack_kv_cstr(&b, "history", "none");
+    CHECK(orch_decode_request(b.data, b.len, &r) == AGENT_E_FIELD);
+    char tok[80];
+    memset(tok, 'a', sizeof tok - 1);
+    tok[sizeof tok - 1] = '\0';
+    mp_buf_free(&h);
+    mp_buf_free(&b);
+    CHECK(s_request((const char *[]){"op", "call", "token", tok, NULL}, 0) == AGENT_E_RANGE);
+}
+
 /* Packs a map from key/value string pairs (NULL ends), then extra raw. */
 static agent_err_t s_request(const char *const *kv, int extra_trailing)
 {
@@ -262,6 +321,7 @@ int main(void)
 {
     test_request_round_trip();
     test_request_errors();
+    test_call_request();
     test_reply_round_trip();
     test_reply_errors();
     test_stream_round_trip();

@@ -22,8 +22,12 @@ int render_run(sbuf_t *j, const render_run_t *r)
     s_str(j, ",\"status\":", r->status);
     s_str(j, ",\"created_at\":", r->created_at);
     s_str(j, ",\"ended_at\":", r->ended_at && *r->ended_at ? r->ended_at : NULL);
-    /* Client runs (SPEC §3); calls (§7) will fill these. */
-    return sbuf_cats(j, ",\"parent_run_id\":null,\"root_run_id\":null,\"depth\":0}");
+    int child = r->parent_run_id && *r->parent_run_id;
+    s_str(j, ",\"parent_run_id\":", child ? r->parent_run_id : NULL);
+    s_str(j, ",\"root_run_id\":", child && r->root_run_id && *r->root_run_id ? r->root_run_id : NULL);
+    sbuf_cats(j, ",\"depth\":");
+    sbuf_cat_u64(j, child ? r->depth : 0);
+    return sbuf_cats(j, "}");
 }
 
 int render_event(sbuf_t *j, const render_event_t *e)
@@ -38,6 +42,11 @@ int render_event(sbuf_t *j, const render_event_t *e)
     sbuf_cats(j, ",\"payload\":");
     sbuf_cats(j, e->payload);
     s_str(j, ",\"created_at\":", e->created_at);
+    if (e->parent_run_id && *e->parent_run_id) {
+        s_str(j, ",\"parent_run_id\":", e->parent_run_id);
+        sbuf_cats(j, ",\"depth\":");
+        sbuf_cat_u64(j, e->depth);
+    }
     return sbuf_cats(j, "}");
 }
 

@@ -18,10 +18,12 @@ typedef struct {
     const char *status;       /* queued, running, done, failed, cancelled */
     const char *created_at;
     const char *ended_at;     /* NULL or "": null */
+    const char *parent_run_id, *root_run_id; /* a call's child; NULL or "": null */
+    uint32_t depth;           /* 0 for a client's run */
 } render_run_t;
 
 /* {"run_id","session_id","agent_id","status","created_at","ended_at",
- *  "parent_run_id":null,"root_run_id":null,"depth":0} */
+ *  "parent_run_id","root_run_id","depth"} */
 int render_run(sbuf_t *j, const render_run_t *r);
 
 typedef struct {
@@ -31,9 +33,12 @@ typedef struct {
     const char *type;
     const char *payload;      /* JSON text */
     const char *created_at;
+    const char *parent_run_id; /* a call's child: its parent; NULL or "": a client's run */
+    uint32_t depth;
 } render_event_t;
 
-/* {"event_id","run_id","session_id","seq","type","payload","created_at"} */
+/* {"event_id","run_id","session_id","seq","type","payload","created_at"},
+ * then "parent_run_id","depth" for a child run's event (SPEC §2). */
 int render_event(sbuf_t *j, const render_event_t *e);
 
 /* The one error envelope, for answers and run_failed payloads alike:

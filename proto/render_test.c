@@ -27,7 +27,8 @@ int main(void)
 {
     sbuf_t j;
     sbuf_init(&j, 1 << 16);
-    render_run_t run = {"run_1", "s\"1", "echo", "running", "2026-01-01T00:00:00.000Z", NULL};
+    render_run_t run = {"run_1", "s\"1", "echo", "running", "2026-01-01T00:00:00.000Z", NULL,
+                        NULL, NULL, 0};
     CHECK(render_run(&j, &run) == 0);
     json_t *d = s_parse(&j);
     CHECK(!strcmp(s_get(d, "session_id"), "s\"1") && !strcmp(s_get(d, "status"), "running"));
@@ -45,12 +46,29 @@ int main(void)
 
     sbuf_reset(&j);
     render_event_t ev = {42, "run_1", "s1", 3, "agent_stream_delta", "{\"delta\":\"h\\u00e9\"}",
-                         "2026-01-01T00:00:00.000Z"};
+                         "2026-01-01T00:00:00.000Z", NULL, 0};
     CHECK(render_event(&j, &ev) == 0);
     d = s_parse(&j);
     CHECK(json_integer_value(json_object_get(d, "event_id")) == 42);
     CHECK(json_integer_value(json_object_get(d, "seq")) == 3);
     CHECK(!strcmp(s_get(json_object_get(d, "payload"), "delta"), "h\xc3\xa9"));
+    CHECK(json_object_get(d, "parent_run_id") == NULL && json_object_get(d, "depth") == NULL);
+    json_decref(d);
+    /* A child run's event carries its parent and depth; its run object too. */
+    sbuf_reset(&j);
+    ev.parent_run_id = "run_0";
+    ev.depth = 2;
+    CHECK(render_event(&j, &ev) == 0);
+    d = s_parse(&j);
+    CHECK(!strcmp(s_get(d, "parent_run_id"), "run_0") && json_integer_value(json_object_get(d, "depth")) == 2);
+    CHECK(json_object_size(d) == 9);
+    json_decref(d);
+    sbuf_reset(&j);
+    render_run_t child = {"run_2", "s1", "echo", "done", "T", "T2", "run_1", "run_0", 2};
+    CHECK(render_run(&j, &child) == 0);
+    d = s_parse(&j);
+    CHECK(!strcmp(s_get(d, "parent_run_id"), "run_1") && !strcmp(s_get(d, "root_run_id"), "run_0"));
+    CHECK(json_integer_value(json_object_get(d, "depth")) == 2 && json_object_size(d) == 9);
     json_decref(d);
 
     sbuf_reset(&j);

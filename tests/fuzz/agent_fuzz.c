@@ -33,7 +33,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         agent_invoke_t back;
         if (agent_decode_invoke(b.data, b.len, &back) != AGENT_OK ||
             !s_same(&back.run_id, &inv.run_id) || !s_same(&back.input.content, &inv.input.content) ||
-            back.history_count != n || back.timeout_ms != inv.timeout_ms)
+            back.history_count != n || back.timeout_ms != inv.timeout_ms ||
+            !s_same(&back.platform.token, &inv.platform.token) ||
+            back.platform.depth != inv.platform.depth ||
+            !s_same(&back.platform.root_run_id, &inv.platform.root_run_id) ||
+            !s_same(&back.platform.parent_run_id, &inv.platform.parent_run_id))
             abort();
         free(hist);
         mp_buf_free(&b);

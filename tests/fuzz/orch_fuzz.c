@@ -23,7 +23,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (orch_decode_request(b.data, b.len, &r) != AGENT_OK || !s_same(&r.op, &q.op) ||
             !s_same(&r.session_id, &q.session_id) || !s_same(&r.content, &q.content) ||
             !s_same(&r.before, &q.before) || !s_same(&r.after, &q.after) ||
-            r.after_seq != q.after_seq || r.limit != q.limit || !!r.follow != !!q.follow)
+            r.after_seq != q.after_seq || r.limit != q.limit || !!r.follow != !!q.follow ||
+            !s_same(&r.token, &q.token) || !s_same(&r.call_id, &q.call_id) ||
+            r.history_count != q.history_count || (r.history == NULL) != (q.history == NULL))
+            abort();
+        /* A decoded history iterates exactly history_count messages. */
+        const uint8_t *cur = q.history;
+        agent_msg_t m;
+        uint32_t n = 0;
+        while (agent_msgs_next(&cur, q.history_end, &m) == 0)
+            n++;
+        if (n != q.history_count)
             abort();
         mp_buf_free(&b);
     }
