@@ -35,6 +35,7 @@ typedef struct {
     char accept[128];
     char last_event_id[32];
     int has_last_event_id;
+    char token[33];          /* POST .../calls: the run token of its Bearer header */
     long long content_length; /* -1: none */
     int chunked;             /* Transfer-Encoding: chunked */
     chunked_t dechunk;

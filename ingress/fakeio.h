@@ -24,6 +24,9 @@ struct io_t {
     char req_session[FAKE_REQ_MAX][129];
     uint64_t req_after[FAKE_REQ_MAX];
     uint64_t req_limit[FAKE_REQ_MAX];
+    char req_token[FAKE_REQ_MAX][40];   /* op call: its token, call_id, history count */
+    char req_call_id[FAKE_REQ_MAX][129];
+    uint32_t req_history[FAKE_REQ_MAX];
     size_t ncancel;
     uint64_t cancelled[FAKE_REQ_MAX];
     int wakes, kills;
@@ -41,16 +44,50 @@ void io_kill(io_t *io, conn_t *c)
     io->kills++;
 }
 
+/* The string value of key in a request map (out "" when absent); an
+ * array under key gives its count in *count. */
+static inline void fake_req_str(const void *body, size_t len, const char *key, char *out,
+                                size_t cap, uint32_t *count)
+{
+    mp_reader_t r;
+    mp_reader_init(&r, body, len);
+    uint32_t n;
+    out[0] = '\0';
+    CHECK(mp_read_map(&r, &n) == 0);
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k, *v;
+        uint32_t kl, vl;
+        CHECK(mp_read_str(&r, &k, &kl, 64) == 0);
+        int hit = kl == strlen(key) && !memcmp(k, key, kl);
+        if (hit && count && mp_read_array(&r, count) == 0) {
+            for (uint32_t j = 0; j < *count; j++)
+                CHECK(mp_skip(&r, 4) == 0);
+        } else if (hit && !count) {
+            CHECK(mp_read_str(&r, &v, &vl, 1 << 20) == 0);
+            snprintf(out, cap, "%.*s", (int)vl, v);
+        } else {
+            CHECK(mp_skip(&r, 4) == 0);
+        }
+    }
+    CHECK(mp_left(&r) == 0);
+}
+
 uint64_t io_request(io_t *io, const void *body, size_t len)
 {
     if (io->refuse || io->nreq == FAKE_REQ_MAX)
         return 0;
     orch_request_t q;
     CHECK(orch_decode_request(body, len, &q) == AGENT_OK);
-    size_t i = io->nreq++;
+    size_t i = io->nreq;
+    fake_req_str(body, len, "token", io->req_token[i], sizeof io->req_token[i], NULL);
+    fake_req_str(body, len, "call_id", io->req_call_id[i], sizeof io->req_call_id[i], NULL);
+    io->req_history[i] = 0;
+    char unused[1];
+    fake_req_str(body, len, "history", unused, sizeof unused, &io->req_history[i]);
+    io->nreq++;
     io->req_id[i] = ++io->next_req;
     snprintf(io->req_op[i], sizeof io->req_op[i], "%.*s", (int)q.op.len, q.op.ptr);
-    snprintf(io->req_run[i], sizeof io->req_run[i], "%.*s", (int)q.run_id.len, q.run_id.ptr);
+    fake_req_str(body, len, "run_id", io->req_run[i], sizeof io->req_run[i], NULL);
     snprintf(io->req_session[i], sizeof io->req_session[i], "%.*s", (int)q.session_id.len,
              q.session_id.ptr);
     io->req_after[i] = q.after_seq;

@@ -228,6 +228,18 @@ static void s_dispatch(hub_t *h, conn_t *c)
         timeout = 0; /* a stream: it lasts as long as the run */
         t->feed_from = 1;
         break;
+    case ROUTE_RUN_CALL: /* answered as invoke: the child's events as SSE */
+        if (routes_call(t->arg, t->token, body, t->body.len, mp, &e) != 0) {
+            s_error(h, c, e.status, e.code, e.message);
+            return;
+        }
+        timeout = 0;
+        t->feed_from = 1;
+        break;
+    case ROUTE_RUN_CALLS:
+        q.op = S_STR("calls");
+        q.run_id = S_STR(t->arg);
+        break;
     case ROUTE_AGENTS:
         q.op = S_STR("agents");
         break;
@@ -375,9 +387,16 @@ void http_begin(hub_t *h, conn_t *c, const http_head_t *hd)
     t->route = r.id;
     snprintf(t->arg, sizeof t->arg, "%s", r.arg);
     /* The page holds no data and asks for the key itself (a browser sends
-     * no Authorization header when it opens a page). */
-    if (r.id != ROUTE_HEALTH && r.id != ROUTE_UI &&
-        !policy_bearer_ok(&h->policy, hd->authorization)) {
+     * no Authorization header when it opens a page). A call is authorized
+     * by its run's token instead of the key (SPEC §7): an agent gets the
+     * token, never the key; the orchestrator checks it against the run. */
+    if (r.id == ROUTE_RUN_CALL) {
+        if (routes_bearer_token(hd->authorization, t->token, sizeof t->token) != 0) {
+            s_error(h, c, 401, "unauthorized", "Authorization: Bearer <the run's token> is required");
+            return;
+        }
+    } else if (r.id != ROUTE_HEALTH && r.id != ROUTE_UI &&
+               !policy_bearer_ok(&h->policy, hd->authorization)) {
         s_error(h, c, 401, "unauthorized", "Authorization: Bearer <key> is required");
         return;
     }

@@ -202,6 +202,88 @@ int main(void)
     s_answer(c, 200, run);
     CHECK(c->http.finish && http_done(&H, c) == 0);
 
+    /* POST /v1/runs/{id}/calls: the run token, not the key; no bearer or
+     * a malformed one is 401 and nothing is sent. */
+    const char *tok = "0123456789abcdef0123456789abcdef";
+    const char *call = "{\"call_id\":\"c1\",\"agent_id\":\"echo\","
+                       "\"input_message\":{\"role\":\"user\",\"content\":\"hi\"},"
+                       "\"messages\":[{\"role\":\"user\",\"content\":\"before\"}]}";
+    const char *auths[] = {NULL, "Bearer", "Bearer nothex", "Basic 0123456789abcdef0123456789abcdef"};
+    for (size_t a = 0; a < sizeof auths / sizeof *auths; a++) {
+        h = s_head("POST", "/v1/runs/run_1/calls");
+        h.content_length = (long long)strlen(call);
+        h.authorization = auths[a];
+        size_t before = IO.nreq;
+        http_begin(&H, c, &h);
+        CHECK(c->http.status == 401 && strstr(s_out(c), "unauthorized") && IO.nreq == before);
+        http_done(&H, c);
+    }
+    /* A bad body: 400 naming what, nothing sent. */
+    h = s_head("POST", "/v1/runs/run_1/calls");
+    h.content_length = 2;
+    h.authorization = "Bearer 0123456789abcdef0123456789abcdef";
+    size_t nc = IO.nreq;
+    http_begin(&H, c, &h);
+    http_body(&H, c, "{}", 2);
+    http_body_done(&H, c);
+    CHECK(c->http.status == 400 && strstr(s_out(c), "call_id is required") && IO.nreq == nc);
+    http_done(&H, c);
+    /* A good one: op call with the path's run, the token, the history; the
+     * child's accepted run gives X-Run-Id and its events stream. */
+    h = s_head("POST", "/v1/runs/run_1/calls");
+    h.content_length = (long long)strlen(call);
+    h.authorization = "Bearer 0123456789abcdef0123456789abcdef";
+    http_begin(&H, c, &h);
+    http_body(&H, c, call, strlen(call));
+    http_body_done(&H, c);
+    i = fake_last(&IO, "call");
+    CHECK(!strcmp(IO.req_run[i], "run_1") && !strcmp(IO.req_token[i], tok) &&
+          !strcmp(IO.req_call_id[i], "c1") && IO.req_history[i] == 1);
+    p = c->pendings;
+    const char *child = "{\"run_id\":\"run_2\",\"session_id\":\"s1\",\"status\":\"running\","
+                        "\"parent_run_id\":\"run_1\",\"root_run_id\":\"run_1\",\"depth\":1}";
+    ev = (orch_stream_t){.accepted = 1, .json = {child, (uint32_t)strlen(child)},
+                         .run_id = {"run_2", 5}, .session_id = {"s1", 2},
+                         .run_status = {"running", 7}};
+    http_on_stream(&H, p, &ev);
+    CHECK(c->http.sse && c->http.status == 200 && !strcmp(c->http.run_id_hdr, "run_2"));
+    const char *c1 = "{\"run_id\":\"run_2\",\"seq\":1,\"parent_run_id\":\"run_1\",\"depth\":1}";
+    ev = (orch_stream_t){.json = {c1, (uint32_t)strlen(c1)}, .run_id = {"run_2", 5},
+                         .type = {"run_done", 8}, .seq = 1, .terminal = 1};
+    http_on_stream(&H, p, &ev);
+    CHECK(strstr(s_out(c), "id: 1\nevent: run_done\ndata: {\"run_id\":\"run_2\""));
+    s_answer(c, 200, child);
+    CHECK(c->http.finish && http_done(&H, c) == 0);
+    /* Refused (a bad token, a limit): the orchestrator's status and envelope. */
+    static const struct {
+        unsigned status;
+        const char *json;
+    } refusals[] = {
+        {403, "{\"error\":{\"code\":\"forbidden\",\"message\":\"the token does not allow calls from this run\"}}"},
+        {409, "{\"error\":{\"code\":\"call_refused\",\"message\":\"call depth limit (5) reached\"}}"},
+    };
+    for (size_t k = 0; k < sizeof refusals / sizeof *refusals; k++) {
+        h = s_head("POST", "/v1/runs/run_1/calls");
+        h.content_length = (long long)strlen(call);
+        h.authorization = "Bearer 0123456789abcdef0123456789abcdef";
+        http_begin(&H, c, &h);
+        http_body(&H, c, call, strlen(call));
+        http_body_done(&H, c);
+        fake_last(&IO, "call");
+        s_answer(c, refusals[k].status, refusals[k].json);
+        CHECK(c->http.status == (int)refusals[k].status && !c->http.sse &&
+              !strcmp(s_out(c), refusals[k].json));
+        CHECK(http_done(&H, c) == 1);
+    }
+    /* GET .../calls: op calls for that run. */
+    h = s_head("GET", "/v1/runs/run_1/calls");
+    http_begin(&H, c, &h);
+    i = fake_last(&IO, "calls");
+    CHECK(!strcmp(IO.req_run[i], "run_1"));
+    s_answer(c, 200, "{\"run_id\":\"run_1\",\"calls\":[]}");
+    CHECK(strstr(s_out(c), "\"calls\":[]"));
+    http_done(&H, c);
+
     /* The orchestrator silent: the timeout answers 503 once. */
     h = s_head("GET", "/v1/runs/run_1");
     http_begin(&H, c, &h);
@@ -225,6 +307,50 @@ int main(void)
     h = s_head("GET", "/v1/agents");
     http_begin(&H, c, &h);
     CHECK(c->http.status == 401);
+    http_done(&H, c);
+    h = s_head("GET", "/v1/agents");
+    h.authorization = "Bearer k3y";
+    http_begin(&H, c, &h);
+    CHECK(c->npending == 1);
+    s_answer(c, 200, "{\"agents\":[]}");
+    http_done(&H, c);
+    /* With a key, a call is still authorized by its run token alone; the
+     * key is not a run token (401). */
+    h = s_head("POST", "/v1/runs/run_1/calls");
+    h.content_length = (long long)strlen(call);
+    h.authorization = "Bearer 0123456789abcdef0123456789abcdef";
+    http_begin(&H, c, &h);
+    http_body(&H, c, call, strlen(call));
+    http_body_done(&H, c);
+    fake_last(&IO, "call");
+    s_answer(c, 403, "{\"error\":{\"code\":\"forbidden\",\"message\":\"no\"}}");
+    http_done(&H, c);
+    h = s_head("POST", "/v1/runs/run_1/calls");
+    h.content_length = (long long)strlen(call);
+    h.authorization = "Bearer k3y";
+    http_begin(&H, c, &h);
+    CHECK(c->http.status == 401);
+    http_done(&H, c);
+    /* ... and the Origin rule holds for it too. */
+    h = s_head("POST", "/v1/runs/run_1/calls");
+    h.content_length = (long long)strlen(call);
+    h.authorization = "Bearer 0123456789abcdef0123456789abcdef";
+    h.origin = "https://evil.example";
+    http_begin(&H, c, &h);
+    CHECK(c->http.status == 403 && strstr(s_out(c), "forbidden_origin"));
+    http_done(&H, c);
+    /* The client of a call leaves: the call request is cancelled (the
+     * orchestrator cancels the child). */
+    h = s_head("POST", "/v1/runs/run_1/calls");
+    h.content_length = (long long)strlen(call);
+    h.authorization = "Bearer 0123456789abcdef0123456789abcdef";
+    http_begin(&H, c, &h);
+    http_body(&H, c, call, strlen(call));
+    http_body_done(&H, c);
+    fake_last(&IO, "call");
+    uint64_t creq = c->pendings->req;
+    hub_drop_requests(&H, c);
+    CHECK(IO.cancelled[IO.ncancel - 1] == creq);
     http_done(&H, c);
     h = s_head("GET", "/v1/agents");
     h.authorization = "Bearer k3y";

@@ -14,6 +14,10 @@ int metrics_orch_parse(const char *json, size_t len, metrics_orch_t *o)
     o->pruned_runs = (uint64_t)json_integer_value(json_object_get(doc, "pruned_runs"));
     o->pruned_events = (uint64_t)json_integer_value(json_object_get(doc, "pruned_events"));
     o->pruned_messages = (uint64_t)json_integer_value(json_object_get(doc, "pruned_messages"));
+    o->calls_done = (uint64_t)json_integer_value(json_object_get(doc, "calls_done"));
+    o->calls_failed = (uint64_t)json_integer_value(json_object_get(doc, "calls_failed"));
+    o->calls_cancelled = (uint64_t)json_integer_value(json_object_get(doc, "calls_cancelled"));
+    o->calls_refused = (uint64_t)json_integer_value(json_object_get(doc, "calls_refused"));
     json_decref(doc);
     return 0;
 }
@@ -59,4 +63,12 @@ void metrics_render(const metrics_t *m, const metrics_gauges_t *g, const metrics
                  "map_orchestrator_pruned_total{table=\"messages\"} %llu\n",
               (unsigned long long)o->pruned_runs, (unsigned long long)o->pruned_events,
               (unsigned long long)o->pruned_messages);
+    sbuf_catf(t, "# HELP map_calls_total Agent calls (child runs, SPEC 7) by outcome since the orchestrator started.\n"
+                 "# TYPE map_calls_total counter\n"
+                 "map_calls_total{outcome=\"done\"} %llu\n"
+                 "map_calls_total{outcome=\"failed\"} %llu\n"
+                 "map_calls_total{outcome=\"cancelled\"} %llu\n"
+                 "map_calls_total{outcome=\"refused\"} %llu\n",
+              (unsigned long long)o->calls_done, (unsigned long long)o->calls_failed,
+              (unsigned long long)o->calls_cancelled, (unsigned long long)o->calls_refused);
 }

@@ -13,6 +13,7 @@ typedef struct {
 typedef struct {
     int orch_up;                  /* the orchestrator answered: its counts below */
     uint64_t pruned_runs, pruned_events, pruned_messages; /* retention, since it started */
+    uint64_t calls_done, calls_failed, calls_cancelled, calls_refused; /* agent calls, since it started */
 } metrics_orch_t;
 
 typedef struct {

@@ -15,7 +15,8 @@ int main(void)
     sbuf_init(&t, 1 << 16);
     metrics_orch_t o;
     const char *health = "{\"status\":\"ok\",\"pruned_runs\":11,\"pruned_events\":220,"
-                         "\"pruned_messages\":22}";
+                         "\"pruned_messages\":22,\"calls_done\":5,\"calls_failed\":1,"
+                         "\"calls_cancelled\":2,\"calls_refused\":3}";
     CHECK(metrics_orch_parse(health, strlen(health), &o) == 0);
     CHECK(metrics_orch_parse("nope", 4, &o) == -1);
     metrics_render(&m, &g, &o, &t);
@@ -33,6 +34,11 @@ int main(void)
     CHECK(strstr(s, "map_orchestrator_pruned_total{table=\"runs\"} 11\n"));
     CHECK(strstr(s, "map_orchestrator_pruned_total{table=\"events\"} 220\n"));
     CHECK(strstr(s, "map_orchestrator_pruned_total{table=\"messages\"} 22\n"));
+    CHECK(strstr(s, "# TYPE map_calls_total counter\n"));
+    CHECK(strstr(s, "map_calls_total{outcome=\"done\"} 5\n"));
+    CHECK(strstr(s, "map_calls_total{outcome=\"failed\"} 1\n"));
+    CHECK(strstr(s, "map_calls_total{outcome=\"cancelled\"} 2\n"));
+    CHECK(strstr(s, "map_calls_total{outcome=\"refused\"} 3\n"));
     /* Every sample line is "name[{labels}] value". */
     for (const char *line = s; *line;) {
         const char *end = strchr(line, '\n');
@@ -46,7 +52,8 @@ int main(void)
     /* The orchestrator away: its lines are left out, up says 0. */
     sbuf_reset(&t);
     metrics_render(&m, &g, NULL, &t);
-    CHECK(strstr(sbuf_cstr(&t), "map_orchestrator_up 0\n") && !strstr(t.data, "pruned"));
+    CHECK(strstr(sbuf_cstr(&t), "map_orchestrator_up 0\n") && !strstr(t.data, "pruned") &&
+          !strstr(t.data, "map_calls_total"));
     sbuf_free(&t);
     printf("metrics_test: ok\n");
     return 0;

@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 static int s_err(route_err_t *e, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -66,6 +67,8 @@ int routes_match(const char *method, const char *path, route_t *out, route_err_t
         {"POST", "/v1/runs/", "/cancel", ROUTE_RUN_CANCEL},
         {"GET", "/v1/sessions/", "/messages", ROUTE_MESSAGES},
         {"GET", "/v1/sessions/", "/runs", ROUTE_SESSION_RUNS},
+        {"POST", "/v1/runs/", "/calls", ROUTE_RUN_CALL},
+        {"GET", "/v1/runs/", "/calls", ROUTE_RUN_CALLS},
         {"GET", "/v1/runs/", "", ROUTE_RUN},
     };
     memset(out, 0, sizeof *out);
@@ -88,7 +91,8 @@ int routes_match(const char *method, const char *path, route_t *out, route_err_t
             return 0;
         }
     }
-    for (size_t i = 0; i < sizeof with_id / sizeof *with_id && !path_known; i++) {
+    /* A path may have one entry per method: every entry is tried. */
+    for (size_t i = 0; i < sizeof with_id / sizeof *with_id; i++) {
         int bad = 0;
         char id[129];
         if (!s_match_id(path, with_id[i].prefix, with_id[i].suffix, id, sizeof id, &bad))
@@ -186,6 +190,115 @@ int routes_invoke(const char *body, size_t len, mp_buf_t *b, route_err_t *e)
                         .content = {content, (uint32_t)cl},
                         .follow = 1};
     if (orch_encode_request(b, &q) != 0) {
+        s_err(e, 413, "too_large", "the request is over the maximum");
+        goto done;
+    }
+    rc = 0;
+done:
+    json_decref(root);
+    return rc;
+}
+
+int routes_bearer_token(const char *authorization, char *token, size_t cap)
+{
+    static const char scheme[] = "Bearer ";
+    if (!authorization || cap < ROUTES_TOKEN_LEN + 1 ||
+        strncasecmp(authorization, scheme, sizeof scheme - 1) != 0)
+        return -1;
+    const char *v = authorization + sizeof scheme - 1;
+    while (*v == ' ')
+        v++;
+    size_t n = strlen(v);
+    while (n > 0 && v[n - 1] == ' ')
+        n--;
+    if (n != ROUTES_TOKEN_LEN)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f')))
+            return -1;
+    memcpy(token, v, n);
+    token[n] = '\0';
+    return 0;
+}
+
+/* A {"role","content"} object (where names it in errors): the same rule as
+ * invoke's input_message; other keys are errors. */
+static int s_message(json_t *msg, const char *where, const char **role, size_t *rol,
+                     const char **content, size_t *cl, route_err_t *e)
+{
+    if (!json_is_object(msg))
+        return s_err(e, 400, "bad_request", "%s must be {\"role\": string, \"content\": string}",
+                     where);
+    const char *key;
+    json_t *v;
+    json_object_foreach(msg, key, v) {
+        if (strcmp(key, "role") != 0 && strcmp(key, "content") != 0)
+            return s_err(e, 400, "bad_request", "%s has an unknown key \"%.64s\"", where, key);
+    }
+    if (s_str(msg, "role", role, rol, 0, e) || s_str(msg, "content", content, cl, 0, e))
+        return -1;
+    if (!*role || !*content || *rol == 0 || *rol > 32)
+        return s_err(e, 400, "bad_request",
+                     "%s needs a role (1 to 32 characters) and a content string", where);
+    return 0;
+}
+
+int routes_call(const char *run_id, const char *token, const char *body, size_t len, mp_buf_t *b,
+                route_err_t *e)
+{
+    json_t *root = s_load(body, len, e);
+    if (!root)
+        return -1;
+    int rc = -1;
+    const char *call_id, *agent, *role, *content;
+    size_t cil, al, rol, cl;
+    if (s_str(root, "call_id", &call_id, &cil, 1, e) || s_str(root, "agent_id", &agent, &al, 1, e))
+        goto done;
+    if (!call_id) {
+        s_err(e, 400, "bad_request", "call_id is required");
+        goto done;
+    }
+    if (!agent) {
+        s_err(e, 400, "bad_request", "agent_id is required");
+        goto done;
+    }
+    if (s_message(json_object_get(root, "input_message"), "input_message", &role, &rol, &content,
+                  &cl, e))
+        goto done;
+    json_t *history = json_object_get(root, "messages");
+    if (history && !json_is_null(history) && !json_is_array(history)) {
+        s_err(e, 400, "bad_request", "messages must be an array of {\"role\", \"content\"}");
+        goto done;
+    }
+    size_t nh = json_is_array(history) ? json_array_size(history) : 0;
+    for (size_t i = 0; i < nh; i++) {
+        const char *hr, *hc;
+        size_t hrl, hcl;
+        char where[40];
+        snprintf(where, sizeof where, "messages[%zu]", i);
+        if (s_message(json_array_get(history, i), where, &hr, &hrl, &hc, &hcl, e))
+            goto done;
+    }
+    msgpack_pack_map(&b->pk, 7 + (nh > 0));
+    mp_pack_kv_cstr(b, "op", "call");
+    mp_pack_kv_cstr(b, "run_id", run_id);
+    mp_pack_kv_cstr(b, "token", token);
+    mp_pack_kv_str(b, "call_id", call_id, cil);
+    mp_pack_kv_str(b, "agent_id", agent, al);
+    mp_pack_kv_str(b, "role", role, rol);
+    mp_pack_kv_str(b, "content", content, cl);
+    if (nh > 0) {
+        mp_pack_cstr(b, "history");
+        msgpack_pack_array(&b->pk, (uint32_t)nh);
+        for (size_t i = 0; i < nh; i++) {
+            json_t *m = json_array_get(history, i);
+            json_t *hr = json_object_get(m, "role"), *hc = json_object_get(m, "content");
+            msgpack_pack_map(&b->pk, 2);
+            mp_pack_kv_str(b, "role", json_string_value(hr), json_string_length(hr));
+            mp_pack_kv_str(b, "content", json_string_value(hc), json_string_length(hc));
+        }
+    }
+    if (b->overflow) {
         s_err(e, 413, "too_large", "the request is over the maximum");
         goto done;
     }

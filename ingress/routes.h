@@ -20,6 +20,8 @@ typedef enum {
     ROUTE_METRICS,
     ROUTE_SESSION_RUNS,
     ROUTE_UI,          /* GET /ui and /ui/<file>: the browser page (ui.h); arg: the path */
+    ROUTE_RUN_CALL,    /* POST /v1/runs/{id}/calls: a child run (SPEC §7), run token auth */
+    ROUTE_RUN_CALLS,   /* GET /v1/runs/{id}/calls: the run's children */
 } route_id_t;
 
 typedef struct {
@@ -39,6 +41,18 @@ int routes_match(const char *method, const char *path, route_t *out, route_err_t
 
 /* POST /internal/invoke body → {"op":"invoke",...,"follow":true} in b. */
 int routes_invoke(const char *body, size_t len, mp_buf_t *b, route_err_t *e);
+/* The run token of an Authorization header ("Bearer <32 lowercase hex>")
+ * into token (cap >= ROUTES_TOKEN_LEN + 1). 0, or -1 when absent or
+ * malformed (the edge answers 401). */
+#define ROUTES_TOKEN_LEN 32
+int routes_bearer_token(const char *authorization, char *token, size_t cap);
+/* POST /v1/runs/{run_id}/calls body {"call_id","agent_id","input_message":
+ * {"role","content"},"messages":[{"role","content"},...]} (messages
+ * optional) → {"op":"call","run_id","token","call_id","agent_id","role",
+ * "content","history"} in b (ORCHESTRATOR.md, op call). Unknown top-level
+ * keys are ignored, as for invoke; inside a message they are errors. */
+int routes_call(const char *run_id, const char *token, const char *body, size_t len, mp_buf_t *b,
+                route_err_t *e);
 /* POST /v1/agents/register body → {"op":"register",...} in b. */
 int routes_register(const char *body, size_t len, mp_buf_t *b, route_err_t *e);
 /* POST /internal/send body: OUT session_id and the event's JSON text

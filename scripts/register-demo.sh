@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Registers the FastAPI demo agent as agent `demo` once the edge answers,
-# exactly as the original design's command does. Run by supervisord.
+# exactly as the original design's command does, and the delegating agent as
+# `delegate` when MAP_DELEGATE_AGENT_ADDR is set (run.sh sets it). Run by
+# supervisord.
 set -eu
 http="${MAP_HTTP_ADDR:-127.0.0.1:8080}"
 demo="${MAP_DEMO_AGENT_ADDR:-127.0.0.1:8000}"
@@ -12,6 +14,12 @@ for _ in $(seq 1 100); do
             -H "Content-Type: application/json" \
             -d "{\"agent_id\":\"demo\",\"name\":\"Demo Agent\",\"endpoint\":\"http://${demo}\"}"
         echo
+        if [ -n "${MAP_DELEGATE_AGENT_ADDR:-}" ]; then
+            curl -fsS -X POST "http://${http}/v1/agents/register" "${auth[@]}" \
+                -H "Content-Type: application/json" \
+                -d "{\"agent_id\":\"delegate\",\"name\":\"Delegating Agent\",\"endpoint\":\"http://${MAP_DELEGATE_AGENT_ADDR}\"}"
+            echo
+        fi
         exit 0
     fi
     sleep 0.2

@@ -79,6 +79,7 @@ struct bridge_t {
     long timeout_ms;               /* default idle timeout */
     size_t max_response;           /* largest answer */
     size_t body_max;               /* the worker library's largest body */
+    char public_url[RELAY_PUBLIC_URL_MAX]; /* the edge's base, for platform.calls_url */
     int stopping;                  /* refuse new invokes */
     int64_t now;                   /* mono ms, read once per wake-up (curl's
                                       callbacks come by the dozen per turn) */
@@ -316,7 +317,7 @@ static void s_on_request(worker_t *w, uint64_t id, const uint8_t *body, size_t l
         s_refuse(b, id, "bad_request", err);
         return;
     }
-    char *json = relay_request_json(&inv, err, sizeof err);
+    char *json = relay_request_json(&inv, b->public_url, err, sizeof err);
     if (!json) {
         s_refuse(b, id, "bad_request", err);
         return;
@@ -508,6 +509,12 @@ bridge_t *bridge_new(const bridge_config_t *cfg, char *err, size_t errlen)
                              : RELAY_ANSWER_MAX;
     self->body_max = FRAME_BODY_MAX_DEFAULT;
     uint32_t capacity = cfg->capacity ? cfg->capacity : 256;
+    if (relay_public_url(cfg->public_url, NULL, self->public_url, sizeof self->public_url, err,
+                         errlen) != 0) {
+        mem_free(self);
+        curl_global_cleanup();
+        return NULL;
+    }
     mp_buf_init(&self->out, self->body_max + OUTBOX_FLUSH);
     self->live = hmap_new((size_t)capacity * 2 + 64);
     self->multi = curl_multi_init();
@@ -538,8 +545,8 @@ bridge_t *bridge_new(const bridge_config_t *cfg, char *err, size_t errlen)
     if (!self->worker)
         goto fail;
     const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
-    LOGI("bridge.start", "broker=%s service=%s capacity=%u timeout_ms=%ld max_response=%zu curl=%s resolver=%s",
-         cfg->broker, wcfg.service, capacity, self->timeout_ms, self->max_response, v->version,
+    LOGI("bridge.start", "broker=%s service=%s capacity=%u timeout_ms=%ld max_response=%zu public_url=%s curl=%s resolver=%s",
+         cfg->broker, wcfg.service, capacity, self->timeout_ms, self->max_response, self->public_url, v->version,
          (v->features & CURL_VERSION_ASYNCHDNS) ? "async" : "blocking");
     return self;
 fail:

@@ -20,6 +20,8 @@ typedef struct {
     long timeout_ms;       /* idle timeout when the invoke names none */
     size_t max_response;   /* largest answer body of one agent, bytes */
     long heartbeat_ms;     /* 0: the worker library's default */
+    const char *public_url; /* the edge's base URL agents call (platform.calls_url);
+                               NULL: http://127.0.0.1:8080 (relay_public_url) */
 } bridge_config_t;
 
 typedef struct {

@@ -466,7 +466,8 @@ static int s_jmsg(sbuf_t *out, const agent_msg_t *m)
     return 0;
 }
 
-char *relay_request_json(const agent_invoke_t *inv, char *err, size_t errlen)
+char *relay_request_json(const agent_invoke_t *inv, const char *public_url, char *err,
+                         size_t errlen)
 {
     /* Written directly, with no tree. No maximum of its own: the invoke it
      * comes from is bounded (bridge.c refuses one over max_response), and
@@ -490,7 +491,24 @@ char *relay_request_json(const agent_invoke_t *inv, char *err, size_t errlen)
                 break;
             }
         }
-        sbuf_cats(&out, "]}");
+        sbuf_cats(&out, "]");
+        if (!why && inv->platform.token.len > 0) {
+            /* The token is hex and the run id URL-safe (proto/id.h): the
+             * URL needs no escaping, only JSON's. */
+            sbuf_t url;
+            sbuf_init(&url, RELAY_PUBLIC_URL_MAX + AGENT_ID_MAX + 32);
+            sbuf_catf(&url, "%s/v1/runs/%.*s/calls", public_url ? public_url : "",
+                      (int)inv->run_id.len, inv->run_id.ptr ? inv->run_id.ptr : "");
+            sbuf_cats(&out, ",\"platform\":{\"calls_url\":");
+            sbuf_json_str(&out, url.data ? url.data : "", url.len);
+            if (url.overflow)
+                why = "the calls URL is too long";
+            sbuf_free(&url);
+            if (s_jfield(&out, ",\"token\":", inv->platform.token))
+                why = "the run token is not valid UTF-8";
+            sbuf_catf(&out, ",\"depth\":%llu}", (unsigned long long)inv->platform.depth);
+        }
+        sbuf_cats(&out, "}");
     }
     if (why || out.overflow) {
         snprintf(err, errlen, "%s", why ? why : "the request could not be encoded");
@@ -499,6 +517,48 @@ char *relay_request_json(const agent_invoke_t *inv, char *err, size_t errlen)
     }
     sbuf_cstr(&out);
     return out.data; /* the caller frees it with mem_free */
+}
+
+int relay_public_url(const char *url, const char *http_addr, char *out, size_t cap, char *err,
+                     size_t errlen)
+{
+    char built[RELAY_PUBLIC_URL_MAX];
+    if (!url || !*url) {
+        const char *addr = http_addr && *http_addr ? http_addr : "127.0.0.1:8080";
+        if ((size_t)snprintf(built, sizeof built, "http://%s", addr) >= sizeof built) {
+            snprintf(err, errlen, "the public URL is too long");
+            return -1;
+        }
+        url = built;
+    }
+    size_t len = strlen(url);
+    size_t scheme = len >= 7 && strncasecmp(url, "http://", 7) == 0    ? 7
+                    : len >= 8 && strncasecmp(url, "https://", 8) == 0 ? 8
+                                                                       : 0;
+    if (!scheme) {
+        snprintf(err, errlen, "the public URL is not an http:// or https:// URL");
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (c <= 0x20 || c == 0x7f || c == '"' || c == '?' || c == '#') {
+            snprintf(err, errlen, "the public URL contains spaces, controls, quotes, '?' or '#'");
+            return -1;
+        }
+    }
+    while (len > scheme && url[len - 1] == '/')
+        len--;
+    if (len == scheme || url[scheme] == '/') {
+        snprintf(err, errlen, "the public URL has no host");
+        return -1;
+    }
+    if (len >= cap || len >= RELAY_PUBLIC_URL_MAX) {
+        snprintf(err, errlen, "the public URL is too long");
+        return -1;
+    }
+    memcpy(out, url, len);
+    out[len] = '\0';
+    return 0;
 }
 
 int relay_url(agent_str_t endpoint, char *out, size_t cap, char *err, size_t errlen)

@@ -76,10 +76,22 @@ void relay_end(relay_t *self, CURLcode rc, const char *errbuf);
 /* No byte for timeout_ms: fails the relay if it is still streaming. */
 void relay_timeout(relay_t *self, long timeout_ms);
 
-/* The JSON body of POST /invoke for inv (SPEC §5). Returns a string the
- * caller frees with mem_free(), or NULL with one sentence in err (text that is
+/* The JSON body of POST /invoke for inv (SPEC §5). When inv has a platform
+ * map (a run token), the body gets "platform":{"calls_url":
+ * "<public_url>/v1/runs/<run_id>/calls","token","depth"} (SPEC §7);
+ * public_url is a relay_public_url result. Returns a string the caller
+ * frees with mem_free(), or NULL with one sentence in err (text that is
  * not valid UTF-8). */
-char *relay_request_json(const agent_invoke_t *inv, char *err, size_t errlen);
+char *relay_request_json(const agent_invoke_t *inv, const char *public_url, char *err,
+                         size_t errlen);
+/* The edge's public base URL (where agents reach /v1/runs/.../calls) into
+ * out (RELAY_PUBLIC_URL_MAX bytes), trailing "/" dropped: url, or when url
+ * is NULL/"" "http://" + http_addr, or "http://127.0.0.1:8080" when that
+ * is NULL/"" too. Returns 0, or -1 with one sentence in err when it is not
+ * http(s)://host..., has spaces or controls, or is too long. */
+#define RELAY_PUBLIC_URL_MAX 512
+int relay_public_url(const char *url, const char *http_addr, char *out, size_t cap, char *err,
+                     size_t errlen);
 /* "{endpoint}/invoke" into out (RELAY_URL_MAX bytes), a trailing "/" of the
  * endpoint dropped. Returns 0, or -1 with one sentence in err when the
  * endpoint is missing, not http(s)://host..., or has spaces or controls. */

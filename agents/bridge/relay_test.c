@@ -363,7 +363,7 @@ static void s_test_request_json(void)
     agent_invoke_t dec;
     CHECK(agent_decode_invoke(b.data, b.len, &dec) == AGENT_OK, "decode");
     char err[128] = "";
-    char *json = relay_request_json(&dec, err, sizeof err);
+    char *json = relay_request_json(&dec, "http://edge", err, sizeof err);
     const char *want = "{\"run_id\":\"run_1\",\"session_id\":\"s1\",\"agent_id\":\"demo\","
                        "\"input_message\":{\"role\":\"user\",\"content\":\"hello \xC3\xA9\"},"
                        "\"messages\":[{\"role\":\"user\",\"content\":\"earlier \\\"q\\\"\"},"
@@ -371,11 +371,29 @@ static void s_test_request_json(void)
     CHECK(json && strcmp(json, want) == 0, "json %s", json ? json : err);
     mem_free(json);
 
+    /* A run token: the platform map, calls_url under the public base. */
+    inv.platform.token = S("0123456789abcdef0123456789abcdef");
+    inv.platform.depth = 1;
+    inv.platform.root_run_id = S("run_0");
+    inv.platform.parent_run_id = S("run_0");
+    mp_buf_reset(&b);
+    CHECK(agent_encode_invoke(&b, &inv, hist, 1) == 0, "encode platform");
+    CHECK(agent_decode_invoke(b.data, b.len, &dec) == AGENT_OK, "decode platform");
+    json = relay_request_json(&dec, "https://edge.example:8443/base", err, sizeof err);
+    want = "{\"run_id\":\"run_1\",\"session_id\":\"s1\",\"agent_id\":\"demo\","
+           "\"input_message\":{\"role\":\"user\",\"content\":\"hello \xC3\xA9\"},"
+           "\"messages\":[{\"role\":\"user\",\"content\":\"earlier \\\"q\\\"\"}],"
+           "\"platform\":{\"calls_url\":\"https://edge.example:8443/base/v1/runs/run_1/calls\","
+           "\"token\":\"0123456789abcdef0123456789abcdef\",\"depth\":1}}";
+    CHECK(json && strcmp(json, want) == 0, "platform json %s", json ? json : err);
+    mem_free(json);
+    inv.platform = (agent_platform_t){0};
+
     /* No history: an empty array. */
     mp_buf_reset(&b);
     agent_encode_invoke(&b, &inv, NULL, 0);
     agent_decode_invoke(b.data, b.len, &dec);
-    json = relay_request_json(&dec, err, sizeof err);
+    json = relay_request_json(&dec, "http://edge", err, sizeof err);
     CHECK(json && strstr(json, "\"messages\":[]"), "empty history: %s", json ? json : err);
     mem_free(json);
 
@@ -384,14 +402,14 @@ static void s_test_request_json(void)
     mp_buf_reset(&b);
     agent_encode_invoke(&b, &inv, NULL, 0);
     agent_decode_invoke(b.data, b.len, &dec);
-    json = relay_request_json(&dec, err, sizeof err);
+    json = relay_request_json(&dec, "http://edge", err, sizeof err);
     CHECK(json == NULL && strcmp(err, "the input message is not valid UTF-8") == 0, "err %s", err);
     inv.input.content = S("ok");
     hist[1].content = S("\xC0\x80");
     mp_buf_reset(&b);
     agent_encode_invoke(&b, &inv, hist, 2);
     agent_decode_invoke(b.data, b.len, &dec);
-    json = relay_request_json(&dec, err, sizeof err);
+    json = relay_request_json(&dec, "http://edge", err, sizeof err);
     CHECK(json == NULL && strcmp(err, "a history message is not valid UTF-8") == 0, "err %s", err);
     mp_buf_free(&b);
 }
@@ -423,6 +441,28 @@ static void s_test_url(void)
           "too long: %s", err);
 }
 
+static void s_test_public_url(void)
+{
+    char out[RELAY_PUBLIC_URL_MAX], err[128];
+    CHECK(relay_public_url(NULL, NULL, out, sizeof out, err, sizeof err) == 0 &&
+              strcmp(out, "http://127.0.0.1:8080") == 0,
+          "default: %s", out);
+    CHECK(relay_public_url("", "0.0.0.0:9090", out, sizeof out, err, sizeof err) == 0 &&
+              strcmp(out, "http://0.0.0.0:9090") == 0,
+          "from MAP_HTTP_ADDR: %s", out);
+    CHECK(relay_public_url("https://edge.example/map//", "0.0.0.0:9090", out, sizeof out, err,
+                           sizeof err) == 0 &&
+              strcmp(out, "https://edge.example/map") == 0,
+          "given: %s", out);
+    const char *bad[] = {"ftp://x", "http://", "http:///x", "http://a b", "http://a?x", "edge:8080"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        CHECK(relay_public_url(bad[i], NULL, out, sizeof out, err, sizeof err) == -1 && err[0],
+              "bad %s accepted", bad[i]);
+    CHECK(relay_public_url("http://abcdef", NULL, out, 8, err, sizeof err) == -1 &&
+              strcmp(err, "the public URL is too long") == 0,
+          "too long: %s", err);
+}
+
 int main(void)
 {
     s_cases();
@@ -432,6 +472,7 @@ int main(void)
     s_test_refused_delta();
     s_test_request_json();
     s_test_url();
+    s_test_public_url();
     if (failures) {
         fprintf(stderr, "relay_test: %d failure(s)\n", failures);
         return 1;

@@ -35,7 +35,8 @@ class Edge:
         self.procs.start("map-echo", "--broker", self.broker_ep, "--agent", "slow",
                          "--delay-ms", 30, "--heartbeat-ms", 250)
         if bridge:
-            self.procs.start("map-bridge", "--broker", self.broker_ep, "--heartbeat-ms", 250)
+            self.procs.start("map-bridge", "--broker", self.broker_ep, "--heartbeat-ms", 250,
+                             "--public-url", "http://" + self.http)
         env = {"MAP_API_KEY": api_key} if api_key else {}
         self.ingress = self.procs.start("map-ingress", "--broker", self.broker_ep, "--http-addr",
                                         self.http, "--heartbeat-ms", 250, *ingress_args, env=env)

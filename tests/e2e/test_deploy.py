@@ -41,7 +41,8 @@ def test_supervisor_restarts_every_component_and_nothing_is_lost():
                 "MAP_ECHO_WORKERS": "2", "MAP_BROKER": "tcp://127.0.0.1:%d" % free_port(),
                 "MAP_TAP": "tcp://127.0.0.1:%d" % free_port(), "MAP_HTTP_ADDR": http,
                 "MAP_DB": os.path.join(run_dir, "map.db"),
-                "MAP_DEMO_AGENT_ADDR": "127.0.0.1:%d" % free_port(), "MAP_HEARTBEAT_MS": "250",
+                "MAP_DEMO_AGENT_ADDR": "127.0.0.1:%d" % free_port(),
+                "MAP_DELEGATE_AGENT_ADDR": "127.0.0.1:%d" % free_port(), "MAP_HEARTBEAT_MS": "250",
                 "MAP_LOG_LEVEL": "warn"})
     conf = os.path.join(ROOT, "deploy", "supervisord.conf")
     sup = subprocess.Popen(["supervisord", "-n", "-c", conf], env=env,

@@ -34,6 +34,8 @@ PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executabl
 V = 1
 READY, HEARTBEAT, DISCONNECT, REQUEST, STREAM, REPLY, ERROR, CANCEL, SERVICES = range(1, 10)
 
+PUBLIC_URL = "http://edge.test:7070"  # the fixture bridge's --public-url (a trailing / is dropped)
+TOKEN = "0123456789abcdef0123456789abcdef"
 WAIT = 10.0  # seconds: a deadline for conditions, far below the bridge's 30 s timeout
 
 
@@ -227,7 +229,8 @@ def env():
     try:
         broker_ep = start_broker(procs)
         bridge = procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
-                              "--max-response", 65536, "--capacity", 64],
+                              "--max-response", 65536, "--capacity", 64,
+                              "--public-url", PUBLIC_URL + "/"],
                              env={"MAP_LOG_LEVEL": "info"}, name="bridge")
         faults = start_faults(procs)
         dport = free_port()
@@ -281,6 +284,53 @@ def test_request_body_and_history(env):
                             "messages": [{"role": "user", "content": "earlier"},
                                          {"role": "assistant", "content": "an answer \u00e9"}]}
     assert json.loads(req.results[rid]["deltas"][0]) == sent["body"]
+
+
+def test_platform_becomes_calls_url(env):
+    """An invoke with a run token: the agent gets platform{calls_url, token,
+    depth}, the URL under --public-url; ids of the tree stay internal."""
+    req = env["req"]
+    platform = {"token": TOKEN, "depth": 2, "root_run_id": "run_root", "parent_run_id": "run_mid"}
+    rid = req.invoke(env["faults"] + "/history", "now", run_id="run_child",
+                     extra={"platform": platform})
+    assert req.wait(rid)[0] == "reply"
+    sent = state(env)["requests"]["history"][-1]["body"]
+    assert sent["platform"] == {"calls_url": PUBLIC_URL + "/v1/runs/run_child/calls",
+                                "token": TOKEN, "depth": 2}
+    # Without one (an older orchestrator), no platform key at all.
+    rid = req.invoke(env["faults"] + "/history", "now", run_id="run_plain")
+    assert req.wait(rid)[0] == "reply"
+    assert "platform" not in state(env)["requests"]["history"][-1]["body"]
+    # A malformed platform map is a bad invoke, not a half-made body.
+    bad = dict(platform, token="NOT-HEX")
+    expect_error(env, req.invoke(env["faults"] + "/history", "x", extra={"platform": bad}),
+                 "bad_request", "bad invoke body")
+
+
+def test_public_url_defaults_to_the_edge_address():
+    """No --public-url: http:// + MAP_HTTP_ADDR; a bad one is one line and
+    a non-zero exit."""
+    procs = Procs()
+    try:
+        broker_ep = start_broker(procs)
+        procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep],
+                    env={"MAP_HTTP_ADDR": "127.0.0.1:18080"}, name="bridge")
+        faults = start_faults(procs)
+        req = Requester(broker_ep)
+        req.wait_service("bridge")
+        rid = req.invoke(faults + "/history", "now", run_id="run_d",
+                         extra={"platform": {"token": TOKEN, "depth": 0, "root_run_id": "run_d"}})
+        assert req.wait(rid)[0] == "reply"
+        sent = http_get_json(faults + "/state")["requests"]["history"][-1]["body"]
+        assert sent["platform"] == {"calls_url": "http://127.0.0.1:18080/v1/runs/run_d/calls",
+                                    "token": TOKEN, "depth": 0}
+        req.close()
+    finally:
+        procs.stop_all()
+    out = subprocess.run([binary("bridge", "agents/bridge"), "--public-url", "ftp://x"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
+    assert "public URL" in out.stderr
 
 
 def test_plain_text_deltas_and_empty_done(env):
@@ -479,6 +529,7 @@ def test_help_and_bad_flag():
     out = subprocess.run([binary("bridge", "agents/bridge"), "--help"], capture_output=True, text=True,
                          timeout=10)
     assert out.returncode == 0 and "--max-response" in out.stdout
+    assert "--public-url" in out.stdout and "MAP_PUBLIC_URL" in out.stdout
     out = subprocess.run([binary("bridge", "agents/bridge"), "--capacity", "0"], capture_output=True,
                          text=True, timeout=10)
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
@@ -600,3 +651,150 @@ def test_capacity_and_broker_restart():
 
 def state_of(faults):
     return http_get_json(faults + "/state")
+
+
+class FakeCalls:
+    """The edge's POST /v1/runs/{run}/calls for the delegate agent, in a
+    thread: records each call, answers by the child's input: "refuse" → 409
+    call_refused; "fail ..." → a child that fails; "hold ..." → one delta,
+    then keep-alive comments until the caller leaves (recorded); anything
+    else → a child echoing its input word by word."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        calls = self.calls = []
+        self.left = []
+        left = self.left
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(n))
+                calls.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                              "body": body})
+                text = body["input_message"]["content"]
+                if text == "refuse":
+                    doc = json.dumps({"error": {"code": "call_refused",
+                                                "message": "agent \"delegate\" is already in the call chain"}}).encode()
+                    self.send_response(409)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(doc)))
+                    self.end_headers()
+                    self.wfile.write(doc)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("X-Run-Id", "run_child")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                seq = [0]
+
+                def event(type_, payload):
+                    seq[0] += 1
+                    ev = {"event_id": seq[0], "run_id": "run_child", "session_id": "s1",
+                          "seq": seq[0], "type": type_, "payload": payload,
+                          "created_at": "2026-12-02T00:00:00.000Z",
+                          "parent_run_id": "run_parent", "depth": 1}
+                    self.wfile.write(("id: %d\nevent: %s\ndata: %s\n\n"
+                                      % (seq[0], type_, json.dumps(ev))).encode())
+                    self.wfile.flush()
+                event("run_started", {"agent_id": body["agent_id"]})
+                event("user_input", {"message": body["input_message"]})
+                words = text.split(" ")
+                if words[0] == "hold":
+                    event("agent_stream_delta", {"delta": "held"})
+                    try:
+                        for _ in range(400):  # 20 s at most
+                            time.sleep(0.05)
+                            self.wfile.write(b": keep-alive\n\n")
+                            self.wfile.flush()
+                    except OSError:
+                        left.append(body["call_id"])
+                    return
+                for i, w in enumerate(words):
+                    event("agent_stream_delta", {"delta": (" " if i else "") + w})
+                if words[0] == "fail":
+                    event("run_failed", {"error": {"code": "agent_error", "message": "boom"}})
+                else:
+                    event("agent_invoke_done", {"output": {"role": "assistant", "content": text}})
+                    event("run_done", {})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_delegate_agent_calls_through_platform():
+    """agents/demo/delegate_agent.py behind the bridge: it streams its
+    preface, calls the agent the input names through platform.calls_url with
+    the run token, relays the child's deltas as its own, and finishes with
+    the whole answer; a refused or failed child ends the invoke agent_error
+    with the reason; a cancelled invoke closes the call (the edge then
+    cancels the child); no platform map: agent_error, no call."""
+    procs = Procs()
+    fake = FakeCalls()
+    try:
+        broker_ep = start_broker(procs)
+        procs.start([binary("bridge", "agents/bridge"), "--broker", broker_ep,
+                     "--public-url", fake.url], name="bridge")
+        port = free_port()
+        procs.start([PY, os.path.join(ROOT, "agents/demo/delegate_agent.py")], name="delegate",
+                    env={"MAP_DELEGATE_AGENT_ADDR": "127.0.0.1:%d" % port})
+        delegate = "http://127.0.0.1:%d" % port
+        wait_until(lambda: http_up(delegate + "/health"), what="delegate agent")
+        req = Requester(broker_ep)
+        req.wait_service("bridge")
+        platform = {"token": TOKEN, "depth": 0, "root_run_id": "run_parent"}
+
+        rid = req.invoke(delegate, "hello big world", run_id="run_parent",
+                         extra={"platform": platform})
+        final = req.wait(rid)
+        assert final == ("reply", {"output": {"role": "assistant",
+                                              "content": "delegate asked echo: hello big world"}})
+        assert req.results[rid]["deltas"] == ["delegate asked echo: ", "hello", " big", " world"]
+        call = fake.calls[-1]
+        assert call["path"] == "/v1/runs/run_parent/calls"
+        assert call["auth"] == "Bearer " + TOKEN
+        assert call["body"] == {"call_id": "delegate-1", "agent_id": "echo",
+                                "input_message": {"role": "user", "content": "hello big world"}}
+
+        # "@agent rest": the rest goes to that agent.
+        rid = req.invoke(delegate, "@demo two words", run_id="run_p2", extra={"platform": platform})
+        assert req.wait(rid)[1]["output"]["content"] == "delegate asked demo: two words"
+        assert fake.calls[-1]["body"]["agent_id"] == "demo"
+        assert fake.calls[-1]["path"] == "/v1/runs/run_p2/calls"
+
+        rid = req.invoke(delegate, "refuse", extra={"platform": platform})
+        final = expect_error({"req": req}, rid, "agent_error", "already in the call chain")
+        assert "409" in final[2]
+
+        rid = req.invoke(delegate, "fail now", extra={"platform": platform})
+        expect_error({"req": req}, rid, "agent_error", "echo failed: boom (agent_error)")
+        assert req.results[rid]["deltas"] == ["delegate asked echo: ", "fail", " now"]
+
+        n = len(fake.calls)
+        rid = req.invoke(delegate, "no platform here")
+        expect_error({"req": req}, rid, "agent_error", "no platform.calls_url")
+        assert len(fake.calls) == n
+
+        rid = req.invoke(delegate, "hold on", extra={"platform": platform})
+        req.until(lambda: req.results[rid]["deltas"][-1:] == ["held"], what="the held delta")
+        req.cancel(rid)
+        expect_error({"req": req}, rid, "cancelled")
+        wait_until(lambda: fake.left == ["delegate-1"], what="the call to be closed")
+        req.close()
+    finally:
+        procs.stop_all()
+        fake.close()
