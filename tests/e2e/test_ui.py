@@ -440,6 +440,71 @@ def test_call_tree_nested(stack, browser):
     b.shot("calltree-pushed")
 
 
+CALLER = os.path.join(os.path.dirname(__file__), "caller_agent.py")
+
+
+def test_call_tree_of_a_real_call(stack, browser):
+    """A run whose agent calls another (SPEC §7): `caller` (a Python peer on
+    the broker, tests/e2e/caller_agent.py) sends op `call` with its invoke's
+    platform token, `lazy` answers as the child run, streaming word by word
+    while the parent waits. The page shows the tree (parent → child, with
+    the child's answer) in the call tree and the run list, nests the child's
+    events in the parent's timeline, and the chat shows the parent's answer
+    only: never a child's delta."""
+    stack.procs.start_argv(["/usr/bin/python3", CALLER, stack.broker_ep, "caller", "lazy"])
+    wait_until(lambda: "caller" in {a["agent_id"] for a in
+               stack.curl("GET", "/v1/agents")[1].get("agents", [])}, timeout=15,
+               what="the caller agent to register")
+    b = browser
+    open_page(b, stack, "ui-calls", "caller")
+    text = words(12, "c")
+    answer = "caller heard: " + text
+    send(b, text)
+    seen = []
+
+    def done():
+        ts = b.turns()
+        seen.append([(t["answer"], t["status"]) for t in ts])
+        return ts if ts and ts[0]["status"] == "done" else None
+    ts = wait_until(done, timeout=30, step=0.05, what="the parent's answer")
+    assert [(t["user"], t["answer"], t["error"]) for t in ts] == [(text, answer, "")], ts
+    # On the way, the bubble only ever held a prefix of the parent's answer.
+    for turns in seen:
+        assert len(turns) <= 1 and all(answer.startswith(a) for a, _ in turns), turns
+    assert any(a == "caller heard: " and st == "running" for turns in seen for a, st in turns), \
+        "the parent never showed streaming while its child ran"
+    parent = ts[0]["run_id"]
+    # The store agrees: one child, its answer; the messages are the parent's.
+    status, calls, _ = stack.curl("GET", "/v1/runs/%s/calls" % parent)
+    assert status == 200 and len(calls["calls"]) == 1, calls
+    child = calls["calls"][0]
+    assert (child["agent_id"], child["status"], child["parent_run_id"], child["depth"]) == \
+        ("lazy", "done", parent, 1), child
+    status, msgs, _ = stack.curl("GET", "/v1/sessions/ui-calls/messages")
+    assert [m["content"] for m in msgs["messages"]] == [text, answer]
+    # The call tree: parent → child, with the child's answer.
+    want = [[parent, "caller", "done", "", answer, [[child["run_id"], "lazy", "done", "c1", text, []]]]]
+    wait_until(lambda: call_tree(b) == want, timeout=10, what="the call tree %s" % want)
+    # The run list nests the child under its parent.
+    got = b.js("""return Array.from(document.querySelectorAll('[data-testid=run-list] > li')).map(li =>
+                    [li.dataset.runId, Array.from(li.querySelectorAll(':scope > ul > li')).map(c => c.dataset.runId)]);""")
+    assert got == [[parent, [child["run_id"]]]], got
+    # The parent's timeline (the page follows the newest run): the child's
+    # events nested under the agent_call_started row, whole.
+    nested = lambda: b.js("""
+        const ol = document.querySelector('[data-testid=timeline] > li[data-type=agent_call_started] > ol.nested');
+        return ol ? [ol.dataset.runId, Array.from(ol.children).map(li => li.dataset.type)] : null;""")
+    got = wait_until(lambda: (lambda n: n if n and n[1] and n[1][-1] == "run_done" else None)(nested()),
+                     timeout=10, what="the child's events nested in the parent's timeline")
+    assert got[0] == child["run_id"]
+    assert got[1][:2] == ["run_started", "user_input"] and "agent_stream_delta" in got[1], got
+    top = b.js("""return Array.from(document.querySelectorAll('[data-testid=timeline] > li')).map(li => li.dataset.type);""")
+    assert top[-1] == "run_done" and "agent_call_started" in top and "agent_call_done" in top, top
+    assert top.index("agent_call_started") < top.index("agent_call_done"), top
+    assert b.errors() == []
+    b.shot("calltree")
+
+
 def test_reconnect_with_backoff_and_health():
     """The edge killed mid-run: the page shows the socket closed and retries
     with a growing delay; the edge back, it reconnects, the run's answer
