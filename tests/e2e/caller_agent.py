@@ -5,7 +5,10 @@ worker does, from proto/ORCHESTRATOR.md's op `call` alone: it serves
 `platform`, reads the child's events (STREAM) and end (REPLY), then
 answers "caller heard: <the child's answer>".
 
-    caller_agent.py <broker endpoint> <agent id> <callee agent id>
+    caller_agent.py <broker endpoint> <agent id> <callee agent id> [gate file]
+
+With a gate file, each call waits until that file exists (a test opens the
+gate when it is ready to watch the call, no sleeping on either side).
 
 One request at a time (capacity 1), two DEALERs (the worker, and a
 requester for the calls), heartbeats on both every 200 ms. A CANCEL of the
@@ -29,6 +32,7 @@ MAX_LIFE_S = 3600  # a test agent never outlives its test by much
 
 def main():
     endpoint, agent_id, callee = sys.argv[1], sys.argv[2], sys.argv[3]
+    gate = sys.argv[4] if len(sys.argv) > 4 else None
     ctx = zmq.Context.instance()
 
     def dealer(service, capacity):
@@ -64,15 +68,20 @@ def main():
     def on_invoke(rid, inv):
         nonlocal job, next_rid
         platform = inv.get("platform") if isinstance(inv, dict) else None
-        job = {"id": rid, "rid": next_rid, "deltas": "", "output": None}
+        job = {"id": rid, "rid": next_rid, "deltas": "", "output": None, "inv": inv,
+               "waiting": True}
         if not isinstance(platform, dict) or "token" not in platform:
             fail("the invoke has no platform token")
             return
         next_rid += 1
         send(worker, [V, STREAM, rid], {"delta": PREFIX})
+
+    def start_call():
+        inv = job["inv"]
+        job["waiting"] = False
         send(calls, [V, REQUEST, job["rid"], "orchestrator"], {
-            "op": "call", "run_id": inv["run_id"], "token": platform["token"], "call_id": "c1",
-            "agent_id": callee, "role": "user", "content": inv["input"]["content"]})
+            "op": "call", "run_id": inv["run_id"], "token": inv["platform"]["token"],
+            "call_id": "c1", "agent_id": callee, "role": "user", "content": inv["input"]["content"]})
         print("caller: run %s calls %s" % (inv["run_id"], callee), flush=True)
 
     def on_call_frame(h, body):
@@ -111,6 +120,8 @@ def main():
             for peer in (worker, calls):
                 send(peer, [V, HEARTBEAT])
             last_hb = now
+        if job is not None and job["waiting"] and (gate is None or os.path.exists(gate)):
+            start_call()
         for sock, _ in poller.poll(50):
             parts = sock.recv_multipart()
             h = msgpack.unpackb(parts[0])
@@ -127,7 +138,8 @@ def main():
                     on_invoke(h[2], msgpack.unpackb(body))
             elif peer is worker and h[1] == CANCEL:
                 if job is not None and job["id"] == h[2]:
-                    send(calls, [V, CANCEL, job["rid"]])
+                    if not job["waiting"]:
+                        send(calls, [V, CANCEL, job["rid"]])
                     send(worker, [V, ERROR, h[2], "cancelled", "cancelled"])
                     job = None
             elif peer is calls:
