@@ -111,8 +111,46 @@ static void test_forget_and_unend(void)
     runs_destroy(&r);
 }
 
+/* A call tree: children in no queue, started without touching the session,
+ * linked both ways, unlinked when freed or forgotten; the session lives
+ * while a child points to it. */
+static void test_children(void)
+{
+    runs_t *r = runs_new();
+    session_t *s = runs_session_add(r, "s1");
+    run_t *root = runs_add(r, s, "run_r", "caller", NULL, "user", "T1");
+    runs_start(root);
+    uint8_t hist[] = {0x82, 0xa4, 'r', 'o', 'l', 'e', 0xa4, 'u', 's', 'e', 'r',
+                      0xa7, 'c', 'o', 'n', 't', 'e', 'n', 't', 0xa1, 'x'};
+    run_t *a = runs_add_child(r, root, "run_a", "echo", "user", "T2", "c1", hist, sizeof hist, 1);
+    run_t *b = runs_add_child(r, root, "run_b", "echo", "user", "T3", "c2", NULL, 0, 0);
+    run_t *g = runs_add_child(r, a, "run_g", "echo", "user", "T4", "c1", NULL, 0, 0);
+    CHECK(s->running == root && s->qhead == NULL && s->queued == 0 && s->runs == 4);
+    runs_start(a); /* a child leaves the session as it is */
+    CHECK(s->running == root && s->queued == 0);
+    CHECK(root->children == b && b->sibling == a && a->children == g && g->parent == a);
+    CHECK(a->history_len == sizeof hist && a->history_count == 1 && a->history != hist &&
+          !memcmp(a->history, hist, sizeof hist) && b->history == NULL);
+    CHECK(g->depth == 2 && !strcmp(g->root_run_id, "run_r") && !strcmp(g->parent_run_id, "run_a"));
+    CHECK(runs_child_by_call(a, "c1", 2) == g && runs_child_by_call(root, "c1", 2) == a);
+    /* Forgotten (a failed turn): out of its parent's list, its child orphaned. */
+    runs_forget(r, a);
+    CHECK(root->children == b && b->sibling == NULL && g->parent == NULL);
+    CHECK(runs_child_by_call(root, "c1", 2) == NULL && runs_count(r) == 3);
+    /* The root ends and is freed first: the child keeps its ids, loses the pointer. */
+    runs_mark_ended(r, root);
+    runs_free_ended(r);
+    CHECK(b->parent == NULL && !strcmp(b->parent_run_id, "run_r") && runs_session(r, "s1") == s);
+    runs_mark_ended(r, b);
+    runs_mark_ended(r, g);
+    runs_free_ended(r);
+    CHECK(runs_count(r) == 0 && runs_session(r, "s1") == NULL);
+    runs_destroy(&r);
+}
+
 int main(void)
 {
+    test_children();
     test_queue_and_requests();
     test_followers_and_watchers();
     test_forget_and_unend();

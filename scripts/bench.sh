@@ -4,7 +4,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 if [ $# -lt 1 ]; then
-    echo "usage: ./scripts/bench.sh NAME [ARGS...]  (NAME: broker, store, edge, bridge, scale, retention, py, longrun)" >&2
+    echo "usage: ./scripts/bench.sh NAME [ARGS...]  (NAME: broker, store, edge, bridge, scale, retention, py, longrun, calls, call)" >&2
     exit 2
 fi
 name=$1

@@ -27,7 +27,8 @@ The platform is starting (logs in $MAP_RUN_DIR). Try:
   curl -X POST http://$MAP_HTTP_ADDR/internal/invoke -H "Content-Type: application/json" \\
        -d '{"session_id":"s1","agent_id":"echo","input_message":{"role":"user","content":"hello"}}'
   (agent_id "py-echo" is the same agent in Python: agents/python/examples/py_echo.py;
-   "delegate" answers by calling "echo" as a child run: agents/demo/delegate_agent.py)
+   "delegate" answers by calling "echo" as a child run: agents/demo/delegate_agent.py;
+   agent_id "fanout" calls echo twice as child runs and merges the answers: agents/fanout)
   WebSocket: ws://$MAP_HTTP_ADDR/ws     Tap: $MAP_BIN/map-tap --tap $MAP_TAP
 Ctrl-C stops everything.
 MSG

@@ -12,10 +12,10 @@ import pytest
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.environ.get("MAP_BUILD_DIR", os.path.join(ROOT, "build"))
 
-PROGRAMS = ["map-broker", "map-tap", "map-keygen", "map-echo", "map-bridge",
+PROGRAMS = ["map-broker", "map-tap", "map-keygen", "map-echo", "map-fanout", "map-bridge",
             "map-orchestrator", "map-ingress", "map-admin"]
 UNITS = ["map-broker.service", "map-orchestrator.service", "map-ingress.service",
-         "map-bridge.service", "map-demo.service", "map-echo@.service",
+         "map-bridge.service", "map-demo.service", "map-echo@.service", "map-fanout.service",
          "map-register-demo.service", "map.target"]
 SHARE = ["supervisord.conf", "map.env.example", "agents/demo/demo_agent.py",
          "scripts/register-demo.sh", "agents/python/mapagent/__init__.py",

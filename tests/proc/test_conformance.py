@@ -185,6 +185,27 @@ def test_agent_error_and_bad_request(fake):
     assert fb.final(9)[1] == [V, REPLY, 9]
 
 
+def test_invoke_with_platform(fake):
+    """The orchestrator's invoke carries platform (the call token, SPEC §7):
+    served; a platform that breaks its rules is a bad_request, like any
+    other bad key."""
+    fb, _ = fake
+    plat = {"token": "0123456789abcdef" * 2, "depth": 1, "root_run_id": "run_r",
+            "parent_run_id": "run_r"}
+
+    def with_platform(p):
+        return msgpack.packb({"run_id": "run_1", "session_id": "s1", "agent_id": "conform",
+                              "input": {"role": "user", "content": "stream 2"}, "history": [],
+                              "platform": p})
+    fb.send([V, REQUEST, 61, SERVICE], with_platform(plat))
+    deltas, h, _ = fb.final(61)
+    assert deltas == ["w0 ", "w1 "] and h == [V, REPLY, 61]
+    for i, bad in enumerate([dict(plat, extra=1), dict(plat, token="X" * 32),
+                             {k: v for k, v in plat.items() if k != "parent_run_id"}]):
+        fb.send([V, REQUEST, 62 + i, SERVICE], with_platform(bad))
+        assert fb.final(62 + i)[1][:4] == [V, ERROR, 62 + i, "bad_request"], bad
+
+
 def test_cancel(fake):
     fb, agent = fake
     fb.send([V, REQUEST, 21, SERVICE], invoke("hang", "run_hang"))

@@ -82,6 +82,9 @@ GOOD = [("run_id", "r1"), ("session_id", "s1"), ("agent_id", "a"),
         ("history", [{"role": "user", "content": "old"}])]
 
 
+PLAT = {"token": "0123456789abcdef" * 2, "depth": 0, "root_run_id": "r1"}
+
+
 def test_invoke_accepted():
     inv = bodies.decode_invoke(_raw_map(GOOD))
     assert inv == {"run_id": "r1", "session_id": "s1", "agent_id": "a",
@@ -90,6 +93,12 @@ def test_invoke_accepted():
     inv = bodies.decode_invoke(_raw_map(GOOD + [("timeout_ms", 5), ("endpoint", "http://x")]))
     assert inv["timeout_ms"] == 5 and inv["endpoint"] == "http://x"
     assert bodies.decode_invoke(bodies.encode_invoke("r", "s", "a", "c"))["input"]["content"] == "c"
+    inv = bodies.decode_invoke(_raw_map(GOOD + [("platform", PLAT)]))
+    assert inv["platform"] == PLAT
+    child = {"token": "f" * 32, "depth": 2, "root_run_id": "r0", "parent_run_id": "r1"}
+    assert bodies.decode_invoke(bodies.encode_invoke("r", "s", "a", "c", platform=child))[
+        "platform"] == child
+    assert "platform" not in bodies.decode_invoke(_raw_map(GOOD))
 
 
 @pytest.mark.parametrize("body", [
@@ -108,6 +117,14 @@ def test_invoke_accepted():
     _raw_map(GOOD + [("timeout_ms", -1)]),
     _raw_map(GOOD + [("timeout_ms", "5")]),
     _raw_map(GOOD + [("endpoint", "")]),
+    _raw_map(GOOD + [("platform", {**PLAT, "x": 1})]),           # unknown key in platform
+    _raw_map(GOOD + [("platform", {**PLAT, "token": "A" * 32})]), # not lowercase hex
+    _raw_map(GOOD + [("platform", {**PLAT, "token": "a" * 31})]), # short token
+    _raw_map(GOOD + [("platform", {"token": "a" * 32, "depth": 0})]),  # no root_run_id
+    _raw_map(GOOD + [("platform", {**PLAT, "depth": -1})]),
+    _raw_map(GOOD + [("platform", {**PLAT, "depth": 1})]),        # depth 1 needs a parent
+    _raw_map(GOOD + [("platform", {**PLAT, "parent_run_id": "p"})]),  # depth 0 has none
+    _raw_map(GOOD + [("platform", "t")]),
     _raw_map(GOOD) + b"\xc0",                                     # trailing bytes
     _raw_map(GOOD)[:-3],                                          # truncated
     pk([1, 2, 3]),                                                # not a map

@@ -28,7 +28,7 @@ def binary(name):
     if env:
         return env
     sub = {"map-broker": "broker", "map-tap": "broker", "map-keygen": "broker",
-           "map-echo": "agents/echo",
+           "map-echo": "agents/echo", "map-fanout": "agents/fanout",
            "map-bridge": "agents/bridge", "map-orchestrator": "orchestrator",
            "map-ingress": "ingress"}[name]
     return os.path.join(BUILD, sub, name)

@@ -16,9 +16,10 @@ python3-msgpack only.
 
 Modules: frames (headers), bodies (agent bodies), link (the I/O thread:
 the socket, heartbeats, reconnects, the watchdog), agent (Agent, Call,
-serve, run).
+serve, run), calls (Call.call / call_text: calling other agents).
 """
 from .agent import Agent, Call, Config, run, serve
+from .calls import CallError
 from .link import ConfigError
 
-__all__ = ["Agent", "Call", "Config", "ConfigError", "run", "serve"]
+__all__ = ["Agent", "Call", "CallError", "Config", "ConfigError", "run", "serve"]

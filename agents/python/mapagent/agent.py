@@ -47,6 +47,7 @@ import sys
 import time
 
 from . import bodies
+from . import calls as C
 from . import frames as F
 from .link import ConfigError, Link
 
@@ -64,13 +65,19 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING
 class Call:
     """One run's request as the handler sees it. input and every history
     entry are {"role": str, "content": str}; set output to such a dict to
-    answer something other than the joined deltas."""
+    answer something other than the joined deltas. platform is the
+    invoke's {"token", "depth", "root_run_id", "parent_run_id"?} (None when
+    the requester sent none); call() and call_text() call other agents with
+    it (calls.py)."""
 
     __slots__ = ("run_id", "session_id", "agent_id", "input", "history", "timeout_ms",
-                 "output", "cancelled", "_key")
+                 "platform", "output", "cancelled", "_key", "_reqs", "_asked")
 
-    def __init__(self, key, inv):
+    def __init__(self, key, inv, reqs=None):
         self._key = key
+        self._reqs = reqs
+        self._asked = set()   # ids of this call's requests still open
+        self.platform = inv.get("platform")
         self.run_id = inv["run_id"]
         self.session_id = inv["session_id"]
         self.agent_id = inv["agent_id"]
@@ -82,6 +89,19 @@ class Call:
 
     def __repr__(self):
         return "Call(run_id=%r, session_id=%r)" % (self.run_id, self.session_id)
+
+    def call(self, agent_id, content, call_id=None, history=None):
+        """Calls agent_id with content as a child run of this run: an async
+        iterator of the child's events (dicts, SPEC §2) in seq order, the
+        terminal one last. Raises CallError when refused or cut off."""
+        return C.call_events(self, self._reqs, agent_id, content, call_id=call_id,
+                             history=history)
+
+    async def call_text(self, agent_id, content, call_id=None, history=None):
+        """The child's output content. Raises CallError (with .code) when
+        the call is refused, the child fails or is cancelled."""
+        return await C.call_text(self, self._reqs, agent_id, content, call_id=call_id,
+                                 history=history)
 
 
 class Agent:
@@ -175,14 +195,17 @@ class _Runner:
         self.stopping = False
         self.served = self.failed = self.cancelled = 0
         self.link = Link(cfg, loop, self._on_events)
+        self.reqs = C.Requests(self.link)
         self.loop = loop
         self.gen = inspect.isasyncgenfunction(agent._handler)
 
     def _on_events(self, batch):
         for ev in batch:
             kind = ev[0]
-            if kind == "request":
-                call = Call(ev[1], ev[2])
+            if kind == "answer":
+                self.reqs.on_answer(ev[1], ev[2], ev[3])
+            elif kind == "request":
+                call = Call(ev[1], ev[2], self.reqs)
                 task = self.loop.create_task(self._serve(call))
                 self.tasks[ev[1]] = (task, call)
             elif kind == "cancel":
@@ -206,6 +229,9 @@ class _Runner:
             self._fail(call, "agent_error", "%s: %s" % (type(e).__name__, e))
         finally:
             self.tasks.pop(call._key, None)
+            for rid in list(call._asked):  # calls the handler left open
+                self.reqs.cancel(rid)
+            call._asked.clear()
 
     async def _drive(self, call):
         body_max = self.cfg.body_max

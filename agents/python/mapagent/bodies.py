@@ -4,7 +4,11 @@
                        "input": {"role": str 1..32, "content": str},
                        "history": [{"role", "content"}, ... at most 10,000],
                        "endpoint": str 1..2048 (optional),
-                       "timeout_ms": uint (optional)}
+                       "timeout_ms": uint (optional),
+                       "platform": {"token": 32 lowercase hex, "depth": uint,
+                                    "root_run_id": str 1..128,
+                                    "parent_run_id": str 1..128 (exactly when
+                                    depth >= 1)} (optional)}
     delta  (STREAM)   {"delta": str}
     done   (REPLY)    {"output": {"role": str, "content": str}}
 
@@ -16,6 +20,8 @@ so a repeated key is seen instead of silently overwriting the first.
 import msgpack
 
 ID_MAX = 128
+TOKEN_LEN = 32
+_HEX = frozenset("0123456789abcdef")
 ROLE_MAX = 32
 ENDPOINT_MAX = 2048
 HISTORY_MAX = 10000
@@ -73,7 +79,7 @@ def decode_invoke(body):
     except (ValueError, TypeError, msgpack.UnpackException):
         raise BodyError("malformed or truncated") from None
     m = _fields(top, ("run_id", "session_id", "agent_id", "input", "history"),
-                ("endpoint", "timeout_ms"))
+                ("endpoint", "timeout_ms", "platform"))
     inv = {k: _str(m[k], k, ID_MAX, True) for k in ("run_id", "session_id", "agent_id")}
     inv["input"] = _message(m["input"], "input")
     history = m["history"]
@@ -89,15 +95,40 @@ def decode_invoke(body):
         if type(t) is not int or t < 0 or t > UINT64_MAX:
             raise BodyError("timeout_ms: not a uint")
         inv["timeout_ms"] = t
+    if "platform" in m:
+        inv["platform"] = _platform(m["platform"])
     return inv
 
 
-def encode_invoke(run_id, session_id, agent_id, content, history=(), role="user"):
+def _platform(value):
+    """The invoke's platform map, as strict as proto/agent.c's."""
+    p = _fields(value, ("token", "depth", "root_run_id"), ("parent_run_id",))
+    token = _str(p["token"], "platform.token")
+    if len(token) != TOKEN_LEN or not set(token) <= _HEX:
+        raise BodyError("platform.token: not 32 lowercase hex digits")
+    depth = p["depth"]
+    if type(depth) is not int or depth < 0 or depth > UINT64_MAX:
+        raise BodyError("platform.depth: not a uint")
+    out = {"token": token, "depth": depth,
+           "root_run_id": _str(p["root_run_id"], "platform.root_run_id", ID_MAX, True)}
+    if depth >= 1 and "parent_run_id" not in p:
+        raise BodyError("missing key 'parent_run_id'")
+    if depth == 0 and "parent_run_id" in p:
+        raise BodyError("platform.parent_run_id: only when depth >= 1")
+    if "parent_run_id" in p:
+        out["parent_run_id"] = _str(p["parent_run_id"], "platform.parent_run_id", ID_MAX, True)
+    return out
+
+
+def encode_invoke(run_id, session_id, agent_id, content, history=(), role="user",
+                  platform=None):
     """An invoke body (tests and requesters)."""
-    return msgpack.packb({"run_id": run_id, "session_id": session_id, "agent_id": agent_id,
-                          "input": {"role": role, "content": content},
-                          "history": [{"role": h["role"], "content": h["content"]}
-                                      for h in history]})
+    body = {"run_id": run_id, "session_id": session_id, "agent_id": agent_id,
+            "input": {"role": role, "content": content},
+            "history": [{"role": h["role"], "content": h["content"]} for h in history]}
+    if platform is not None:
+        body["platform"] = platform
+    return msgpack.packb(body)
 
 
 _DELTA_PREFIX = b"\x81\xa5delta"  # fixmap of 1, fixstr "delta": {"delta": ...}

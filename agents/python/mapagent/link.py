@@ -32,6 +32,15 @@ worker_lost for what we serve instead of waiting forever on a live-looking
 peer. When the loop comes back, heartbeats resume; the broker, which has
 forgotten us, answers DISCONNECT and we announce again.
 
+Requests of ours (agent calls, proto/PROTOCOL.md "Calling another agent").
+The loop numbers them (request() returns the id; ids never reused and
+below bit 63, so never a probe's); the thread sends REQUEST and posts every
+STREAM, REPLY and ERROR for an id it has in flight as ("answer", id, type,
+body or (code, message)). A request that cannot be sent (no link) gets
+ERROR broker_lost at once; a link loss ends every one in flight the same
+way, as worker.c does. cancel_request() sends CANCEL; the broker's ERROR
+cancelled (or the final frame that won the race) ends it.
+
 Cancel. A CANCEL is answered here at once with ERROR cancelled, which
 frees the broker's credit whatever the handler does; the handler is then
 cancelled in the loop.
@@ -94,7 +103,8 @@ def _ms():
 
 class Link:
     """The DEALER and its thread. on_events(list) runs in the asyncio loop
-    with batches of ("request", key, invoke dict), ("cancel", key) and
+    with batches of ("request", key, invoke dict), ("cancel", key),
+    ("answer", request id, frame type, body or (code, message)) and
     ("link", up) tuples."""
 
     def __init__(self, cfg, loop, on_events):
@@ -139,6 +149,8 @@ class Link:
         self._serving = {}              # broker id -> key
         self._keys = {}                 # key -> (broker id, STREAM header)
         self._next_key = 0
+        self._asked = set()             # ids of our requests in flight (thread side)
+        self._next_request = 0          # the last id request() gave (loop side)
         self._refusing = False          # stopping: new requests get worker_stopping
         self._closing = False
         self._closed = False            # close() returned: the loop sends nothing more
@@ -193,6 +205,17 @@ class Link:
 
     def fail(self, key, code, message):
         self._command(("fail", key, code, message))
+
+    def request(self, service, body):
+        """Sends a request of ours; returns its id. Its answers arrive as
+        ("answer", id, ...) events, the last a REPLY or an ERROR."""
+        self._next_request += 1
+        rid = self._next_request
+        self._command(("ask", rid, service, body))
+        return rid
+
+    def cancel_request(self, rid):
+        self._command(("unask", rid))
 
     def refuse(self):
         """From now on new requests are answered ERROR worker_stopping. A
@@ -347,6 +370,10 @@ class Link:
             self._out.append(("cancel", key))
         self._serving.clear()
         self._keys.clear()
+        for rid in sorted(self._asked):
+            self._out.append(("answer", rid, F.ERROR,
+                              ("broker_lost", "the link to the broker was lost")))
+        self._asked.clear()
 
     def _lost(self, reason, now):
         was = self.linked
@@ -360,7 +387,7 @@ class Link:
         self._held.clear()
         self._hb_owed = False
         self._blocked = False
-        if was or self._keys:
+        if was or self._keys or self._asked:
             log.warning("worker.link_lost endpoint=%s reason=%s active=%d", self.cfg.endpoint,
                         reason, len(self._keys))
             self.stats["link_lost"] += 1
@@ -459,7 +486,14 @@ class Link:
         elif t == F.CANCEL:
             self._on_cancel(h[2])
         elif t in (F.STREAM, F.REPLY, F.ERROR):
-            return  # a late answer to an old probe: we ask nothing else
+            rid = h[2]
+            if rid not in self._asked:
+                return  # a late answer: to an old probe, or to a request lost with the link
+            if t == F.STREAM:
+                self._out.append(("answer", rid, t, body))
+            else:
+                self._asked.discard(rid)
+                self._out.append(("answer", rid, t, body if t == F.REPLY else (h[3], h[4])))
         else:
             self._reject("unexpected type", size)
 
@@ -469,6 +503,24 @@ class Link:
         kind = cmd[0]
         if kind == "close":
             self._closing = True
+            return True
+        if kind == "ask":
+            rid, service, body = cmd[1], cmd[2], cmd[3]
+            if not self.linked:
+                self._out.append(("answer", rid, F.ERROR,
+                                  ("broker_lost", "no link to the broker")))
+                return True
+            if len(body) > self.cfg.body_max:
+                self._out.append(("answer", rid, F.ERROR,
+                                  ("too_large", "body over the worker's maximum")))
+                return True
+            if not self._send([F.encode(F.REQUEST, rid, service), body]):
+                return False
+            self._asked.add(rid)
+            return True
+        if kind == "unask":
+            if cmd[1] in self._asked and self.linked:
+                return self._send([F.encode(F.CANCEL, cmd[1])])
             return True
         entry = self._keys.get(cmd[1])
         if entry is None or not self._ready_sent:
