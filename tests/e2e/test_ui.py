@@ -505,6 +505,48 @@ def test_call_tree_of_a_real_call(stack, browser):
     b.shot("calltree")
 
 
+def test_fanout_tree_in_the_browser(stack, browser):
+    """The native example (agents/fanout, worker/call.h): `fanout` calls
+    `lazy` twice at once, so two children stream side by side into the
+    session's socket. The call tree shows both under the parent with their
+    own answers; the chat shows the merged answer only, once."""
+    stack.procs.start("map-fanout", "--broker", stack.broker_ep, "--agent", "fanout",
+                      "--target", "lazy", "--heartbeat-ms", 250)
+    wait_until(lambda: "fanout" in {a["agent_id"] for a in
+               stack.curl("GET", "/v1/agents")[1].get("agents", [])}, timeout=15,
+               what="the fanout agent to register")
+    b = browser
+    open_page(b, stack, "ui-fanout", "fanout")
+    text = words(8, "f")
+    backwards = " ".join(reversed(text.split()))
+    answer = "c1: %s\nc2: %s" % (text, backwards)
+    send(b, text)
+    seen = []
+
+    def done():
+        ts = b.turns()
+        seen.append([t["answer"] for t in ts])
+        return ts if ts and ts[0]["status"] == "done" else None
+    ts = wait_until(done, timeout=30, step=0.05, what="fanout's merged answer")
+    assert [(t["user"], t["answer"]) for t in ts] == [(text, answer)], ts
+    for answers in seen:  # never a child's words out of place in the bubble
+        assert len(answers) <= 1 and all(answer.startswith(a) for a in answers), answers
+    parent = ts[0]["run_id"]
+
+    def kids():
+        tree = call_tree(b)
+        if len(tree) != 1 or tree[0][0] != parent or tree[0][2] != "done":
+            return None
+        got = sorted((k[1], k[2], k[3], k[4], k[5]) for k in tree[0][5])
+        return got if got == [("lazy", "done", "c1", text, []), ("lazy", "done", "c2", backwards, [])] \
+            else None
+    wait_until(kids, timeout=10, what="both calls in the call tree with their answers")
+    status, calls, _ = stack.curl("GET", "/v1/runs/%s/calls" % parent)
+    assert sorted(c["run_id"] for c in calls["calls"]) == sorted(k[0] for k in call_tree(b)[0][5])
+    assert b.errors() == []
+    b.shot("calltree-fanout")
+
+
 def test_reconnect_with_backoff_and_health():
     """The edge killed mid-run: the page shows the socket closed and retries
     with a growing delay; the edge back, it reconnects, the run's answer
