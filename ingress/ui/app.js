@@ -123,7 +123,10 @@ function pick(id) {
 
 function flush() {
   S.flushQueued = false;
-  const any = runs.changed.size > 0 || runs.treeChanged;
+  const shownRoot = $("call-tree").dataset.rootRunId || "";
+  let any = runs.treeChanged; /* the call tree is redrawn only when it changed */
+  for (const id of runs.changed)
+    any = any || !shownRoot || runs.rootOf(id) === shownRoot;
   for (const id of runs.changed) {
     const r = runs.get(id);
     if (r && !r.parent_run_id)
@@ -132,14 +135,16 @@ function flush() {
       view.removeTurn(id); /* a run first seen without its parent */
   }
   runs.changed.clear();
-  const tree = any ? runs.tree() : null;
+  let tree = null;
+  const getTree = () => tree || (tree = runs.tree());
   if (runs.treeChanged) {
     runs.treeChanged = false;
-    view.renderRunList(tree, S.selected, pick);
+    view.renderRunList(getTree(), S.selected, pick);
   }
-  if (any) {
-    const rootId = S.selected ? runs.rootOf(S.selected) : (tree.roots[0] && tree.roots[0].run_id);
-    view.renderCallTree(tree, rootId ? runs.get(rootId) : null, S.selected, pick);
+  if (any || (S.selected && runs.rootOf(S.selected) !== shownRoot)) {
+    const t = getTree();
+    const rootId = S.selected ? runs.rootOf(S.selected) : (t.roots[0] && t.roots[0].run_id);
+    view.renderCallTree(t, rootId ? runs.get(rootId) : null, S.selected, pick);
   }
   if (S.tlDirty && !S.replayTimer) {
     S.tlDirty = false;
