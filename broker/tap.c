@@ -35,7 +35,8 @@ int main(int argc, char **argv)
         {"tap", "MAP_TAP", FLAG_STR, &tap, 0, 0, "the broker's tap endpoint"},
         {"json", NULL, FLAG_BOOL, &json, 0, 0, "print JSON lines with the decoded body"},
         {"service", NULL, FLAG_STR, &service, 0, 0, "only frames of this service"},
-        {"run", NULL, FLAG_STR, &run, 0, 0, "only frames of this run (named by the body or by its REQUEST)"},
+        {"run", NULL, FLAG_STR, &run, 0, 0,
+         "only frames of this run and of its call tree (the runs it called, and theirs)"},
         {"type", NULL, FLAG_STR, &type, 0, 0, "only this frame type (READY, REQUEST, STREAM, ..., UNDECODABLE)"},
         {"count", NULL, FLAG_INT, &count, 0, 1000000000, "exit after this many lines (0: never)"},
     };

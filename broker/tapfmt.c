@@ -13,7 +13,24 @@
  * the requester's id, out to the worker with the broker's id) name it. Each
  * is remembered under (peer, id), which is exactly what the later frames of
  * that request show on the tap: STREAM/REPLY/ERROR in from the worker under
- * the broker's id, out to the requester under the requester's id. */
+ * the broker's id, out to the requester under the requester's id.
+ *
+ * Call trees (proto/ORCHESTRATOR.md, op "call"): a REQUEST body's top level
+ * is scanned once (s_scan) for "run_id", "op", "agent_id", "call_id" and the
+ * invoke's "platform" map {parent_run_id, root_run_id, depth}. A call shows
+ * as "call <parent> → <agent> (<call_id>)", an agent's REQUEST as
+ * "parent=... root=... depth=N". --run ID follows the tree under ID: the set
+ * of followed runs starts as {ID}, and an agent REQUEST whose platform names
+ * a followed run as parent or root adds its own run, and so does the
+ * answer of a followed run's call (its body names the child: whichever of
+ * the two reaches the broker first), so children, grandchildren and their
+ * frames all pass. A call's answers show "caller=<parent>". The set is
+ * bounded (a ring of S_FOLLOW runs; past it the oldest child is forgotten,
+ * never ID).
+ *
+ * A string under a "token" key (the run's call token, a bearer secret) is
+ * shown as "<token>" in every line: a tap's output ends up in terminals and
+ * bug reports, a live token must not. */
 #include "tapfmt.h"
 
 #include "common/clock.h"
@@ -30,11 +47,14 @@
 #define S_PEER_MAX 32    /* bytes of a peer's hex id kept */
 #define S_RUN_MAX 128    /* bytes of a run id */
 #define S_DEPTH 32       /* nesting rendered in a body */
+#define S_FOLLOW 256     /* runs of the followed tree remembered (--run) */
+#define S_ID_MAX 128     /* bytes of an agent or call id shown */
 
 typedef struct {
     char peer[S_PEER_MAX + 1]; /* "" = free slot */
     uint64_t id;               /* request id as seen on this peer's side */
     char run[S_RUN_MAX + 1];   /* the run it belongs to */
+    int call;                  /* an op call: its answers name the child run */
 } s_slot_t;
 
 struct tapfmt_t {
@@ -43,6 +63,9 @@ struct tapfmt_t {
     char *run_id;
     char *type;
     s_slot_t *slots;      /* S_SLOTS entries */
+    char (*follow)[S_RUN_MAX + 1]; /* S_FOLLOW runs of --run's tree, a ring */
+    size_t follow_n;      /* entries used */
+    size_t follow_next;   /* the ring's next slot once full */
     sbuf_t scratch;       /* body JSON, then the human preview */
 };
 
@@ -68,6 +91,7 @@ tapfmt_t *tapfmt_new(const tapfmt_opts_t *opts)
     self->run_id = s_dup(opts->run_id);
     self->type = s_dup(opts->type);
     self->slots = mem_alloc(S_SLOTS * sizeof *self->slots);
+    self->follow = mem_alloc(S_FOLLOW * sizeof *self->follow);
     sbuf_init(&self->scratch, TAPFMT_BODY_JSON + 64);
     return self;
 }
@@ -81,6 +105,7 @@ void tapfmt_destroy(tapfmt_t **self_p)
     mem_free(self->run_id);
     mem_free(self->type);
     mem_free(self->slots);
+    mem_free(self->follow);
     sbuf_free(&self->scratch);
     mem_free(self);
     *self_p = NULL;
@@ -106,25 +131,28 @@ static s_slot_t *s_slot(tapfmt_t *self, const char *peer, uint64_t id)
     return &self->slots[h % S_SLOTS];
 }
 
-static void s_remember(tapfmt_t *self, const char *peer, uint64_t id, const char *run)
+static void s_remember(tapfmt_t *self, const char *peer, uint64_t id, const char *run, int call)
 {
     s_slot_t *s = s_slot(self, peer, id);
     s_copy(s->peer, sizeof s->peer, peer, (uint32_t)strlen(peer));
     s->id = id;
     s_copy(s->run, sizeof s->run, run, (uint32_t)strlen(run));
+    s->call = call;
 }
 
 /* The run of request (peer, id), copied into run (S_RUN_MAX + 1 bytes), or
- * "". forget: the frame is final, free the entry. */
-static void s_recall(tapfmt_t *self, const char *peer, uint64_t id, int forget, char *run)
+ * "", and whether it is an op call. forget: the frame is final, free the
+ * entry. */
+static int s_recall(tapfmt_t *self, const char *peer, uint64_t id, int forget, char *run)
 {
     s_slot_t *s = s_slot(self, peer, id);
     run[0] = '\0';
     if (!s->peer[0] || s->id != id || strcmp(s->peer, peer) != 0)
-        return;
+        return 0;
     memcpy(run, s->run, sizeof s->run);
     if (forget)
         s->peer[0] = '\0';
+    return s->call;
 }
 
 /* ---- decoding ----------------------------------------------------------- */
@@ -157,10 +185,90 @@ static void s_meta(const uint8_t *p, size_t len, s_meta_t *m)
     m->ok = mp_left(&r) == 0;
 }
 
-/* The body's top-level "run_id", if it is a map that has a string one. */
-static void s_body_run(const uint8_t *body, size_t len, char *out)
+static int s_is_str(uint8_t t)
+{
+    return (t & 0xe0) == 0xa0 || (t >= 0xd9 && t <= 0xdb);
+}
+
+/* What a REQUEST body says about runs and calls: its top-level keys. */
+typedef struct {
+    char run[S_RUN_MAX + 1];    /* "run_id" */
+    int is_call;                /* "op" is "call" */
+    char agent[S_ID_MAX + 1];   /* "agent_id" */
+    char call_id[S_ID_MAX + 1]; /* "call_id" */
+    int has_platform;           /* "platform" is a map */
+    char parent[S_RUN_MAX + 1]; /* platform's "parent_run_id" */
+    char root[S_RUN_MAX + 1];   /* platform's "root_run_id" */
+    uint64_t depth;             /* platform's "depth" */
+} s_info_t;
+
+static int s_key(const char *k, uint32_t klen, const char *want)
+{
+    return klen == strlen(want) && memcmp(k, want, klen) == 0;
+}
+
+/* A string value into out (cap bytes), or "" when it is none or too long
+ * to be an id (skipped: the rendered body shows it). */
+static int s_str_val(mp_reader_t *r, char *out, size_t cap)
 {
     out[0] = '\0';
+    const uint8_t *at = r->p;
+    const char *v;
+    uint32_t vlen;
+    if (mp_read_str(r, &v, &vlen, (uint32_t)cap - 1) == 0) {
+        s_copy(out, cap, v, vlen);
+        return 0;
+    }
+    r->p = at;
+    r->err = MP_OK;
+    return mp_skip(r, S_DEPTH);
+}
+
+/* An unsigned value, or 0 when it is another type (skipped). */
+static int s_uint_val(mp_reader_t *r, uint64_t *out)
+{
+    const uint8_t *at = r->p;
+    if (mp_read_uint(r, out) == 0)
+        return 0;
+    *out = 0;
+    r->p = at;
+    r->err = MP_OK;
+    return mp_skip(r, S_DEPTH);
+}
+
+static int s_platform(mp_reader_t *r, s_info_t *in)
+{
+    uint32_t n;
+    if (mp_left(r) == 0 || ((*r->p & 0xf0) != 0x80 && *r->p != 0xde && *r->p != 0xdf))
+        return mp_skip(r, S_DEPTH);
+    if (mp_read_map(r, &n))
+        return -1;
+    in->has_platform = 1;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *k;
+        uint32_t klen;
+        if (mp_read_str(r, &k, &klen, 64))
+            return -1;
+        int rc;
+        if (s_key(k, klen, "parent_run_id"))
+            rc = s_str_val(r, in->parent, sizeof in->parent);
+        else if (s_key(k, klen, "root_run_id"))
+            rc = s_str_val(r, in->root, sizeof in->root);
+        else if (s_key(k, klen, "depth"))
+            rc = s_uint_val(r, &in->depth);
+        else
+            rc = mp_skip(r, S_DEPTH);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+/* Scans a body's top level into in (zeroed first); stops quietly at what
+ * does not decode (the line says so from the full rendering). */
+static void s_scan(const uint8_t *body, size_t len, s_info_t *in)
+{
+    memset(in, 0, sizeof *in);
     if (!body)
         return;
     mp_reader_t r;
@@ -168,24 +276,58 @@ static void s_body_run(const uint8_t *body, size_t len, char *out)
     uint32_t n;
     if (mp_read_map(&r, &n))
         return;
+    char op[16];
     for (uint32_t i = 0; i < n; i++) {
-        const char *k, *v;
-        uint32_t klen, vlen;
+        const char *k;
+        uint32_t klen;
         if (mp_read_str(&r, &k, &klen, 64))
             return;
-        if (klen == 6 && memcmp(k, "run_id", 6) == 0) {
-            if (mp_read_str(&r, &v, &vlen, S_RUN_MAX) == 0)
-                s_copy(out, S_RUN_MAX + 1, v, vlen);
-            return;
+        int rc;
+        if (s_key(k, klen, "run_id")) {
+            rc = s_str_val(&r, in->run, sizeof in->run);
+        } else if (s_key(k, klen, "op")) {
+            rc = s_str_val(&r, op, sizeof op);
+            in->is_call = rc == 0 && strcmp(op, "call") == 0;
+        } else if (s_key(k, klen, "agent_id")) {
+            rc = s_str_val(&r, in->agent, sizeof in->agent);
+        } else if (s_key(k, klen, "call_id")) {
+            rc = s_str_val(&r, in->call_id, sizeof in->call_id);
+        } else if (s_key(k, klen, "platform")) {
+            rc = s_platform(&r, in);
+        } else {
+            rc = mp_skip(&r, S_DEPTH);
         }
-        if (mp_skip(&r, S_DEPTH))
+        if (rc)
             return;
     }
 }
 
-static int s_is_str(uint8_t t)
+/* ---- the followed tree (--run) ------------------------------------------ */
+
+static int s_followed(const tapfmt_t *self, const char *run)
 {
-    return (t & 0xe0) == 0xa0 || (t >= 0xd9 && t <= 0xdb);
+    if (!run[0])
+        return 0;
+    if (strcmp(self->run_id, run) == 0)
+        return 1;
+    for (size_t i = 0; i < self->follow_n; i++)
+        if (strcmp(self->follow[i], run) == 0)
+            return 1;
+    return 0;
+}
+
+static void s_follow(tapfmt_t *self, const char *run)
+{
+    if (!run[0] || s_followed(self, run))
+        return;
+    size_t at;
+    if (self->follow_n < S_FOLLOW) {
+        at = self->follow_n++;
+    } else {
+        at = self->follow_next;
+        self->follow_next = (at + 1) % S_FOLLOW;
+    }
+    s_copy(self->follow[at], sizeof self->follow[at], run, (uint32_t)strlen(run));
 }
 
 static uint64_t s_be(const uint8_t *p, int n)
@@ -281,12 +423,14 @@ static int s_json(tapfmt_t *self, mp_reader_t *r, sbuf_t *out, size_t limit, int
         for (uint32_t i = 0; i < n; i++) {
             if (i)
                 sbuf_cats(out, ",");
+            int secret = 0;
             if (mp_left(r) && s_is_str(*r->p)) {
                 const char *k;
                 uint32_t klen;
                 if (mp_read_str(r, &k, &klen, UINT32_MAX))
                     return -1;
                 sbuf_json_str(out, k, klen);
+                secret = s_key(k, klen, "token");
             } else {
                 /* JSON keys are strings: show the key's JSON as one. Rare,
                  * so a small bounded buffer of its own (keys nest). */
@@ -302,6 +446,12 @@ static int s_json(tapfmt_t *self, mp_reader_t *r, sbuf_t *out, size_t limit, int
                     return -1;
             }
             sbuf_cats(out, ":");
+            if (secret && mp_left(r) && s_is_str(*r->p)) {
+                if (mp_skip(r, 0))
+                    return -1;
+                sbuf_cats(out, "\"<token>\""); /* a live bearer secret */
+                continue;
+            }
             if ((rc = s_json(self, r, out, limit, depth - 1)) != 0)
                 return rc;
         }
@@ -356,7 +506,7 @@ static int s_pass(const tapfmt_t *self, const char *service, const char *run, co
 {
     if (self->service && strcmp(self->service, service) != 0)
         return 0;
-    if (self->run_id && strcmp(self->run_id, run) != 0)
+    if (self->run_id && !s_followed(self, run))
         return 0;
     if (self->type && strcasecmp(self->type, type) != 0)
         return 0;
@@ -387,17 +537,29 @@ int tapfmt_line(tapfmt_t *self, const uint8_t *meta, size_t meta_len, const uint
     const char *type = ferr == FRAME_OK ? frame_type_name(f.type) : "UNDECODABLE";
 
     /* The run: named by the body, else remembered from the REQUEST. */
-    char run[S_RUN_MAX + 1];
-    s_body_run(body, body_len, run);
+    s_info_t info;
+    s_scan(body, body_len, &info);
+    char *run = info.run;
+    int is_request = ferr == FRAME_OK && f.type == FRAME_REQUEST;
+    if (is_request && self->run_id && info.has_platform &&
+        (s_followed(self, info.parent) || s_followed(self, info.root)))
+        s_follow(self, run); /* a child (or deeper) run of the followed tree */
+    char caller[S_RUN_MAX + 1] = ""; /* an op call's answer: the calling run */
     if (ferr == FRAME_OK && m.ok && m.peer[0]) {
         if (f.type == FRAME_REQUEST && run[0]) {
-            s_remember(self, m.peer, f.id, run);
+            s_remember(self, m.peer, f.id, run, info.is_call);
         } else if (f.type == FRAME_STREAM || f.type == FRAME_REPLY || f.type == FRAME_ERROR ||
                    f.type == FRAME_CANCEL) {
             char seen[S_RUN_MAX + 1];
-            s_recall(self, m.peer, f.id, f.type == FRAME_REPLY || f.type == FRAME_ERROR, seen);
+            int call = s_recall(self, m.peer, f.id, f.type == FRAME_REPLY || f.type == FRAME_ERROR,
+                                seen);
             if (!run[0])
                 memcpy(run, seen, sizeof seen);
+            if (call && strcmp(run, seen) != 0) {
+                memcpy(caller, seen, sizeof seen); /* the answer names the child */
+                if (self->run_id && s_followed(self, caller))
+                    s_follow(self, run);
+            }
         }
     }
     if (!s_pass(self, m.service, run, type))
@@ -484,6 +646,14 @@ int tapfmt_line(tapfmt_t *self, const uint8_t *meta, size_t meta_len, const uint
     }
     if (run[0])
         sbuf_catf(out, " run=%s", run);
+    if (is_request && info.is_call)
+        sbuf_catf(out, " call %s \xe2\x86\x92 %s (%s)", run[0] ? run : "?",
+                  info.agent[0] ? info.agent : "?", info.call_id[0] ? info.call_id : "?");
+    if (caller[0])
+        sbuf_catf(out, " caller=%s", caller);
+    if (is_request && info.has_platform && info.parent[0])
+        sbuf_catf(out, " parent=%s root=%s depth=%llu", info.parent,
+                  info.root[0] ? info.root : "?", (unsigned long long)info.depth);
     if (m.note[0])
         sbuf_catf(out, " note=\"%s\"", m.note);
     if (!m.ok) {

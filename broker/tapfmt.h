@@ -6,7 +6,9 @@
  * REQUEST body names its run ("run_id"), the STREAM/REPLY/ERROR/CANCEL
  * frames of the same request (same peer, same id) do not, so they get the
  * run of their REQUEST. The memory is a fixed table (a cache: a collision
- * forgets the older request); a request's final frame frees its entry. */
+ * forgets the older request); a request's final frame frees its entry.
+ * With a run filter it also remembers the runs of that run's call tree
+ * (children named by their invoke's "platform"), see tapfmt.c. */
 #ifndef MAP_TAPFMT_H
 #define MAP_TAPFMT_H
 #include "common/sbuf.h"
@@ -23,7 +25,7 @@ typedef struct tapfmt_t tapfmt_t;
 typedef struct {
     int json;             /* 1: JSON lines with the decoded body */
     const char *service;  /* show only this service, or NULL */
-    const char *run_id;   /* show only frames of this run, or NULL */
+    const char *run_id;   /* show only frames of this run's call tree, or NULL */
     const char *type;     /* show only this frame type (case-insensitive), or NULL */
 } tapfmt_opts_t;
 

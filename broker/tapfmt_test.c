@@ -1,5 +1,7 @@
 /* tapfmt_test: lines for decodable and undecodable tap copies, filters, run
- * attribution of a request's later frames, and JSON that stays valid. */
+ * attribution of a request's later frames, call trees (op call lines, the
+ * platform's parent/root, --run following a tree, tokens hidden), and JSON
+ * that stays valid. */
 #include "tapfmt.h"
 
 #include "proto/agent.h"
@@ -161,6 +163,215 @@ static void s_bodies(sbuf_t *line)
     tapfmt_destroy(&t); /* NULL-safe */
 }
 
+
+#define S_TOKEN "0123456789abcdef0123456789abcdef"
+
+/* An agent invoke body with its platform: parent NULL for a client run. */
+static void s_invoke(mp_buf_t *b, const char *run, const char *parent, const char *root,
+                     unsigned depth)
+{
+    b->len = 0;
+    msgpack_pack_map(&b->pk, 3);
+    mp_pack_kv_cstr(b, "run_id", run);
+    mp_pack_kv_cstr(b, "agent_id", "echo");
+    mp_pack_cstr(b, "platform");
+    msgpack_pack_map(&b->pk, parent ? 4 : 3);
+    mp_pack_kv_cstr(b, "token", S_TOKEN);
+    mp_pack_cstr(b, "depth");
+    msgpack_pack_uint32(&b->pk, depth);
+    mp_pack_kv_cstr(b, "root_run_id", root);
+    if (parent)
+        mp_pack_kv_cstr(b, "parent_run_id", parent);
+}
+
+/* An op call body: parent run, token, call id, agent. */
+static void s_call(mp_buf_t *b, const char *parent, const char *call_id, const char *agent)
+{
+    b->len = 0;
+    msgpack_pack_map(&b->pk, 7);
+    mp_pack_kv_cstr(b, "op", "call");
+    mp_pack_kv_cstr(b, "run_id", parent);
+    mp_pack_kv_cstr(b, "token", S_TOKEN);
+    mp_pack_kv_cstr(b, "call_id", call_id);
+    mp_pack_kv_cstr(b, "agent_id", agent);
+    mp_pack_kv_cstr(b, "role", "user");
+    mp_pack_kv_cstr(b, "content", "hi");
+}
+
+/* One REQUEST (in from peer, with id) through t. */
+static int s_req(tapfmt_t *t, const char *peer, const char *service, uint64_t id,
+                 const mp_buf_t *body, sbuf_t *line)
+{
+    uint8_t meta[256], hdr[FRAME_HEADER_MAX];
+    size_t ml = s_meta_of(meta, "in", peer, service, "");
+    frame_t f = {.type = FRAME_REQUEST, .id = id, .service = service,
+                 .service_len = (uint32_t)strlen(service)};
+    size_t hl = frame_encode(&f, hdr, sizeof hdr);
+    return tapfmt_line(t, meta, ml, hdr, hl, body->data, body->len, 1, line);
+}
+
+/* One bodiless-run STREAM (a delta) in from peer under id. */
+static int s_delta(tapfmt_t *t, const char *peer, uint64_t id, sbuf_t *line)
+{
+    uint8_t meta[256], hdr[FRAME_HEADER_MAX];
+    mp_buf_t d;
+    mp_buf_init(&d, 256);
+    assert(agent_encode_delta(&d, "x", 1) == 0);
+    size_t ml = s_meta_of(meta, "in", peer, "agent.echo", "");
+    size_t hl = frame_encode_id(FRAME_STREAM, id, hdr, sizeof hdr);
+    int rc = tapfmt_line(t, meta, ml, hdr, hl, d.data, d.len, 1, line);
+    mp_buf_free(&d);
+    return rc;
+}
+
+/* Call trees: how a call and a child's invoke read, and --run following
+ * the tree under a run (children, grandchildren, their frames), not its
+ * siblings nor other trees. */
+static void s_tree(sbuf_t *line)
+{
+    mp_buf_t b;
+    mp_buf_init(&b, 4096);
+    tapfmt_opts_t human = {0};
+    tapfmt_t *t = tapfmt_new(&human);
+    s_call(&b, "run_P", "c1", "echo");
+    assert(s_req(t, "ww", "orchestrator", 5, &b, line) == 1);
+    const char *l = sbuf_cstr(line);
+    assert(strstr(l, " REQUEST") && strstr(l, " run=run_P call run_P \xe2\x86\x92 echo (c1)"));
+    assert(!strstr(l, S_TOKEN) && strstr(l, "\"token\":\"<token>\""));
+    s_invoke(&b, "run_C", "run_P", "run_P", 1);
+    assert(s_req(t, "oo", "agent.echo", 9, &b, line) == 1);
+    l = sbuf_cstr(line);
+    assert(strstr(l, " run=run_C parent=run_P root=run_P depth=1"));
+    assert(!strstr(l, S_TOKEN));
+    s_invoke(&b, "run_P", NULL, "run_P", 0); /* a client run: no parent shown */
+    assert(s_req(t, "oo", "agent.echo", 10, &b, line) == 1);
+    assert(strstr(sbuf_cstr(line), " run=run_P") && !strstr(sbuf_cstr(line), "parent="));
+    tapfmt_destroy(&t);
+    /* JSON: the token hidden too, the line still JSON with the rest. */
+    tapfmt_opts_t js = {.json = 1};
+    t = tapfmt_new(&js);
+    s_call(&b, "run_P", "c1", "echo");
+    assert(s_req(t, "ww", "orchestrator", 5, &b, line) == 1);
+    assert(strstr(sbuf_cstr(line), "\"body\":{\"op\":\"call\",\"run_id\":\"run_P\",\"token\":"
+                                   "\"<token>\",\"call_id\":\"c1\",\"agent_id\":\"echo\""));
+    tapfmt_destroy(&t);
+
+    /* --run run_P: the whole tree. */
+    tapfmt_opts_t o = {.run_id = "run_P"};
+    t = tapfmt_new(&o);
+    s_invoke(&b, "run_P", NULL, "run_P", 0);
+    assert(s_req(t, "oo", "agent.planner", 1, &b, line) == 1);
+    s_call(&b, "run_P", "c1", "echo"); /* the planner calls echo */
+    assert(s_req(t, "ww", "orchestrator", 7, &b, line) == 1);
+    s_invoke(&b, "run_C", "run_P", "run_P", 1);
+    assert(s_req(t, "oo", "agent.echo", 2, &b, line) == 1);
+    assert(s_delta(t, "oo", 2, line) == 1); /* the child's frames, by its REQUEST */
+    s_call(&b, "run_C", "g1", "echo");     /* the child calls again */
+    assert(s_req(t, "ee", "orchestrator", 1, &b, line) == 1);
+    s_invoke(&b, "run_G", "run_C", "run_P", 2);
+    assert(s_req(t, "oo", "agent.echo", 3, &b, line) == 1);
+    assert(s_delta(t, "oo", 3, line) == 1);
+    /* A call's answer names the child before its invoke shows: followed,
+     * with its caller. */
+    {
+        uint8_t meta[256], hdr[FRAME_HEADER_MAX];
+        mp_buf_t acc;
+        mp_buf_init(&acc, 1024);
+        msgpack_pack_map(&acc.pk, 4);
+        mp_pack_kv_cstr(&acc, "accepted", "{\"run_id\":\"run_C3\"}");
+        mp_pack_kv_cstr(&acc, "run_id", "run_C3");
+        mp_pack_kv_cstr(&acc, "run_status", "running");
+        mp_pack_kv_cstr(&acc, "session_id", "s1");
+        s_call(&b, "run_P", "c3", "echo");
+        assert(s_req(t, "ww", "orchestrator", 30, &b, line) == 1);
+        size_t ml = s_meta_of(meta, "out", "ww", "orchestrator", "");
+        size_t hl = frame_encode_id(FRAME_STREAM, 30, hdr, sizeof hdr);
+        assert(tapfmt_line(t, meta, ml, hdr, hl, acc.data, acc.len, 1, line) == 1);
+        assert(strstr(sbuf_cstr(line), " run=run_C3 caller=run_P"));
+        b.len = 0; /* the child's own requests now pass: an op events, say */
+        msgpack_pack_map(&b.pk, 2);
+        mp_pack_kv_cstr(&b, "op", "events");
+        mp_pack_kv_cstr(&b, "run_id", "run_C3");
+        assert(s_req(t, "ww", "orchestrator", 31, &b, line) == 1);
+        /* Not a call: an answer naming another run follows nothing. */
+        b.len = 0;
+        msgpack_pack_map(&b.pk, 1);
+        mp_pack_kv_cstr(&b, "run_id", "run_P");
+        assert(s_req(t, "ww", "orchestrator", 32, &b, line) == 1);
+        acc.len = 0;
+        msgpack_pack_map(&acc.pk, 1);
+        mp_pack_kv_cstr(&acc, "run_id", "run_R");
+        hl = frame_encode_id(FRAME_STREAM, 32, hdr, sizeof hdr);
+        assert(tapfmt_line(t, meta, ml, hdr, hl, acc.data, acc.len, 1, line) == 0);
+        mp_buf_free(&acc);
+    }
+    /* Another tree, and a run named only by a stranger's platform. */
+    s_invoke(&b, "run_Q", NULL, "run_Q", 0);
+    assert(s_req(t, "oo", "agent.echo", 4, &b, line) == 0);
+    assert(s_delta(t, "oo", 4, line) == 0);
+    s_invoke(&b, "run_Q1", "run_Q", "run_Q", 1);
+    assert(s_req(t, "oo", "agent.echo", 5, &b, line) == 0);
+    s_call(&b, "run_Q", "c1", "echo");
+    assert(s_req(t, "ww", "orchestrator", 8, &b, line) == 0);
+    /* A grandchild named by its root only (its parent forgotten) still joins. */
+    s_invoke(&b, "run_G2", "run_lost", "run_P", 3);
+    assert(s_req(t, "oo", "agent.echo", 6, &b, line) == 1);
+    /* Past the ring's size: the newest children and the root stay followed. */
+    char id[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "run_k%d", i);
+        s_invoke(&b, id, "run_P", "run_P", 1);
+        assert(s_req(t, "oo", "agent.echo", 100 + (uint64_t)i, &b, line) == 1);
+    }
+    s_invoke(&b, "run_P", NULL, "run_P", 0);
+    assert(s_req(t, "oo", "agent.echo", 1000, &b, line) == 1);
+    assert(s_delta(t, "oo", 399, line) == 1);
+    s_call(&b, "run_k299", "z", "echo");
+    assert(s_req(t, "ww", "orchestrator", 9, &b, line) == 1);
+    tapfmt_destroy(&t);
+
+    /* --run run_C: the subtree under a child, not its parent nor sibling. */
+    tapfmt_opts_t oc = {.run_id = "run_C"};
+    t = tapfmt_new(&oc);
+    s_invoke(&b, "run_P", NULL, "run_P", 0);
+    assert(s_req(t, "oo", "agent.planner", 1, &b, line) == 0);
+    s_invoke(&b, "run_C", "run_P", "run_P", 1);
+    assert(s_req(t, "oo", "agent.echo", 2, &b, line) == 1);
+    s_invoke(&b, "run_C2", "run_P", "run_P", 1);
+    assert(s_req(t, "oo", "agent.echo", 3, &b, line) == 0);
+    s_invoke(&b, "run_G", "run_C", "run_P", 2);
+    assert(s_req(t, "oo", "agent.echo", 4, &b, line) == 1);
+    tapfmt_destroy(&t);
+
+    /* Odd platforms: not a map, a string depth, an id too long to be one.
+     * Still a line each, nothing followed by mistake. */
+    t = tapfmt_new(&o);
+    b.len = 0;
+    msgpack_pack_map(&b.pk, 2);
+    mp_pack_kv_cstr(&b, "run_id", "run_X");
+    mp_pack_kv_cstr(&b, "platform", "run_P");
+    assert(s_req(t, "oo", "agent.echo", 1, &b, line) == 0);
+    char longid[300];
+    memset(longid, 'p', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    b.len = 0;
+    msgpack_pack_map(&b.pk, 2);
+    mp_pack_kv_cstr(&b, "run_id", "run_Y");
+    mp_pack_cstr(&b, "platform");
+    msgpack_pack_map(&b.pk, 3);
+    mp_pack_kv_cstr(&b, "depth", "two");
+    mp_pack_kv_cstr(&b, "parent_run_id", longid);
+    mp_pack_kv_cstr(&b, "root_run_id", "run_P");
+    assert(s_req(t, "oo", "agent.echo", 2, &b, line) == 1); /* by its root */
+    tapfmt_destroy(&t);
+    t = tapfmt_new(&human);
+    assert(s_req(t, "oo", "agent.echo", 2, &b, line) == 1);
+    l = sbuf_cstr(line);
+    assert(strstr(l, " run=run_Y") && !strstr(l, "parent=")); /* no usable parent */
+    tapfmt_destroy(&t);
+    mp_buf_free(&b);
+}
+
 int main(void)
 {
     uint8_t meta[256], hdr[FRAME_HEADER_MAX];
@@ -216,6 +427,7 @@ int main(void)
     assert(strstr(l, "\"body\":null,\"body_error\":\"") && strstr(l, "\"body_hex\":\"c1ff\""));
     s_runs(&line);
     s_bodies(&line);
+    s_tree(&line);
     mp_buf_free(&body);
     sbuf_free(&line);
     printf("tapfmt_test: ok\n");

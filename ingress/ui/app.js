@@ -17,9 +17,17 @@
  * sends are sent again after a reconnect or a reload with the same
  * request_id, which the edge answers with the same run (SPEC §4).
  *
+ * Agent calls (SPEC §7): child runs come on the session's socket like any
+ * run, their events carrying parent_run_id. They are never chat turns; the
+ * run list nests them under their parent, the call tree (data-testid
+ * call-tree) shows the selected run's whole tree with each child's answer,
+ * and the timeline nests each child's events under its parent's
+ * agent_call_started row (GET /v1/runs/{id}/calls down the tree, then live).
+ *
  * Bounds: at most MAX_RUNS runs per session in storage (the oldest finished
  * ones go first), MAX_PAGES pages of events per timeline, 100 messages of
- * history, a capped reconnect backoff. */
+ * history, MAX_SUB_RUNS calls nested in a timeline, a capped reconnect
+ * backoff. */
 "use strict";
 
 import { PLACEHOLDER, Runs, isTerminal } from "./runs.js";
@@ -27,6 +35,7 @@ import * as view from "./view.js";
 
 const MAX_RUNS = 100;          /* runs kept per session in sessionStorage */
 const MAX_PAGES = 20;          /* timeline: pages of 1,000 events at most */
+const MAX_SUB_RUNS = 32;       /* timeline: descendants whose events are nested */
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 10000;
 const HEALTH_EVERY_MS = 5000;
@@ -65,6 +74,7 @@ const S = {
   selected: "",         /* run shown in the timeline */
   pinned: false,        /* the user picked it; else the newest run is followed */
   tl: [],               /* its events, seq order */
+  sub: new Map(),       /* its descendants' (calls') events: run_id -> events, seq order */
   tlDirty: false,
   replayTimer: 0,
   flushQueued: false,
@@ -106,24 +116,39 @@ function flushSoon() {
   setTimeout(flush, 16);
 }
 
+function pick(id) {
+  S.pinned = true;
+  selectRun(id);
+}
+
 function flush() {
   S.flushQueued = false;
+  const shownRoot = $("call-tree").dataset.rootRunId || "";
+  let any = runs.treeChanged; /* the call tree is redrawn only when it changed */
+  for (const id of runs.changed)
+    any = any || !shownRoot || runs.rootOf(id) === shownRoot;
   for (const id of runs.changed) {
     const r = runs.get(id);
     if (r && !r.parent_run_id)
-      view.renderTurn(r);
+      view.renderTurn(r); /* the chat: client runs only */
+    else if (r)
+      view.removeTurn(id); /* a run first seen without its parent */
   }
   runs.changed.clear();
+  let tree = null;
+  const getTree = () => tree || (tree = runs.tree());
   if (runs.treeChanged) {
     runs.treeChanged = false;
-    view.renderRunList(runs.tree(), S.selected, (id) => {
-      S.pinned = true;
-      selectRun(id);
-    });
+    view.renderRunList(getTree(), S.selected, pick);
+  }
+  if (any || (S.selected && runs.rootOf(S.selected) !== shownRoot)) {
+    const t = getTree();
+    const rootId = S.selected ? runs.rootOf(S.selected) : (t.roots[0] && t.roots[0].run_id);
+    view.renderCallTree(t, rootId ? runs.get(rootId) : null, S.selected, pick);
   }
   if (S.tlDirty && !S.replayTimer) {
     S.tlDirty = false;
-    view.renderTimeline(S.tl);
+    view.renderTimeline(S.tl, S.sub);
   }
   view.setStop(runs.active().length > 0 || S.pending.size > 0);
 }
@@ -327,8 +352,37 @@ function onEvent(ev) {
   if (S.selected === run.run_id && (!S.tl.length || S.tl[S.tl.length - 1].seq < ev.seq)) {
     S.tl.push(ev);
     S.tlDirty = true; /* a replay draws it when it gets there */
+  } else if (S.selected && S.selected !== run.run_id && runs.isUnder(run.run_id, S.selected)) {
+    const evs = S.sub.get(run.run_id) || [];
+    if (!evs.length || evs[evs.length - 1].seq < ev.seq) {
+      evs.push(ev); /* a call of the selected run: nested in its timeline */
+      S.sub.set(run.run_id, evs);
+      S.tlDirty = true;
+    }
   }
+  const p = ev.payload || {};
+  if (ev.type.startsWith("agent_call_") && ev.type !== "agent_call_started" &&
+      typeof p.child_run_id === "string" &&
+      (S.selected === run.run_id || runs.isUnder(run.run_id, S.selected)))
+    refreshSub(p.child_run_id); /* a call of the tree ended: its whole log, live or not */
   save();
+}
+
+/* A call's log from the store into the nested timeline, merged with the
+ * live events it has. */
+async function refreshSub(runId) {
+  const selected = S.selected;
+  const events = await fetchEvents(runId);
+  if (S.selected !== selected)
+    return;
+  const bySeq = new Map();
+  for (const e of events.concat(S.sub.get(runId) || []))
+    bySeq.set(e.seq, e);
+  S.sub.set(runId, Array.from(bySeq.values()).sort((a, b) => a.seq - b.seq));
+  for (const e of events)
+    runs.offer(e);
+  S.tlDirty = true;
+  flushSoon();
 }
 
 /* ---- the timeline ------------------------------------------------------------------ */
@@ -352,8 +406,9 @@ async function selectRun(runId) {
   stopReplay();
   S.selected = runId;
   S.tl = [];
+  S.sub = new Map();
   view.setTimelineHead(runId, false);
-  view.renderTimeline(S.tl);
+  view.renderTimeline(S.tl, S.sub);
   runs.treeChanged = true;
   flushSoon();
   const events = await fetchEvents(runId);
@@ -366,10 +421,32 @@ async function selectRun(runId) {
   S.tl = Array.from(bySeq.values()).sort((a, b) => a.seq - b.seq);
   S.tlDirty = true;
   flushSoon();
-  const calls = await api("/v1/runs/" + encodeURIComponent(runId) + "/calls");
-  if (calls.ok && calls.body && Array.isArray(calls.body.calls)) {
-    for (const c of calls.body.calls)
-      runs.mergeRunObject(c);
+  await loadCalls(runId);
+}
+
+/* The selected run's calls (GET /v1/runs/{id}/calls, down the tree, at
+ * most MAX_SUB_RUNS runs): their run objects, and their events for the
+ * nested timeline, merged with the live ones that came meanwhile. */
+async function loadCalls(runId) {
+  const todo = [runId];
+  let loaded = 0;
+  while (todo.length && loaded < MAX_SUB_RUNS) {
+    const parent = todo.shift();
+    const calls = await api("/v1/runs/" + encodeURIComponent(parent) + "/calls");
+    if (S.selected !== runId)
+      return;
+    if (!calls.ok || !calls.body || !Array.isArray(calls.body.calls))
+      continue; /* 404 before the route exists */
+    for (const c of calls.body.calls) {
+      if (!runs.mergeRunObject(c) || loaded >= MAX_SUB_RUNS)
+        continue;
+      loaded++;
+      await refreshSub(c.run_id); /* a child the page never saw live: its answer and status */
+      if (S.selected !== runId)
+        return;
+      todo.push(c.run_id);
+    }
+    S.tlDirty = true;
     flushSoon();
   }
 }
@@ -386,7 +463,7 @@ $("replay-button").addEventListener("click", async () => {
     return;
   if (S.replayTimer) {
     stopReplay();
-    view.renderTimeline(S.tl);
+    view.renderTimeline(S.tl, S.sub);
     return;
   }
   const runId = S.selected;
@@ -398,7 +475,7 @@ $("replay-button").addEventListener("click", async () => {
   let n = 0;
   const step = () => {
     n++;
-    view.renderTimeline(S.tl.slice(0, n));
+    view.renderTimeline(S.tl.slice(0, n), S.sub);
     if (n >= S.tl.length) {
       stopReplay();
       return;

@@ -3,13 +3,17 @@
  * draws it.
  *
  * A run here: its input, the answer so far, its status, the error of a
- * failed run, its place in the call tree (parent_run_id), and lastSeq, the
+ * failed run, its place in the call tree (parent_run_id, call_id), and lastSeq, the
  * last seq applied. Every event is applied once, in seq order (offer):
  * one at or below lastSeq is a duplicate; one past lastSeq + 1 means the
  * socket joined the run late, and the caller resumes from lastSeq (the
  * resume brings that event again, in order). agent_invoke_done's output and
  * the session's stored messages are the whole answer: once one is applied
- * (final), later deltas change nothing.
+ * (final), later deltas change nothing. A child run (a call, SPEC §7) gets
+ * its answer from its own events or from the parent's agent_call_done,
+ * whichever comes first; it is never a chat turn (app.js draws turns for
+ * runs without parent_run_id only), so its deltas never reach the parent's
+ * bubble.
  *
  * Sends not yet accepted are drawn as placeholder turns whose id starts with
  * PLACEHOLDER; they are never runs (not resumed, not listed, not stopped). */
@@ -18,7 +22,9 @@
 export const PLACEHOLDER = "req:";
 const STATUS_OF = { run_done: "done", run_failed: "failed", run_cancelled: "cancelled" };
 const KEPT = ["run_id", "agent_id", "input", "text", "status", "error", "lastSeq", "t",
-  "parent_run_id", "depth", "final"];
+  "parent_run_id", "depth", "final", "call_id"];
+const CALL_END = { agent_call_done: "done", agent_call_failed: "failed", agent_call_cancelled: "cancelled" };
+const MAX_TREE_DEPTH = 16;     /* walks up or down a call tree stop here */
 
 export function isTerminal(status) {
   return status === "done" || status === "failed" || status === "cancelled";
@@ -27,7 +33,7 @@ export function isTerminal(status) {
 export function newRun(runId, init) {
   return Object.assign({
     run_id: runId, agent_id: "", input: "", text: "", status: "queued", error: null,
-    lastSeq: 0, t: Date.now(), parent_run_id: null, depth: 0, final: false,
+    lastSeq: 0, t: Date.now(), parent_run_id: null, depth: 0, final: false, call_id: "",
   }, init || {});
 }
 
@@ -115,7 +121,28 @@ export class Runs {
         child.parent_run_id = r.run_id;
         child.agent_id = child.agent_id || p.agent_id || "";
         child.depth = p.depth || (r.depth || 0) + 1;
+        child.call_id = p.call_id || child.call_id;
         this.treeChanged = true;
+      }
+      break;
+    case "agent_call_done":
+    case "agent_call_failed":
+    case "agent_call_cancelled":
+      /* The parent's record of how its call ended: the child's whole
+       * answer or error, even when the child's own events were missed. */
+      if (typeof p.child_run_id === "string") {
+        const child = this.ensure(p.child_run_id, { t: Date.parse(ev.created_at) || Date.now() });
+        child.parent_run_id = child.parent_run_id || r.run_id;
+        child.call_id = p.call_id || child.call_id;
+        if (p.output && typeof p.output.content === "string") {
+          child.text = p.output.content;
+          child.final = true;
+        }
+        if (p.error)
+          child.error = p.error;
+        if (!isTerminal(child.status))
+          child.status = CALL_END[ev.type];
+        this.touch(child, true);
       }
       break;
     default:
@@ -139,8 +166,8 @@ export class Runs {
       r.parent_run_id = o.parent_run_id;
       r.depth = o.depth || 1;
     }
-    if (isTerminal(o.status) && !isTerminal(r.status) && r.final)
-      r.status = o.status; /* the whole answer is here already */
+    if (isTerminal(o.status) && !isTerminal(r.status) && (r.final || r.parent_run_id))
+      r.status = o.status; /* the whole answer is here already, or a child's (no turn of its own) */
     else if ((o.status === "queued" || o.status === "running") && !isTerminal(r.status))
       r.status = o.status; /* unfinished: a resume brings the rest */
     this.touch(r, true);
@@ -194,6 +221,25 @@ export class Runs {
     return { roots: roots, children: children };
   }
 
+  /* The top of the call tree run id belongs to (itself for a client run). */
+  rootOf(id) {
+    let r = this.map.get(id);
+    for (let i = 0; r && r.parent_run_id && this.map.has(r.parent_run_id) && i < MAX_TREE_DEPTH; i++)
+      r = this.map.get(r.parent_run_id);
+    return r ? r.run_id : id;
+  }
+
+  /* Whether run id sits under ancestor in the call tree. */
+  isUnder(id, ancestor) {
+    let r = this.map.get(id);
+    for (let i = 0; r && r.parent_run_id && i < MAX_TREE_DEPTH; i++) {
+      if (r.parent_run_id === ancestor)
+        return true;
+      r = this.map.get(r.parent_run_id);
+    }
+    return false;
+  }
+
   /* For sessionStorage: at most max runs, the oldest finished ones dropped
    * first (unfinished ones are kept: a reload must resume them). */
   dump(max) {
@@ -228,7 +274,9 @@ export function foldTimeline(events) {
   for (let i = 0; i < events.length; i++) {
     const ev = events[i];
     const row = { type: ev.type, seq: String(ev.seq), first: ev.seq, count: 1,
-      time: (ev.created_at || "").slice(11, 23), payload: "" };
+      time: (ev.created_at || "").slice(11, 23), payload: "", child: "" };
+    if (ev.type.startsWith("agent_call_") && ev.payload && typeof ev.payload.child_run_id === "string")
+      row.child = ev.payload.child_run_id;
     if (ev.type === "agent_stream_delta") {
       let j = i, text = "";
       while (j < events.length && events[j].type === "agent_stream_delta") {

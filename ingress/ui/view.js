@@ -2,7 +2,7 @@
  * textContent only (never HTML), so nothing an agent or a user writes can
  * become markup. Tests read the page through the data-testid and data-*
  * attributes set here (data-run-id, data-status, data-type, data-seq,
- * data-count). */
+ * data-count, data-child-run-id, data-agent-id, data-call-id, data-depth). */
 "use strict";
 
 import { PLACEHOLDER, foldTimeline } from "./runs.js";
@@ -102,19 +102,76 @@ export function renderRunList(tree, selected, onPick) {
   $("run-list").replaceChildren(...tree.roots.map((r) => item(r, 0)));
 }
 
-/* The selected run's events (deltas folded). */
-export function renderTimeline(events) {
-  const rows = foldTimeline(events).map((row) => {
+/* The call tree of one client run: each run with its agent, status, call
+ * id and answer (or error), its calls nested under it; a click picks a run. */
+export function renderCallTree(tree, rootRun, selected, onPick) {
+  const box = $("call-tree");
+  $("call-tree-root").textContent = rootRun ? rootRun.run_id : "";
+  const kids0 = rootRun ? tree.children.get(rootRun.run_id) || [] : [];
+  box.dataset.rootRunId = rootRun ? rootRun.run_id : "";
+  if (!kids0.length) {
+    box.replaceChildren(el("p", "none", rootRun ? "no calls" : ""));
+    return;
+  }
+  const node = (r, depth) => {
+    const li = el("li", "call-node");
+    li.dataset.runId = r.run_id;
+    li.dataset.status = r.status;
+    li.dataset.agentId = r.agent_id || "";
+    li.dataset.depth = String(depth);
+    if (r.call_id)
+      li.dataset.callId = r.call_id;
+    const row = el("div", "call-row" + (r.run_id === selected ? " selected" : ""));
+    row.append(el("span", "agent", r.agent_id || "?"), badge(r.status));
+    if (r.call_id)
+      row.append(el("span", "call-id", r.call_id));
+    row.append(el("code", "", r.run_id));
+    row.addEventListener("click", () => onPick(r.run_id));
+    li.append(row, el("div", "answer", r.text));
+    if (r.error)
+      li.append(el("div", "error", r.error.code + ": " + (r.error.message || "")));
+    const kids = tree.children.get(r.run_id) || [];
+    if (kids.length && depth < 16) {
+      const ul = el("ul");
+      for (const k of kids)
+        ul.append(node(k, depth + 1));
+      li.append(ul);
+    }
+    return li;
+  };
+  const ul = el("ul");
+  ul.append(node(rootRun, 0));
+  box.replaceChildren(ul);
+}
+
+/* Timeline rows of events; a call's row carries the child's run id, and
+ * with sub (run id -> that child's events) the child's rows nested under
+ * its agent_call_started row, and so on down the tree. */
+function timelineRows(events, sub, depth) {
+  return foldTimeline(events).map((row) => {
     const li = el("li", "ev" + (row.count > 1 ? " folded" : ""));
     li.dataset.type = row.type;
     li.dataset.seq = String(row.first);
     if (row.count > 1)
       li.dataset.count = String(row.count);
+    if (row.child)
+      li.dataset.childRunId = row.child;
     li.append(el("span", "seq", row.seq), el("span", "time", row.time), el("span", "type", row.type),
       el("span", "payload", row.payload));
+    const kid = row.type === "agent_call_started" && row.child && sub && sub.get(row.child);
+    if (kid && kid.length && depth < 16) {
+      const ol = el("ol", "timeline nested");
+      ol.dataset.runId = row.child;
+      ol.replaceChildren(...timelineRows(kid, sub, depth + 1));
+      li.append(ol);
+    }
     return li;
   });
-  $("timeline").replaceChildren(...rows);
+}
+
+/* The selected run's events (deltas folded), its calls' nested. */
+export function renderTimeline(events, sub) {
+  $("timeline").replaceChildren(...timelineRows(events, sub, 0));
 }
 
 export function setTimelineHead(runId, replaying) {

@@ -380,6 +380,16 @@ def test_api_key_asked_once():
         e.close()
 
 
+def call_tree(b):
+    """The call-tree element as nested [run_id, agent, status, call_id, answer, children]."""
+    return b.js("""
+        const walk = (ul) => Array.from(ul.children).map(li => [li.dataset.runId, li.dataset.agentId,
+          li.dataset.status, li.dataset.callId || "", li.querySelector(':scope > .answer').textContent,
+          li.querySelector(':scope > ul') ? walk(li.querySelector(':scope > ul')) : []]);
+        const ul = document.querySelector('[data-testid=call-tree] > ul');
+        return ul ? walk(ul) : [];""")
+
+
 def test_call_tree_nested(stack, browser):
     """Child runs sit under their parent by parent_run_id (SPEC §2). Agent
     calls are not built yet, so the tree's events are pushed to the page's
@@ -423,7 +433,118 @@ def test_call_tree_nested(stack, browser):
     # Only the top-level run is a chat turn.
     assert [t["run_id"] for t in b.turns()] == [P]
     assert b.turns()[0]["status"] == "done" and b.turns()[0]["user"] == "plan a trip"
+    # The call tree: the same nesting, each call with its id and answer.
+    assert call_tree(b) == [[P, "planner", "done", "", "", [
+        [C1, "echo", "done", "c1", "ok", [[G, "echo", "done", "g", "", []]]],
+        [C2, "echo", "failed", "", "", []]]]]
+    b.shot("calltree-pushed")
+
+
+CALLER = os.path.join(os.path.dirname(__file__), "caller_agent.py")
+
+
+def test_call_tree_of_a_real_call(stack, browser):
+    """A run whose agent calls another (SPEC §7): `caller` (a Python peer on
+    the broker, tests/e2e/caller_agent.py) sends op `call` with its invoke's
+    platform token, `lazy` answers as the child run, streaming word by word
+    while the parent waits. The page shows the tree (parent → child, with
+    the child's answer) in the call tree and the run list, nests the child's
+    events in the parent's timeline, and the chat shows the parent's answer
+    only: never a child's delta."""
+    stack.procs.start_argv(["/usr/bin/python3", CALLER, stack.broker_ep, "caller", "lazy"])
+    wait_until(lambda: "caller" in {a["agent_id"] for a in
+               stack.curl("GET", "/v1/agents")[1].get("agents", [])}, timeout=15,
+               what="the caller agent to register")
+    b = browser
+    open_page(b, stack, "ui-calls", "caller")
+    text = words(12, "c")
+    answer = "caller heard: " + text
+    send(b, text)
+    seen = []
+
+    def done():
+        ts = b.turns()
+        seen.append([(t["answer"], t["status"]) for t in ts])
+        return ts if ts and ts[0]["status"] == "done" else None
+    ts = wait_until(done, timeout=30, step=0.05, what="the parent's answer")
+    assert [(t["user"], t["answer"], t["error"]) for t in ts] == [(text, answer, "")], ts
+    # On the way, the bubble only ever held a prefix of the parent's answer.
+    for turns in seen:
+        assert len(turns) <= 1 and all(answer.startswith(a) for a, _ in turns), turns
+    assert any(a == "caller heard: " and st == "running" for turns in seen for a, st in turns), \
+        "the parent never showed streaming while its child ran"
+    parent = ts[0]["run_id"]
+    # The store agrees: one child, its answer; the messages are the parent's.
+    status, calls, _ = stack.curl("GET", "/v1/runs/%s/calls" % parent)
+    assert status == 200 and len(calls["calls"]) == 1, calls
+    child = calls["calls"][0]
+    assert (child["agent_id"], child["status"], child["parent_run_id"], child["depth"]) == \
+        ("lazy", "done", parent, 1), child
+    status, msgs, _ = stack.curl("GET", "/v1/sessions/ui-calls/messages")
+    assert [m["content"] for m in msgs["messages"]] == [text, answer]
+    # The call tree: parent → child, with the child's answer.
+    want = [[parent, "caller", "done", "", answer, [[child["run_id"], "lazy", "done", "c1", text, []]]]]
+    wait_until(lambda: call_tree(b) == want, timeout=10, what="the call tree %s" % want)
+    # The run list nests the child under its parent.
+    got = b.js("""return Array.from(document.querySelectorAll('[data-testid=run-list] > li')).map(li =>
+                    [li.dataset.runId, Array.from(li.querySelectorAll(':scope > ul > li')).map(c => c.dataset.runId)]);""")
+    assert got == [[parent, [child["run_id"]]]], got
+    # The parent's timeline (the page follows the newest run): the child's
+    # events nested under the agent_call_started row, whole.
+    nested = lambda: b.js("""
+        const ol = document.querySelector('[data-testid=timeline] > li[data-type=agent_call_started] > ol.nested');
+        return ol ? [ol.dataset.runId, Array.from(ol.children).map(li => li.dataset.type)] : null;""")
+    got = wait_until(lambda: (lambda n: n if n and n[1] and n[1][-1] == "run_done" else None)(nested()),
+                     timeout=10, what="the child's events nested in the parent's timeline")
+    assert got[0] == child["run_id"]
+    assert got[1][:2] == ["run_started", "user_input"] and "agent_stream_delta" in got[1], got
+    top = b.js("""return Array.from(document.querySelectorAll('[data-testid=timeline] > li')).map(li => li.dataset.type);""")
+    assert top[-1] == "run_done" and "agent_call_started" in top and "agent_call_done" in top, top
+    assert top.index("agent_call_started") < top.index("agent_call_done"), top
+    assert b.errors() == []
     b.shot("calltree")
+
+
+def test_fanout_tree_in_the_browser(stack, browser):
+    """The native example (agents/fanout, worker/call.h): `fanout` calls
+    `lazy` twice at once, so two children stream side by side into the
+    session's socket. The call tree shows both under the parent with their
+    own answers; the chat shows the merged answer only, once."""
+    stack.procs.start("map-fanout", "--broker", stack.broker_ep, "--agent", "fanout",
+                      "--target", "lazy", "--heartbeat-ms", 250)
+    wait_until(lambda: "fanout" in {a["agent_id"] for a in
+               stack.curl("GET", "/v1/agents")[1].get("agents", [])}, timeout=15,
+               what="the fanout agent to register")
+    b = browser
+    open_page(b, stack, "ui-fanout", "fanout")
+    text = words(8, "f")
+    backwards = " ".join(reversed(text.split()))
+    answer = "c1: %s\nc2: %s" % (text, backwards)
+    send(b, text)
+    seen = []
+
+    def done():
+        ts = b.turns()
+        seen.append([t["answer"] for t in ts])
+        return ts if ts and ts[0]["status"] == "done" else None
+    ts = wait_until(done, timeout=30, step=0.05, what="fanout's merged answer")
+    assert [(t["user"], t["answer"]) for t in ts] == [(text, answer)], ts
+    for answers in seen:  # never a child's words out of place in the bubble
+        assert len(answers) <= 1 and all(answer.startswith(a) for a in answers), answers
+    parent = ts[0]["run_id"]
+
+    def kids():
+        tree = call_tree(b)
+        if len(tree) != 1 or tree[0][0] != parent or tree[0][2] != "done":
+            return None
+        got = sorted((k[1], k[2], k[3], k[4], k[5]) for k in tree[0][5])
+        return got if got == [("lazy", "done", "c1", text, []), ("lazy", "done", "c2", backwards, [])] \
+            else None
+    wait_until(kids, timeout=10, what="both calls in the call tree with their answers")
+    status, calls, _ = stack.curl("GET", "/v1/runs/%s/calls" % parent)
+    assert sorted(c["run_id"] for c in calls["calls"]) == sorted(k[0] for k in call_tree(b)[0][5])
+    assert b.errors() == []
+    b.shot("calltree-fanout")
 
 
 def test_reconnect_with_backoff_and_health():
@@ -569,6 +690,22 @@ import("/ui/runs.js").then((m) => {
   check("tree grandchild", (t.children.get("k1") || []).map((r) => r.run_id).join() === "g");
   check("children are not client runs", runs.active().map((r) => r.run_id).join() === "p");
   check("placeholders are not runs", !runs.unfinished().some((r) => r.run_id === "req:x"));
+  runs.offer(ev("k1", 1, "run_started", {agent_id: "echo"}, {parent_run_id: "p", depth: 1}));
+  runs.offer(ev("k1", 2, "agent_stream_delta", {delta: "chi"}, {parent_run_id: "p", depth: 1}));
+  check("a child's deltas are its own", runs.get("k1").text === "chi" && runs.get("p").text === "");
+  runs.offer(ev("p", 3, "agent_call_done", {call_id: "c1", child_run_id: "k1",
+                                            output: {role: "assistant", content: "child answer"}}));
+  check("call done: the child's whole answer", runs.get("k1").text === "child answer" &&
+        runs.get("k1").status === "done" && runs.get("k1").call_id === "c1" && runs.get("p").text === "");
+  runs.offer(ev("p", 4, "agent_call_failed", {call_id: "c2", child_run_id: "k2",
+                                              error: {code: "worker_lost", message: "gone"}}));
+  check("call failed: the child's error", runs.get("k2").status === "failed" &&
+        runs.get("k2").error.code === "worker_lost" && runs.get("p").status === "running");
+  check("rootOf", runs.rootOf("g") === "p" && runs.rootOf("p") === "p" && runs.rootOf("nope") === "nope");
+  check("isUnder", runs.isUnder("g", "p") && runs.isUnder("g", "k1") && !runs.isUnder("k2", "k1") &&
+        !runs.isUnder("p", "p"));
+  const calls = m.foldTimeline([ev("p", 2, "agent_call_started", {call_id: "c1", child_run_id: "k1"})]);
+  check("a call's row names its child", calls[0].child === "k1");
 
   runs = new m.Runs();
   for (let i = 0; i < 10; i++) {
