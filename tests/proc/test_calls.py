@@ -369,8 +369,11 @@ def test_deadlines_follow_the_tree(stack):
     r0, inv = ca.invoke()
     q = call(c, inv, "slow", "echo", " ".join("w%d" % i for i in range(25)))  # ~2.5 s
     c.wait_final(q, timeout=20)
+    # The child streamed ~2.5 s, past the parent's 0.7 s timeout, and ended
+    # done: had the parent timed out meanwhile, its end would have
+    # cancelled the child. (No check of the parent's status here: on a
+    # loaded machine its own 0.7 s may already be over.)
     assert c.events(q)[-1]["type"] == "run_done"
-    assert run_of(c, root["run_id"])["status"] == "running"  # longer than its timeout
     wait_until(lambda: run_of(c, root["run_id"])["status"] == "failed", timeout=10,
                what="the silent parent times out")
     assert log(c, root["run_id"])[-1]["payload"]["error"]["code"] == "agent_timeout"
