@@ -147,6 +147,29 @@ static int s_str(json_t *obj, const char *key, const char **out, size_t *len, in
     return 0;
 }
 
+/* A {"role","content"} object (where names it in errors). strict: other
+ * keys are errors (a call's messages); invoke's input_message ignores them,
+ * as it always has. */
+static int s_message(json_t *msg, const char *where, int strict, const char **role, size_t *rol,
+                     const char **content, size_t *cl, route_err_t *e)
+{
+    if (!json_is_object(msg))
+        return s_err(e, 400, "bad_request", "%s must be {\"role\": string, \"content\": string}",
+                     where);
+    const char *key;
+    json_t *v;
+    json_object_foreach(msg, key, v) {
+        if (strict && strcmp(key, "role") != 0 && strcmp(key, "content") != 0)
+            return s_err(e, 400, "bad_request", "%s has an unknown key \"%.64s\"", where, key);
+    }
+    if (s_str(msg, "role", role, rol, 0, e) || s_str(msg, "content", content, cl, 0, e))
+        return -1;
+    if (!*role || !*content || *rol == 0 || *rol > 32)
+        return s_err(e, 400, "bad_request",
+                     "%s needs a role (1 to 32 characters) and a content string", where);
+    return 0;
+}
+
 int routes_invoke(const char *body, size_t len, mp_buf_t *b, route_err_t *e)
 {
     json_t *root = s_load(body, len, e);
@@ -166,17 +189,9 @@ int routes_invoke(const char *body, size_t len, mp_buf_t *b, route_err_t *e)
         s_err(e, 400, "bad_request", "session_id is required");
         goto done;
     }
-    json_t *msg = json_object_get(root, "input_message");
-    if (!json_is_object(msg)) {
-        s_err(e, 400, "bad_request", "input_message must be {\"role\": string, \"content\": string}");
+    if (s_message(json_object_get(root, "input_message"), "input_message", 0, &role, &rol,
+                  &content, &cl, e))
         goto done;
-    }
-    if (s_str(msg, "role", &role, &rol, 0, e) || s_str(msg, "content", &content, &cl, 0, e))
-        goto done;
-    if (!role || !content || rol == 0 || rol > 32) {
-        s_err(e, 400, "bad_request", "input_message needs a role (1 to 32 characters) and a content string");
-        goto done;
-    }
     if (if_busy && strcmp(if_busy, "reject") != 0 && strcmp(if_busy, "enqueue") != 0) {
         s_err(e, 400, "bad_request", "if_busy must be \"enqueue\" or \"reject\"");
         goto done;
@@ -221,27 +236,6 @@ int routes_bearer_token(const char *authorization, char *token, size_t cap)
     return 0;
 }
 
-/* A {"role","content"} object (where names it in errors): the same rule as
- * invoke's input_message; other keys are errors. */
-static int s_message(json_t *msg, const char *where, const char **role, size_t *rol,
-                     const char **content, size_t *cl, route_err_t *e)
-{
-    if (!json_is_object(msg))
-        return s_err(e, 400, "bad_request", "%s must be {\"role\": string, \"content\": string}",
-                     where);
-    const char *key;
-    json_t *v;
-    json_object_foreach(msg, key, v) {
-        if (strcmp(key, "role") != 0 && strcmp(key, "content") != 0)
-            return s_err(e, 400, "bad_request", "%s has an unknown key \"%.64s\"", where, key);
-    }
-    if (s_str(msg, "role", role, rol, 0, e) || s_str(msg, "content", content, cl, 0, e))
-        return -1;
-    if (!*role || !*content || *rol == 0 || *rol > 32)
-        return s_err(e, 400, "bad_request",
-                     "%s needs a role (1 to 32 characters) and a content string", where);
-    return 0;
-}
 
 int routes_call(const char *run_id, const char *token, const char *body, size_t len, mp_buf_t *b,
                 route_err_t *e)
@@ -262,7 +256,7 @@ int routes_call(const char *run_id, const char *token, const char *body, size_t 
         s_err(e, 400, "bad_request", "agent_id is required");
         goto done;
     }
-    if (s_message(json_object_get(root, "input_message"), "input_message", &role, &rol, &content,
+    if (s_message(json_object_get(root, "input_message"), "input_message", 1, &role, &rol, &content,
                   &cl, e))
         goto done;
     json_t *history = json_object_get(root, "messages");
@@ -276,7 +270,7 @@ int routes_call(const char *run_id, const char *token, const char *body, size_t 
         size_t hrl, hcl;
         char where[40];
         snprintf(where, sizeof where, "messages[%zu]", i);
-        if (s_message(json_array_get(history, i), where, &hr, &hrl, &hc, &hcl, e))
+        if (s_message(json_array_get(history, i), where, 1, &hr, &hrl, &hc, &hcl, e))
             goto done;
     }
     msgpack_pack_map(&b->pk, 7 + (nh > 0));
