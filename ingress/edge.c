@@ -52,6 +52,12 @@
 #define S_PINGS_PER_TICK 1000  /* a burst of sockets gets its pings spread over ticks */
 #define S_BATCH_MAX (256 * 1024) /* bytes of frames written at once */
 #define S_FRAME_HDR 10          /* the largest server frame header */
+/* lws's receive buffer per WebSocket (its default: 4 KB each, most of an
+ * idle socket's memory). A larger message arrives in more RECEIVE
+ * callbacks, reassembled by ws.c either way. lws caps each send at the
+ * protocol's tx_packet_size, else at this: the protocol sets that to a
+ * batch (lws's default had cut every write at 4 KB). */
+#define S_RX_BUFFER 128
 
 /* What edge.c keeps of a connection besides the modules' conn_t: the
  * wsi's opaque user data. */
@@ -501,7 +507,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
 }
 
 static struct lws_protocols s_protocols[] = {
-    {"map", s_callback, 0, 0, 0, NULL, 0},
+    {"map", s_callback, 0, S_RX_BUFFER, 0, NULL, S_BATCH_MAX},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
