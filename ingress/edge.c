@@ -27,7 +27,12 @@
  *
  * Writes: every frame queued for a WebSocket goes out in one write (the
  * frames' headers built here: a server's frames are not masked, and no
- * extension is offered), bounded by S_BATCH_MAX bytes. */
+ * extension is offered), bounded by S_BATCH_MAX bytes. A WebSocket woken
+ * (io_wake) joins the `dirty` list, written once the DEALER is drained or
+ * the callback is over: all that one drain queued for it in one write,
+ * and no writable request in the common case (on libuv each costs epoll_ctl
+ * calls, and a wake-up). A socket lws still holds bytes for (a partial
+ * send), or with a ping or close due, waits for WRITEABLE instead. */
 #include "edge.h"
 
 #include "http.h"
@@ -67,6 +72,7 @@ typedef struct {
     int64_t ka_ms;    /* idle: last heard from; pinged: when the ping was queued */
     int ping_due;     /* a ping is to be written */
     int close_sent;   /* our close frame is written: nothing more */
+    lws_dll2_t dirty; /* on edge's dirty: frames to write */
 } econn_t;
 
 struct io_t {
@@ -84,6 +90,8 @@ struct edge_t {
     uv_poll_t zpoll;         /* the DEALER's ZMQ_FD */
     int zpoll_on;
     lws_dll2_owner_t idle, pinged; /* WebSockets in keep-alive order */
+    lws_dll2_owner_t dirty;  /* WebSockets with frames to write now */
+    int flushing;
     int64_t ping_ms, grace_ms;
     unsigned char *batch;    /* LWS_PRE + frames: one write */
     volatile sig_atomic_t *stop;
@@ -95,8 +103,14 @@ struct edge_t {
 
 void io_wake(io_t *io, conn_t *c)
 {
-    (void)io;
-    lws_callback_on_writable(c->wsi);
+    edge_t *self = io->edge;
+    econn_t *e = c->is_ws ? lws_get_opaque_user_data(c->wsi) : NULL;
+    if (!e || !self->ready) {
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    if (lws_dll2_is_detached(&e->dirty))
+        lws_dll2_add_tail(&e->dirty, &self->dirty);
 }
 
 void io_kill(io_t *io, conn_t *c)
@@ -360,6 +374,43 @@ static int s_ws_writeable(edge_t *self, econn_t *e)
     return 0;
 }
 
+/* Writes the dirty WebSockets' frames (a bounded number of turns: what
+ * is left waits for the next flush). */
+static void s_flush(edge_t *self)
+{
+    if (self->flushing)
+        return;
+    self->flushing = 1;
+    lws_dll2_t *d;
+    for (int turns = 0; turns < 65536 && (d = lws_dll2_get_head(&self->dirty)); turns++) {
+        econn_t *e = lws_container_of(d, econn_t, dirty);
+        conn_t *c = e->c;
+        lws_dll2_remove(&e->dirty);
+        if (e->close_sent || !c->q.head)
+            continue;
+        if (c->closing || e->ping_due || lws_partial_buffered(c->wsi)) {
+            lws_callback_on_writable(c->wsi);
+            continue;
+        }
+        int rc;
+        if (c->q.head->len + S_FRAME_HDR <= S_BATCH_MAX) {
+            rc = s_ws_write_batch(self, c);
+        } else {
+            outq_msg_t *o = outq_take(&c->q);
+            rc = lws_write(c->wsi, outq_data(&c->q, o), o->len, LWS_WRITE_TEXT);
+            outq_msg_free(o);
+        }
+        if (rc < 0) { /* the socket is gone: lws closes it */
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        if (c->q.head)
+            lws_callback_on_writable(c->wsi);
+        sessions_drained(self->hub.sessions, c);
+    }
+    self->flushing = 0;
+}
+
 /* ---- keep-alive: pings and hang-ups in O(1) per step ------------------------- */
 
 /* e was heard from: to the tail of idle. */
@@ -416,6 +467,7 @@ static void s_conn_gone(edge_t *self, struct lws *wsi)
         return;
     lws_set_opaque_user_data(wsi, NULL);
     lws_dll2_remove(&e->ka);
+    lws_dll2_remove(&e->dirty);
     conn_t *c = e->c;
     mem_free(e);
     hub_drop_requests(&self->hub, c);
@@ -503,6 +555,8 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     int rc = s_handle(self, wsi, reason, in, len);
     if (self->ready && worker_readable(self->worker))
         s_pump(self);
+    if (self->ready)
+        s_flush(self);
     return rc;
 }
 
@@ -525,6 +579,7 @@ static void s_tick(lws_sorted_usec_list_t *sul)
         s_on_error(self->worker, req, "timeout", "no answer in time", self);
     }
     sessions_tick(self->hub.sessions, now);
+    s_flush(self);
     s_ka_tick(self, now);
     if (*self->stop)
         uv_stop(&self->loop);
@@ -538,8 +593,10 @@ static void s_on_zmq(uv_poll_t *h, int status, int events)
     (void)status;
     (void)events;
     edge_t *self = h->data;
-    if (self->ready)
+    if (self->ready) {
         s_pump(self);
+        s_flush(self);
+    }
 }
 
 /* With a foreign loop lws's destruction is in steps that complete as its
