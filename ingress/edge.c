@@ -3,11 +3,12 @@
  * The modules do the work without lws (http.c, ws.c, sessions.c,
  * pending.c, policy.c, metrics.c: each has a unit test); this file turns
  * lws callbacks into their calls, implements io.h for them, and writes
- * what they queued, only from WRITEABLE callbacks.
+ * what they queued (below: when).
  *
- * Connections: our conn_t hangs on the wsi's opaque user data, made at the
- * first callback that shows a client socket, freed at WSI_DESTROY (lws
- * frees its own per-protocol user memory at every HTTP keep-alive turn).
+ * Connections: an econn_t (the modules' conn_t and what this file keeps
+ * beside it) hangs on the wsi's opaque user data, made at the first
+ * callback that shows a client socket, freed at WSI_DESTROY (lws frees its
+ * own per-protocol user memory at every HTTP keep-alive turn).
  * The edge reaches itself through the context's user pointer: no global.
  *
  * The loop is libuv's (epoll), ours, lent to lws as a foreign loop: a
