@@ -27,6 +27,7 @@ void conn_destroy(conn_t **self_p)
     sbuf_free(&c->frag);
     if (c->runs)
         zhashx_destroy(&c->runs);
+    mem_free(c->ended);
     mem_free(c);
     *self_p = NULL;
 }
@@ -35,12 +36,16 @@ void conn_mark_ended(conn_t *c, const char *run_id)
 {
     if (conn_has_ended(c, run_id))
         return;
+    if (!c->ended)
+        c->ended = mem_alloc(CONN_ENDED_MAX * sizeof *c->ended);
     snprintf(c->ended[c->ended_next % CONN_ENDED_MAX], sizeof c->ended[0], "%s", run_id);
     c->ended_next++;
 }
 
 int conn_has_ended(const conn_t *c, const char *run_id)
 {
+    if (!c->ended)
+        return 0;
     for (unsigned i = 0; i < CONN_ENDED_MAX; i++)
         if (c->ended[i][0] && !strcmp(c->ended[i], run_id))
             return 1;
@@ -49,6 +54,8 @@ int conn_has_ended(const conn_t *c, const char *run_id)
 
 void conn_unmark_ended(conn_t *c, const char *run_id)
 {
+    if (!c->ended)
+        return;
     for (unsigned i = 0; i < CONN_ENDED_MAX; i++)
         if (c->ended[i][0] && !strcmp(c->ended[i], run_id))
             c->ended[i][0] = '\0';

@@ -82,7 +82,8 @@ typedef struct conn_t {
     session_t *session;
     struct conn_t *snext;    /* next socket of the session */
     zhashx_t *runs;          /* run_id → seqtrack_t: the runs it follows */
-    char ended[CONN_ENDED_MAX][129]; /* ring: runs it saw end (late copies dropped) */
+    char (*ended)[129];      /* ring of CONN_ENDED_MAX: runs it saw end (late copies
+                                dropped); made at the first end, an idle socket has none */
     unsigned ended_next;
     int drain_wait;          /* runs were not sent for lack of room: fill when drained */
     int need_empty;          /* ... and the next event is larger than the room */

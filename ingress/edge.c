@@ -3,16 +3,37 @@
  * The modules do the work without lws (http.c, ws.c, sessions.c,
  * pending.c, policy.c, metrics.c: each has a unit test); this file turns
  * lws callbacks into their calls, implements io.h for them, and writes
- * what they queued, only from WRITEABLE callbacks.
+ * what they queued (below: when).
  *
- * Connections: our conn_t hangs on the wsi's opaque user data, made at the
- * first callback that shows a client socket, freed at WSI_DESTROY (lws
- * frees its own per-protocol user memory at every HTTP keep-alive turn).
+ * Connections: an econn_t (the modules' conn_t and what this file keeps
+ * beside it) hangs on the wsi's opaque user data, made at the first
+ * callback that shows a client socket, freed at WSI_DESTROY (lws frees its
+ * own per-protocol user memory at every HTTP keep-alive turn).
  * The edge reaches itself through the context's user pointer: no global.
  *
- * The broker link (a worker_t requester) is adopted as a raw fd; what a
+ * The loop is libuv's (epoll), ours, lent to lws as a foreign loop: a
+ * wake-up costs what is ready, not the number of sockets. The broker link
+ * (a worker_t requester) is watched in it with a uv_poll on ZMQ_FD; what a
  * send may hide from that edge-triggered fd is drained after every
- * callback (worker_readable). */
+ * callback (worker_readable).
+ *
+ * No per-connection lws timer on a WebSocket: lws keeps its timers in one
+ * sorted list (an insertion walks it, O(connections)), and its keep-alive
+ * re-arms one per received frame. Ours are two lists in time order, O(1)
+ * each step: `idle` (sockets by when they were last heard from) and
+ * `pinged` (by when their ping went). Every frame moves a socket to the
+ * tail of idle; the tick pings the heads idle for ws_ping_secs and cuts
+ * those pinged ws_ping_secs + 5 s ago without an answer (as lws's
+ * retry policy did: hang-up at 2 * ping + 5 s of silence).
+ *
+ * Writes: every frame queued for a WebSocket goes out in one write (the
+ * frames' headers built here: a server's frames are not masked, and no
+ * extension is offered), bounded by S_BATCH_MAX bytes. A WebSocket woken
+ * (io_wake) joins the `dirty` list, written once the DEALER is drained or
+ * the callback is over: all that one drain queued for it in one write,
+ * and no writable request in the common case (on libuv each costs epoll_ctl
+ * calls, and a wake-up). A socket lws still holds bytes for (a partial
+ * send), or with a ping or close due, waits for WRITEABLE instead. */
 #include "edge.h"
 
 #include "http.h"
@@ -31,8 +52,29 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <uv.h>
 
 #define S_TICK_US (100 * 1000) /* timer: heartbeats, request deadlines, re-watch, stop */
+#define S_PINGS_PER_TICK 1000  /* a burst of sockets gets its pings spread over ticks */
+#define S_BATCH_MAX (256 * 1024) /* bytes of frames written at once */
+#define S_FRAME_HDR 10          /* the largest server frame header */
+/* lws's receive buffer per WebSocket (its default: 4 KB each, most of an
+ * idle socket's memory). A larger message arrives in more RECEIVE
+ * callbacks, reassembled by ws.c either way. lws caps each send at the
+ * protocol's tx_packet_size, else at this: the protocol sets that to a
+ * batch (lws's default had cut every write at 4 KB). */
+#define S_RX_BUFFER 128
+
+/* What edge.c keeps of a connection besides the modules' conn_t: the
+ * wsi's opaque user data. */
+typedef struct {
+    conn_t *c;
+    lws_dll2_t ka;    /* on idle or pinged (WebSockets only) */
+    int64_t ka_ms;    /* idle: last heard from; pinged: when the ping was queued */
+    int ping_due;     /* a ping is to be written */
+    int close_sent;   /* our close frame is written: nothing more */
+    lws_dll2_t dirty; /* on edge's dirty: frames to write */
+} econn_t;
 
 struct io_t {
     edge_t *edge;
@@ -45,6 +87,14 @@ struct edge_t {
     struct lws_vhost *vhost;
     worker_t *worker;
     lws_sorted_usec_list_t sul;
+    uv_loop_t loop;
+    uv_poll_t zpoll;         /* the DEALER's ZMQ_FD */
+    int zpoll_on;
+    lws_dll2_owner_t idle, pinged; /* WebSockets in keep-alive order */
+    lws_dll2_owner_t dirty;  /* WebSockets with frames to write now */
+    int flushing;
+    int64_t ping_ms, grace_ms;
+    unsigned char *batch;    /* LWS_PRE + frames: one write */
     volatile sig_atomic_t *stop;
     int ready;               /* edge_new is done: callbacks may pump the DEALER */
     uint64_t next_conn;
@@ -54,8 +104,14 @@ struct edge_t {
 
 void io_wake(io_t *io, conn_t *c)
 {
-    (void)io;
-    lws_callback_on_writable(c->wsi);
+    edge_t *self = io->edge;
+    econn_t *e = c->is_ws ? lws_get_opaque_user_data(c->wsi) : NULL;
+    if (!e || !self->ready) {
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    if (lws_dll2_is_detached(&e->dirty))
+        lws_dll2_add_tail(&e->dirty, &self->dirty);
 }
 
 void io_kill(io_t *io, conn_t *c)
@@ -234,18 +290,83 @@ static int s_http_writeable(edge_t *self, conn_t *c)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-static int s_ws_writeable(edge_t *self, conn_t *c)
+/* A text frame's header (FIN, opcode 1, no mask) for len bytes; its size. */
+static size_t s_frame_hdr(unsigned char *h, size_t len)
 {
-    if (c->closing && !c->q.head) {
-        lws_close_reason(c->wsi, (enum lws_close_status)c->close_code,
-                         (unsigned char *)c->close_reason, strlen(c->close_reason));
-        return -1;
+    h[0] = 0x81;
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+        return 2;
     }
-    outq_msg_t *o = outq_take(&c->q);
-    if (!o)
+    if (len <= 0xffff) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        return 4;
+    }
+    h[1] = 127;
+    for (int i = 0; i < 8; i++)
+        h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+/* The frames at the head of the queue that fit in one batch, taken off
+ * it, written as one buffer. Returns lws_write's result. */
+static int s_ws_write_batch(edge_t *self, conn_t *c)
+{
+    unsigned char *start = self->batch + LWS_PRE, *p = start;
+    outq_msg_t *o;
+    while (c->q.head && (size_t)(p - start) + S_FRAME_HDR + c->q.head->len <= S_BATCH_MAX) {
+        o = outq_take(&c->q);
+        p += s_frame_hdr(p, o->len);
+        memcpy(p, outq_data(&c->q, o), o->len);
+        p += o->len;
+        outq_msg_free(o);
+    }
+    return lws_write(c->wsi, start, (size_t)(p - start), LWS_WRITE_RAW);
+}
+
+/* The close frame (code, reason) written by us: on lws's libuv loop a
+ * callback's -1 after lws_close_reason cut the socket without it. The
+ * client answers with its close and lws ends the socket; one that does
+ * not is cut by io_kill's timeout. */
+static int s_ws_close(econn_t *e)
+{
+    conn_t *c = e->c;
+    unsigned char buf[LWS_PRE + 2 + 2 + sizeof c->close_reason], *p = buf + LWS_PRE;
+    size_t rl = strnlen(c->close_reason, sizeof c->close_reason - 1);
+    if (rl > 123)
+        rl = 123; /* a control frame's payload is at most 125 bytes */
+    p[0] = 0x88;
+    p[1] = (unsigned char)(2 + rl);
+    p[2] = (unsigned char)(c->close_code >> 8);
+    p[3] = (unsigned char)c->close_code;
+    memcpy(p + 4, c->close_reason, rl);
+    e->close_sent = 1;
+    return lws_write(c->wsi, p, 4 + rl, LWS_WRITE_RAW) < 0 ? -1 : 0;
+}
+
+static int s_ws_writeable(edge_t *self, econn_t *e)
+{
+    conn_t *c = e->c;
+    if (e->close_sent)
         return 0;
-    int rc = lws_write(c->wsi, outq_data(&c->q, o), o->len, LWS_WRITE_TEXT);
-    outq_msg_free(o);
+    if (c->closing && !c->q.head)
+        return s_ws_close(e);
+    int rc;
+    if (e->ping_due) {
+        unsigned char ping[LWS_PRE + 1];
+        e->ping_due = 0;
+        rc = lws_write(c->wsi, ping + LWS_PRE, 0, LWS_WRITE_PING);
+    } else if (!c->q.head) {
+        return 0;
+    } else if (c->q.head->len + S_FRAME_HDR <= S_BATCH_MAX) {
+        rc = s_ws_write_batch(self, c);
+    } else { /* one frame larger than a batch: lws frames it */
+        outq_msg_t *o = outq_take(&c->q);
+        rc = lws_write(c->wsi, outq_data(&c->q, o), o->len, LWS_WRITE_TEXT);
+        outq_msg_free(o);
+    }
     if (rc < 0)
         return -1;
     if (c->q.head || c->closing)
@@ -254,25 +375,102 @@ static int s_ws_writeable(edge_t *self, conn_t *c)
     return 0;
 }
 
+/* Writes the dirty WebSockets' frames (a bounded number of turns: what
+ * is left waits for the next flush). */
+static void s_flush(edge_t *self)
+{
+    if (self->flushing)
+        return;
+    self->flushing = 1;
+    lws_dll2_t *d;
+    for (int turns = 0; turns < 65536 && (d = lws_dll2_get_head(&self->dirty)); turns++) {
+        econn_t *e = lws_container_of(d, econn_t, dirty);
+        conn_t *c = e->c;
+        lws_dll2_remove(&e->dirty);
+        if (e->close_sent || !c->q.head)
+            continue;
+        if (c->closing || e->ping_due || lws_partial_buffered(c->wsi)) {
+            lws_callback_on_writable(c->wsi);
+            continue;
+        }
+        int rc;
+        if (c->q.head->len + S_FRAME_HDR <= S_BATCH_MAX) {
+            rc = s_ws_write_batch(self, c);
+        } else {
+            outq_msg_t *o = outq_take(&c->q);
+            rc = lws_write(c->wsi, outq_data(&c->q, o), o->len, LWS_WRITE_TEXT);
+            outq_msg_free(o);
+        }
+        if (rc < 0) { /* the socket is gone: lws closes it */
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        if (c->q.head)
+            lws_callback_on_writable(c->wsi);
+        sessions_drained(self->hub.sessions, c);
+    }
+    self->flushing = 0;
+}
+
+/* ---- keep-alive: pings and hang-ups in O(1) per step ------------------------- */
+
+/* e was heard from: to the tail of idle. */
+static void s_ka_heard(edge_t *self, econn_t *e)
+{
+    e->ka_ms = clock_mono_ms();
+    lws_dll2_remove(&e->ka);
+    lws_dll2_add_tail(&e->ka, &self->idle);
+}
+
+static void s_ka_tick(edge_t *self, int64_t now)
+{
+    int budget = S_PINGS_PER_TICK;
+    lws_dll2_t *d;
+    while (budget > 0 && (d = lws_dll2_get_head(&self->pinged))) {
+        econn_t *e = lws_container_of(d, econn_t, ka);
+        if (e->ka_ms + self->grace_ms > now)
+            break;
+        lws_dll2_remove(&e->ka); /* silent: cut */
+        lws_set_timeout(e->c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        budget--;
+    }
+    while (budget > 0 && (d = lws_dll2_get_head(&self->idle))) {
+        econn_t *e = lws_container_of(d, econn_t, ka);
+        if (e->ka_ms + self->ping_ms > now)
+            break;
+        lws_dll2_remove(&e->ka);
+        e->ka_ms = now;
+        e->ping_due = 1;
+        lws_dll2_add_tail(&e->ka, &self->pinged);
+        lws_callback_on_writable(e->c->wsi);
+        budget--;
+    }
+}
+
 /* ---- the lws callback -------------------------------------------------------- */
 
-static conn_t *s_conn(edge_t *self, struct lws *wsi)
+static econn_t *s_conn(edge_t *self, struct lws *wsi)
 {
-    conn_t *c = lws_get_opaque_user_data(wsi);
-    if (!c) {
-        c = conn_new(++self->next_conn, wsi, (size_t)self->hub.cfg.max_outq, LWS_PRE);
-        lws_set_opaque_user_data(wsi, c);
+    econn_t *e = lws_get_opaque_user_data(wsi);
+    if (!e) {
+        e = mem_alloc(sizeof *e);
+        e->c = conn_new(++self->next_conn, wsi, (size_t)self->hub.cfg.max_outq, LWS_PRE);
+        lws_set_opaque_user_data(wsi, e);
         self->hub.http_conns++;
     }
-    return c;
+    return e;
 }
 
 static void s_conn_gone(edge_t *self, struct lws *wsi)
 {
-    conn_t *c = lws_get_opaque_user_data(wsi);
-    if (!c)
+    econn_t *e = lws_get_opaque_user_data(wsi);
+    if (!e)
         return;
     lws_set_opaque_user_data(wsi, NULL);
+    lws_dll2_remove(&e->ka);
+    lws_dll2_remove(&e->dirty);
+    conn_t *c = e->c;
+    mem_free(e);
     hub_drop_requests(&self->hub, c);
     sessions_leave(self->hub.sessions, c);
     if (c->is_ws)
@@ -285,12 +483,13 @@ static void s_conn_gone(edge_t *self, struct lws *wsi)
 static int s_handle(edge_t *self, struct lws *wsi, enum lws_callback_reasons reason, void *in,
                     size_t len)
 {
-    conn_t *c = lws_get_opaque_user_data(wsi);
+    econn_t *e = lws_get_opaque_user_data(wsi);
+    conn_t *c = e ? e->c : NULL;
     switch (reason) {
     case LWS_CALLBACK_HTTP: {
         lwshttp_req_t r;
         lwshttp_read(wsi, in, &r);
-        c = s_conn(self, wsi);
+        c = s_conn(self, wsi)->c;
         http_begin(&self->hub, c, &r.head);
         if (c->http.send_continue) {
             c->http.send_continue = 0;
@@ -313,27 +512,30 @@ static int s_handle(edge_t *self, struct lws *wsi, enum lws_callback_reasons rea
         return rc;
     }
     case LWS_CALLBACK_ESTABLISHED:
-        c = s_conn(self, wsi);
+        e = s_conn(self, wsi);
+        c = e->c;
+        s_ka_heard(self, e);
         hub_drop_requests(&self->hub, c);
         self->hub.http_conns--;
         self->hub.ws_conns++;
         ws_open(&self->hub, c);
         return 0;
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (e)
+            s_ka_heard(self, e);
+        return 0;
     case LWS_CALLBACK_RECEIVE:
-        if (c)
-            ws_receive(&self->hub, c, in, len, lws_is_first_fragment(wsi),
+        if (!c)
+            return 0;
+        s_ka_heard(self, e);
+        ws_receive(&self->hub, c, in, len, lws_is_first_fragment(wsi),
                        lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi),
                        lws_frame_is_binary(wsi));
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
-        return c ? s_ws_writeable(self, c) : 0;
+        return e ? s_ws_writeable(self, e) : 0;
     case LWS_CALLBACK_WSI_DESTROY:
         s_conn_gone(self, wsi);
-        return 0;
-    case LWS_CALLBACK_RAW_RX_FILE:
-        s_pump(self);
-        return 0;
-    case LWS_CALLBACK_RAW_CLOSE_FILE:
         return 0;
     default:
         return 0;
@@ -354,11 +556,13 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     int rc = s_handle(self, wsi, reason, in, len);
     if (self->ready && worker_readable(self->worker))
         s_pump(self);
+    if (self->ready)
+        s_flush(self);
     return rc;
 }
 
 static struct lws_protocols s_protocols[] = {
-    {"map", s_callback, 0, 0, 0, NULL, 0},
+    {"map", s_callback, 0, S_RX_BUFFER, 0, NULL, S_BATCH_MAX},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -376,10 +580,45 @@ static void s_tick(lws_sorted_usec_list_t *sul)
         s_on_error(self->worker, req, "timeout", "no answer in time", self);
     }
     sessions_tick(self->hub.sessions, now);
+    s_flush(self);
+    s_ka_tick(self, now);
     if (*self->stop)
-        lws_cancel_service(self->ctx);
+        uv_stop(&self->loop);
     else
         lws_sul_schedule(self->ctx, 0, &self->sul, s_tick, S_TICK_US);
+}
+
+/* The DEALER's fd is readable: drain it. */
+static void s_on_zmq(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    edge_t *self = h->data;
+    if (self->ready) {
+        s_pump(self);
+        s_flush(self);
+    }
+}
+
+/* With a foreign loop lws's destruction is in steps that complete as its
+ * handles close in the loop; self->ctx is NULL when it is all done
+ * (info.pcontext). Then the loop itself closes. */
+static void s_loop_close(edge_t *self)
+{
+    for (int i = 0; i < 8 && self->ctx; i++) {
+        lws_context_destroy(self->ctx);
+        for (int k = 0; k < 1000 && self->ctx && uv_run(&self->loop, UV_RUN_NOWAIT); k++) {
+        }
+    }
+    if (self->zpoll_on) {
+        uv_poll_stop(&self->zpoll);
+        uv_close((uv_handle_t *)&self->zpoll, NULL);
+        self->zpoll_on = 0;
+    }
+    for (int i = 0; i < 1000 && uv_run(&self->loop, UV_RUN_NOWAIT); i++) {
+    }
+    if (uv_loop_close(&self->loop) != 0)
+        LOGW("edge.loop", "handles still open at exit");
 }
 
 /* ---- lifecycle ------------------------------------------------------------- */
@@ -429,17 +668,28 @@ edge_t *edge_new(const edge_config_t *cfg, char *err, size_t errlen)
     h->sessions = sessions_new(h);
     /* A request to the orchestrator is one frame: past it, 413 at the edge. */
     mp_buf_init(&h->mp, FRAME_BODY_MAX_DEFAULT);
-    static lws_retry_bo_t retry;
-    retry.secs_since_valid_ping = (uint16_t)cfg->ws_ping_secs;
-    retry.secs_since_valid_hangup = (uint16_t)(cfg->ws_ping_secs * 2 + 5);
+    self->ping_ms = cfg->ws_ping_secs * 1000;
+    self->grace_ms = (cfg->ws_ping_secs + 5) * 1000;
+    self->batch = mem_alloc(LWS_PRE + S_BATCH_MAX);
+    /* No lws keep-alive (one sorted timer per socket): ours (s_ka_tick). */
+    static const lws_retry_bo_t no_validity = {.secs_since_valid_ping = 0,
+                                               .secs_since_valid_hangup = 0};
+    if (uv_loop_init(&self->loop) != 0) {
+        snprintf(err, errlen, "cannot make an event loop");
+        goto fail_loop;
+    }
+    void *loops[1] = {&self->loop};
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = (int)port;
     info.iface = host[0] == '[' ? NULL : host;
     info.protocols = s_protocols;
-    info.retry_and_idle_policy = &retry;
+    info.retry_and_idle_policy = &no_validity;
     info.timeout_secs = 30;
     info.user = self;
+    info.options = LWS_SERVER_OPTION_LIBUV;
+    info.foreign_loops = loops;
+    info.pcontext = &self->ctx;
     lws_set_log_level(LLL_ERR, NULL);
     self->ctx = lws_create_context(&info);
     if (!self->ctx) {
@@ -447,18 +697,22 @@ edge_t *edge_new(const edge_config_t *cfg, char *err, size_t errlen)
         goto fail;
     }
     self->vhost = lws_get_vhost_by_name(self->ctx, "default");
-    lws_sock_file_fd_type fd;
-    fd.filefd = dup(worker_fd(self->worker)); /* lws closes what it adopts */
-    if (!self->vhost ||
-        !lws_adopt_descriptor_vhost(self->vhost, LWS_ADOPT_RAW_FILE_DESC, fd, "map", NULL)) {
+    self->zpoll.data = self;
+    if (!self->vhost || uv_poll_init(&self->loop, &self->zpoll, worker_fd(self->worker)) != 0) {
+        snprintf(err, errlen, "cannot watch the broker connection");
+        goto fail;
+    }
+    self->zpoll_on = 1;
+    if (uv_poll_start(&self->zpoll, UV_READABLE, s_on_zmq) != 0) {
         snprintf(err, errlen, "cannot watch the broker connection");
         goto fail;
     }
     self->ready = 1;
     return self;
 fail:
-    if (self->ctx)
-        lws_context_destroy(self->ctx);
+    s_loop_close(self);
+fail_loop:
+    mem_free(self->batch);
     sessions_destroy(&h->sessions);
     pending_destroy(&h->pending);
     mp_buf_free(&h->mp);
@@ -471,10 +725,7 @@ int edge_run(edge_t *self, volatile sig_atomic_t *stop)
 {
     self->stop = stop;
     lws_sul_schedule(self->ctx, 0, &self->sul, s_tick, S_TICK_US);
-    while (!*stop) {
-        if (lws_service(self->ctx, 0) < 0)
-            break;
-    }
+    uv_run(&self->loop, UV_RUN_DEFAULT); /* until the tick sees the stop flag */
     return 0;
 }
 
@@ -484,7 +735,9 @@ void edge_destroy(edge_t **self_p)
         return;
     edge_t *self = *self_p;
     self->ready = 0;
-    lws_context_destroy(self->ctx); /* closes every connection (WSI_DESTROY frees them) */
+    lws_sul_cancel(&self->sul);
+    s_loop_close(self); /* closes every connection (WSI_DESTROY frees them) */
+    mem_free(self->batch);
     pending_destroy(&self->hub.pending); /* watches: their sessions went with the sockets */
     sessions_destroy(&self->hub.sessions);
     worker_destroy(&self->worker);

@@ -1,8 +1,8 @@
 /* edge: the HTTP + WebSocket server (libwebsockets) on one port, serving
  * SPEC §3 and §4 through the orchestrator over the broker.
  *
- * One thread: lws_service is the loop. The broker link (a worker_t
- * requester) is adopted into it as a raw fd and drained whenever it is
+ * One thread, one libuv loop (epoll) that lws runs in. The broker link (a
+ * worker_t requester) is watched in it and drained whenever it is
  * readable, after every send and on a short timer (ZMQ_FD is edge-triggered). */
 #ifndef MAP_EDGE_H
 #define MAP_EDGE_H

@@ -55,7 +55,6 @@ int main(int argc, char **argv)
     }
     log_set_json(log_json);
     zsys_handler_set(NULL);
-    sig_install();
     edge_config_t cfg = {.http_addr = http_addr, .broker = broker, .api_key = api_key,
                          .allow_remote = allow_remote, .max_body = max_body,
                          .max_ws_message = max_ws, .max_outq = max_outq,
@@ -67,6 +66,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "map-ingress: %s\n", err);
         return 1;
     }
+    sig_install(); /* after the edge: lws's event-loop setup takes SIGTERM otherwise */
     LOGI("ingress.start", "http_addr=%s broker=%s auth=%s", http_addr, broker,
          api_key && *api_key ? "api_key" : "none");
     edge_run(edge, &sig_stop);

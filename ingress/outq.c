@@ -12,7 +12,12 @@ void outq_init(outq_t *q, size_t max, size_t headroom)
 
 int outq_push(outq_t *q, const void *data, size_t len)
 {
-    if (q->count && (len > q->max - q->bytes || q->bytes > q->max))
+    /* The one message past the maximum an empty queue took (the head,
+     * until written) does not count: small ones may queue behind it. */
+    size_t counted = q->bytes;
+    if (q->head && q->head->len > q->max)
+        counted -= q->head->len;
+    if (q->count && (len > q->max - counted || counted > q->max))
         return -1;
     outq_msg_t *m = mem_alloc(sizeof *m + q->headroom + len);
     m->len = len;

@@ -27,7 +27,9 @@ void outq_init(outq_t *q, size_t max, size_t headroom);
 /* Queues a copy of data. Returns 0, or -1 (nothing queued) when the queue
  * would hold more than max bytes. An empty queue takes one message of any
  * size (the largest event must always get through; it is bounded upstream
- * by the frame limit). */
+ * by the frame limit); while it waits at the head it is not counted, so
+ * up to max bytes of others queue behind it (a reply to the same client
+ * must not close it as slow). At most max + one message. */
 int outq_push(outq_t *q, const void *data, size_t len);
 /* Takes the oldest message off the queue (NULL when empty); the caller
  * writes outq_data(q, m) and frees it with outq_msg_free. */

@@ -1,5 +1,6 @@
 /* outq_test: order, byte accounting, the maximum (a refused push changes
- * nothing), headroom before the data, clear. */
+ * nothing), one message past it into an empty queue, headroom before the
+ * data, clear. */
 #include "outq.h"
 
 #include "tests/support/check.h"
@@ -42,10 +43,15 @@ int main(void)
     CHECK(q.bytes == 0 && q.count == 0 && outq_take(&q) == NULL);
     CHECK(outq_push(&q, "again", 5) == 0);
     outq_clear(&q);
-    /* An empty queue takes one message past the maximum, then nothing. */
+    /* An empty queue takes one message past the maximum; behind it, up
+     * to the maximum of others, never a second large one. */
     outq_init(&q, 4, 0);
     CHECK(outq_push(&q, "larger", 6) == 0 && q.bytes == 6);
-    CHECK(outq_push(&q, "a", 1) == -1 && q.count == 1);
+    CHECK(outq_push(&q, "huge!", 5) == -1 && q.count == 1);
+    CHECK(outq_push(&q, "ab", 2) == 0 && outq_push(&q, "cd", 2) == 0 && q.count == 3);
+    CHECK(outq_push(&q, "e", 1) == -1 && q.bytes == 10);
+    outq_msg_free(outq_take(&q)); /* the large one written: the rest counts */
+    CHECK(outq_push(&q, "e", 1) == -1 && q.bytes == 4);
     outq_clear(&q);
     printf("outq_test: ok\n");
     return 0;

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
     build-essential cmake pkg-config clang libclang-rt-14-dev
     libzmq3-dev libczmq-dev libmsgpack-dev libsqlite3-dev libwebsockets-dev
+    libwebsockets-evlib-uv libuv1-dev
     libjansson-dev libcurl4-openssl-dev dpkg-dev binutils
     sqlite3 curl supervisor systemd procps
     python3 python3-pytest python3-zmq python3-msgpack python3-websockets
