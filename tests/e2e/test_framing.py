@@ -502,3 +502,39 @@ def test_a_client_that_leaves_a_streaming_invoke(edge):
             return r.json()["status"] in ("done", "failed", "cancelled")
     wait_until(ended, timeout=20, step=0.1, what="the left run to end")
     assert rawhttp.health_ok(edge.http)
+
+
+def test_large_answers_on_connections_that_close_arrive_whole(edge):
+    """Answers far larger than one socket write, on connections the edge
+    ends after them (the client's Connection: close, a chunked POST): every
+    byte arrives before the close. A run with 600 KB events, read back as one
+    JSON page and streamed as SSE."""
+    big = "b" * 600000  # one word: echo sends it as one 600 KB delta
+    with Conn(edge.http, timeout=60) as c:
+        c.send(request("POST", "/internal/invoke", edge.http, body=[invoke_bytes("fr-big", big)],
+                       chunked=True))
+        r = c.final_response(timeout=60)
+        assert r.status == 200 and closes(r), r
+        evs = rawhttp.sse_events(r.body)
+        assert [e for _, e, _ in evs][-1] == "run_done", [e for _, e, _ in evs]
+        done = [d for _, e, d in evs if e == "agent_invoke_done"][0]
+        assert done["payload"]["output"]["content"] == big
+        run_id = r.header("x-run-id")
+        assert c.closed_cleanly(), "bytes after a Connection: close answer"
+    events, after = [], 0
+    for _ in range(10):  # pages of at most 1 MiB: 600 KB events come one or two a page
+        with Conn(edge.http, timeout=60) as c:
+            c.send(request("GET", "/v1/runs/%s/events?after_seq=%d" % (run_id, after), edge.http,
+                           headers=["Connection: close"]))
+            r = c.final_response(timeout=60)
+            assert r.status == 200, r
+            page = r.json()
+            assert c.closed_cleanly(), "bytes after the answer to a Connection: close request"
+        events += page["events"]
+        after = page["next_after_seq"]
+        if not page["has_more"]:
+            break
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "run_done"
+    assert events[1]["payload"]["message"]["content"] == big
+    assert [e["payload"]["delta"] for e in events if e["type"] == "agent_stream_delta"] == [big]
