@@ -17,7 +17,7 @@
  * send may hide from that edge-triggered fd is drained after every
  * callback (worker_readable).
  *
- * No per-connection lws timer on a WebSocket: lws keeps its timers in one
+ * No per-connection lws timer on a WebSocket (keepalive.c): lws keeps its timers in one
  * sorted list (an insertion walks it, O(connections)), and its keep-alive
  * re-arms one per received frame. Ours are two lists in time order, O(1)
  * each step: `idle` (sockets by when they were last heard from) and
@@ -38,10 +38,12 @@
 
 #include "http.h"
 #include "hub.h"
+#include "keepalive.h"
 #include "lwshttp.h"
 #include "sessions.h"
 #include "ssefeed.h"
 #include "ws.h"
+#include "wsframe.h"
 #include "worker/worker.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -57,7 +59,6 @@
 #define S_TICK_US (100 * 1000) /* timer: heartbeats, request deadlines, re-watch, stop */
 #define S_PINGS_PER_TICK 1000  /* a burst of sockets gets its pings spread over ticks */
 #define S_BATCH_MAX (256 * 1024) /* bytes of frames written at once */
-#define S_FRAME_HDR 10          /* the largest server frame header */
 /* lws's receive buffer per WebSocket (its default: 4 KB each, most of an
  * idle socket's memory). A larger message arrives in more RECEIVE
  * callbacks, reassembled by ws.c either way. lws caps each send at the
@@ -69,8 +70,7 @@
  * wsi's opaque user data. */
 typedef struct {
     conn_t *c;
-    lws_dll2_t ka;    /* on idle or pinged (WebSockets only) */
-    int64_t ka_ms;    /* idle: last heard from; pinged: when the ping was queued */
+    ka_node_t ka;     /* keep-alive (WebSockets only) */
     int ping_due;     /* a ping is to be written */
     int close_sent;   /* our close frame is written: nothing more */
     lws_dll2_t dirty; /* on edge's dirty: frames to write */
@@ -90,10 +90,9 @@ struct edge_t {
     uv_loop_t loop;
     uv_poll_t zpoll;         /* the DEALER's ZMQ_FD */
     int zpoll_on;
-    lws_dll2_owner_t idle, pinged; /* WebSockets in keep-alive order */
+    ka_t ka;                 /* WebSockets' pings and hang-ups */
     lws_dll2_owner_t dirty;  /* WebSockets with frames to write now */
     int flushing;
-    int64_t ping_ms, grace_ms;
     unsigned char *batch;    /* LWS_PRE + frames: one write */
     volatile sig_atomic_t *stop;
     int ready;               /* edge_new is done: callbacks may pump the DEALER */
@@ -290,40 +289,18 @@ static int s_http_writeable(edge_t *self, conn_t *c)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-/* A text frame's header (FIN, opcode 1, no mask) for len bytes; its size. */
-static size_t s_frame_hdr(unsigned char *h, size_t len)
+/* The frames at the head of c's queue: those that fit in one batch as one
+ * write, or a head larger than a batch alone (lws frames it). Returns
+ * lws_write's result. */
+static int s_ws_send(edge_t *self, conn_t *c)
 {
-    h[0] = 0x81;
-    if (len < 126) {
-        h[1] = (unsigned char)len;
-        return 2;
-    }
-    if (len <= 0xffff) {
-        h[1] = 126;
-        h[2] = (unsigned char)(len >> 8);
-        h[3] = (unsigned char)len;
-        return 4;
-    }
-    h[1] = 127;
-    for (int i = 0; i < 8; i++)
-        h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
-    return 10;
-}
-
-/* The frames at the head of the queue that fit in one batch, taken off
- * it, written as one buffer. Returns lws_write's result. */
-static int s_ws_write_batch(edge_t *self, conn_t *c)
-{
-    unsigned char *start = self->batch + LWS_PRE, *p = start;
-    outq_msg_t *o;
-    while (c->q.head && (size_t)(p - start) + S_FRAME_HDR + c->q.head->len <= S_BATCH_MAX) {
-        o = outq_take(&c->q);
-        p += s_frame_hdr(p, o->len);
-        memcpy(p, outq_data(&c->q, o), o->len);
-        p += o->len;
-        outq_msg_free(o);
-    }
-    return lws_write(c->wsi, start, (size_t)(p - start), LWS_WRITE_RAW);
+    size_t n = wsframe_pack(&c->q, self->batch + LWS_PRE, S_BATCH_MAX);
+    if (n)
+        return lws_write(c->wsi, self->batch + LWS_PRE, n, LWS_WRITE_RAW);
+    outq_msg_t *o = outq_take(&c->q);
+    int rc = lws_write(c->wsi, outq_data(&c->q, o), o->len, LWS_WRITE_TEXT);
+    outq_msg_free(o);
+    return rc;
 }
 
 /* The close frame (code, reason) written by us: on lws's libuv loop a
@@ -333,17 +310,10 @@ static int s_ws_write_batch(edge_t *self, conn_t *c)
 static int s_ws_close(econn_t *e)
 {
     conn_t *c = e->c;
-    unsigned char buf[LWS_PRE + 2 + 2 + sizeof c->close_reason], *p = buf + LWS_PRE;
-    size_t rl = strnlen(c->close_reason, sizeof c->close_reason - 1);
-    if (rl > 123)
-        rl = 123; /* a control frame's payload is at most 125 bytes */
-    p[0] = 0x88;
-    p[1] = (unsigned char)(2 + rl);
-    p[2] = (unsigned char)(c->close_code >> 8);
-    p[3] = (unsigned char)c->close_code;
-    memcpy(p + 4, c->close_reason, rl);
+    unsigned char buf[LWS_PRE + 2 + WSFRAME_CLOSE_MAX];
+    size_t n = wsframe_close(buf + LWS_PRE, (unsigned)c->close_code, c->close_reason);
     e->close_sent = 1;
-    return lws_write(c->wsi, p, 4 + rl, LWS_WRITE_RAW) < 0 ? -1 : 0;
+    return lws_write(c->wsi, buf + LWS_PRE, n, LWS_WRITE_RAW) < 0 ? -1 : 0;
 }
 
 static int s_ws_writeable(edge_t *self, econn_t *e)
@@ -360,12 +330,8 @@ static int s_ws_writeable(edge_t *self, econn_t *e)
         rc = lws_write(c->wsi, ping + LWS_PRE, 0, LWS_WRITE_PING);
     } else if (!c->q.head) {
         return 0;
-    } else if (c->q.head->len + S_FRAME_HDR <= S_BATCH_MAX) {
-        rc = s_ws_write_batch(self, c);
-    } else { /* one frame larger than a batch: lws frames it */
-        outq_msg_t *o = outq_take(&c->q);
-        rc = lws_write(c->wsi, outq_data(&c->q, o), o->len, LWS_WRITE_TEXT);
-        outq_msg_free(o);
+    } else {
+        rc = s_ws_send(self, c);
     }
     if (rc < 0)
         return -1;
@@ -393,15 +359,7 @@ static void s_flush(edge_t *self)
             lws_callback_on_writable(c->wsi);
             continue;
         }
-        int rc;
-        if (c->q.head->len + S_FRAME_HDR <= S_BATCH_MAX) {
-            rc = s_ws_write_batch(self, c);
-        } else {
-            outq_msg_t *o = outq_take(&c->q);
-            rc = lws_write(c->wsi, outq_data(&c->q, o), o->len, LWS_WRITE_TEXT);
-            outq_msg_free(o);
-        }
-        if (rc < 0) { /* the socket is gone: lws closes it */
+        if (s_ws_send(self, c) < 0) { /* the socket is gone: lws closes it */
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
             continue;
         }
@@ -412,39 +370,21 @@ static void s_flush(edge_t *self)
     self->flushing = 0;
 }
 
-/* ---- keep-alive: pings and hang-ups in O(1) per step ------------------------- */
+/* ---- keep-alive (keepalive.c) ------------------------------------------------ */
 
-/* e was heard from: to the tail of idle. */
-static void s_ka_heard(edge_t *self, econn_t *e)
+static void s_ka_ping(void *arg, ka_node_t *n)
 {
-    e->ka_ms = clock_mono_ms();
-    lws_dll2_remove(&e->ka);
-    lws_dll2_add_tail(&e->ka, &self->idle);
+    (void)arg;
+    econn_t *e = lws_container_of(n, econn_t, ka);
+    e->ping_due = 1;
+    lws_callback_on_writable(e->c->wsi);
 }
 
-static void s_ka_tick(edge_t *self, int64_t now)
+static void s_ka_cut(void *arg, ka_node_t *n)
 {
-    int budget = S_PINGS_PER_TICK;
-    lws_dll2_t *d;
-    while (budget > 0 && (d = lws_dll2_get_head(&self->pinged))) {
-        econn_t *e = lws_container_of(d, econn_t, ka);
-        if (e->ka_ms + self->grace_ms > now)
-            break;
-        lws_dll2_remove(&e->ka); /* silent: cut */
-        lws_set_timeout(e->c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-        budget--;
-    }
-    while (budget > 0 && (d = lws_dll2_get_head(&self->idle))) {
-        econn_t *e = lws_container_of(d, econn_t, ka);
-        if (e->ka_ms + self->ping_ms > now)
-            break;
-        lws_dll2_remove(&e->ka);
-        e->ka_ms = now;
-        e->ping_due = 1;
-        lws_dll2_add_tail(&e->ka, &self->pinged);
-        lws_callback_on_writable(e->c->wsi);
-        budget--;
-    }
+    (void)arg;
+    econn_t *e = lws_container_of(n, econn_t, ka);
+    lws_set_timeout(e->c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
 /* ---- the lws callback -------------------------------------------------------- */
@@ -467,7 +407,7 @@ static void s_conn_gone(edge_t *self, struct lws *wsi)
     if (!e)
         return;
     lws_set_opaque_user_data(wsi, NULL);
-    lws_dll2_remove(&e->ka);
+    ka_forget(&e->ka);
     lws_dll2_remove(&e->dirty);
     conn_t *c = e->c;
     mem_free(e);
@@ -514,7 +454,7 @@ static int s_handle(edge_t *self, struct lws *wsi, enum lws_callback_reasons rea
     case LWS_CALLBACK_ESTABLISHED:
         e = s_conn(self, wsi);
         c = e->c;
-        s_ka_heard(self, e);
+        ka_heard(&self->ka, &e->ka, clock_mono_ms());
         hub_drop_requests(&self->hub, c);
         self->hub.http_conns--;
         self->hub.ws_conns++;
@@ -522,12 +462,12 @@ static int s_handle(edge_t *self, struct lws *wsi, enum lws_callback_reasons rea
         return 0;
     case LWS_CALLBACK_RECEIVE_PONG:
         if (e)
-            s_ka_heard(self, e);
+            ka_heard(&self->ka, &e->ka, clock_mono_ms());
         return 0;
     case LWS_CALLBACK_RECEIVE:
         if (!c)
             return 0;
-        s_ka_heard(self, e);
+        ka_heard(&self->ka, &e->ka, clock_mono_ms());
         ws_receive(&self->hub, c, in, len, lws_is_first_fragment(wsi),
                        lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi),
                        lws_frame_is_binary(wsi));
@@ -581,7 +521,7 @@ static void s_tick(lws_sorted_usec_list_t *sul)
     }
     sessions_tick(self->hub.sessions, now);
     s_flush(self);
-    s_ka_tick(self, now);
+    ka_tick(&self->ka, now, S_PINGS_PER_TICK, s_ka_ping, s_ka_cut, self);
     if (*self->stop)
         uv_stop(&self->loop);
     else
@@ -668,10 +608,10 @@ edge_t *edge_new(const edge_config_t *cfg, char *err, size_t errlen)
     h->sessions = sessions_new(h);
     /* A request to the orchestrator is one frame: past it, 413 at the edge. */
     mp_buf_init(&h->mp, FRAME_BODY_MAX_DEFAULT);
-    self->ping_ms = cfg->ws_ping_secs * 1000;
-    self->grace_ms = (cfg->ws_ping_secs + 5) * 1000;
+    /* hang-up at 2 * ping + 5 s of silence, as lws's retry policy had it */
+    ka_init(&self->ka, (int64_t)cfg->ws_ping_secs * 1000, ((int64_t)cfg->ws_ping_secs + 5) * 1000);
     self->batch = mem_alloc(LWS_PRE + S_BATCH_MAX);
-    /* No lws keep-alive (one sorted timer per socket): ours (s_ka_tick). */
+    /* No lws keep-alive (one sorted timer per socket): ours (keepalive.c). */
     static const lws_retry_bo_t no_validity = {.secs_since_valid_ping = 0,
                                                .secs_since_valid_hangup = 0};
     if (uv_loop_init(&self->loop) != 0) {
