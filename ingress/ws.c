@@ -16,6 +16,10 @@
 #include <string.h>
 
 #define S_STR(s) ((agent_str_t){(s), (uint32_t)strlen(s)})
+/* A socket keeps its reassembly buffer between messages up to this; one
+ * that held a larger message gives it back (10,000 sockets that each sent
+ * one 1 MB message must not keep 10 GB). */
+#define S_FRAG_KEEP (16 * 1024)
 
 void ws_open(hub_t *h, conn_t *c)
 {
@@ -194,7 +198,13 @@ void ws_receive(hub_t *h, conn_t *c, const void *in, size_t len, int first, int 
         ws_error(h, c, "bad_request", "messages are JSON text frames", NULL);
     else
         s_message(h, c, c->frag.data ? c->frag.data : "", c->frag.len);
-    sbuf_reset(&c->frag);
+    if (c->frag.cap > S_FRAG_KEEP) {
+        size_t max = c->frag.max;
+        sbuf_free(&c->frag);
+        sbuf_init(&c->frag, max);
+    } else {
+        sbuf_reset(&c->frag);
+    }
 }
 
 /* A refused resume: the client hears unknown_run and nothing of the run

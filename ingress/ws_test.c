@@ -128,6 +128,15 @@ int main(void)
     memset(big, ' ', sizeof big);
     ws_receive(&H, c, big, sizeof big, 1, 1, 0);
     CHECK(strstr(s_out(c), "\"code\":\"too_large\"") && !c->closing);
+    /* A large message's buffer is given back once it is handled; a small
+     * one's is kept for the next. */
+    static char padded[40000];
+    memset(padded, ' ', sizeof padded);
+    memcpy(padded + sizeof padded - strlen(ping) - 1, ping, strlen(ping));
+    ws_receive(&H, c, padded, sizeof padded - 1, 1, 1, 0);
+    CHECK(!strcmp(s_out(c), "{\"type\":\"pong\"}") && c->frag.cap == 0);
+    ws_receive(&H, c, ping, strlen(ping), 1, 1, 0);
+    CHECK(!strcmp(s_out(c), "{\"type\":\"pong\"}") && c->frag.cap > 0 && c->frag.cap <= 16384);
     ws_receive(&H, c, ping, strlen(ping), 1, 1, 1);
     CHECK(strstr(s_out(c), "text frames"));
     s_send(c, "{not json");
