@@ -133,6 +133,7 @@ class Peer:
         self.sock.connect(endpoint)
         self.service, self.capacity = service, capacity
         self.next_id = 1
+        self.disconnects = 0  # DISCONNECTs received: each one ended our requests
         self.send([V, READY, service, capacity])
 
     def send(self, header, body=None):
@@ -164,6 +165,7 @@ class Peer:
                 self.send([V, HEARTBEAT])
                 continue
             if h[1] == DISCONNECT:
+                self.disconnects += 1
                 self.send([V, READY, self.service, self.capacity])
                 continue
             return h, (parts[1] if len(parts) > 1 else None)
@@ -178,11 +180,14 @@ class Orch:
     def __init__(self, endpoint):
         self.peer = Peer(endpoint, "test-edge", 0)
         self.frames = {}  # request id -> list of (type, decoded body)
+        self.sent_at = {}  # request id -> the peer's DISCONNECT count when it was sent
 
     def call(self, op, **args):
         body = {"op": op}
         body.update({k: v for k, v in args.items() if v is not None})
-        return self.peer.request("orchestrator", body)
+        rid = self.peer.request("orchestrator", body)
+        self.sent_at[rid] = self.peer.disconnects
+        return rid
 
     def pump(self, timeout=10.0):
         h, body = self.peer.recv(timeout)
@@ -201,6 +206,12 @@ class Orch:
             got = self.frames.get(rid, [])
             if got and got[-1][0] in (REPLY, ERROR):
                 return got
+            if self.peer.disconnects > self.sent_at.get(rid, self.peer.disconnects):
+                # The broker forgot this peer (a restart, or liveness x
+                # heartbeat without a frame from it: a starved test process)
+                # and with it the request: say so now, not at the timeout.
+                raise ConnectionError("request %d died with the link (DISCONNECT from the broker); "
+                                      "frames: %r" % (rid, got))
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("request %d did not end; frames: %r" % (rid, got))
@@ -228,7 +239,9 @@ class Orch:
 class Stack:
     """broker + orchestrator + N echo workers on free ports."""
 
-    def __init__(self, echo_workers=2, echo_delay_ms=0, heartbeat_ms=200, orch_args=(),
+    # 500 ms: liveness (3 beats) is 1.5 s, so a test process starved on a
+    # loaded 2-core machine keeps its link; peers killed are seen in 1.5 s.
+    def __init__(self, echo_workers=2, echo_delay_ms=0, heartbeat_ms=500, orch_args=(),
                  db=None):
         self.procs = Procs()
         self.port = free_port()
