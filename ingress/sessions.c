@@ -3,7 +3,10 @@
  * Re-watch after a loss: the timer probes with one session at a time
  * (100 ms doubling to 2 s); the first accepted watch proves the
  * orchestrator back and every other session without a watch is watched at
- * once, once per recovery (not once per accepted watch: O(sessions²)). */
+ * once, once per recovery (not once per accepted watch: O(sessions²)).
+ *
+ * A watch's STREAM may be a batch (the events of one orchestrator turn,
+ * proto/ORCHESTRATOR.md): each of its events is handled as a lone one. */
 #include "sessions.h"
 
 #include "seqtrack.h"
@@ -256,6 +259,14 @@ static void s_refill(sessions_t *self, session_t *s)
     }
 }
 
+static void s_watch_event(sessions_t *self, session_t *s, const orch_stream_t *ev)
+{
+    char run_id[129];
+    snprintf(run_id, sizeof run_id, "%.*s", (int)ev->run_id.len, ev->run_id.ptr);
+    for (conn_t *c = s->conns; c; c = c->snext)
+        sessions_event(self, c, run_id, ev->seq, ev->terminal, ev->json.ptr, ev->json.len);
+}
+
 void sessions_on_watch(sessions_t *self, pending_t *p, const orch_stream_t *ev)
 {
     session_t *s = p->session;
@@ -274,10 +285,13 @@ void sessions_on_watch(sessions_t *self, pending_t *p, const orch_stream_t *ev)
             s_refill(self, s);
         return;
     }
-    char run_id[129];
-    snprintf(run_id, sizeof run_id, "%.*s", (int)ev->run_id.len, ev->run_id.ptr);
-    for (conn_t *c = s->conns; c; c = c->snext)
-        sessions_event(self, c, run_id, ev->seq, ev->terminal, ev->json.ptr, ev->json.len);
+    if (!ev->batch) {
+        s_watch_event(self, s, ev);
+        return;
+    }
+    orch_stream_t batch = *ev, one;
+    while (orch_batch_next(&batch, &one))
+        s_watch_event(self, s, &one);
 }
 
 void sessions_watch_ended(sessions_t *self, pending_t *p)

@@ -40,6 +40,8 @@ typedef struct follower_t {
 
 typedef struct watcher_t {
     uint64_t req;
+    uint64_t batch_turn;       /* reply.c: batches[batch] is ours in that turn */
+    size_t batch;
     struct watcher_t *next;
 } watcher_t;
 
