@@ -66,6 +66,10 @@ static const char *s_sql[STORE_ST_STMT_COUNT] = {
     [STORE_ST_MESSAGES_READ] = "SELECT message_id, run_id, role, content, created_at FROM "
                         "(SELECT * FROM messages WHERE session_id = ?1 "
                         "ORDER BY message_id DESC LIMIT ?2) ORDER BY message_id",
+    /* Newest first straight off messages_session: no subquery to copy, no
+     * sort (store_history turns the rows around). */
+    [STORE_ST_HISTORY] = "SELECT role, content FROM messages WHERE session_id = ?1 "
+                         "ORDER BY message_id DESC LIMIT ?2",
     [STORE_ST_AGENT_GET] = "SELECT agent_id, name, endpoint, created_at, updated_at, kind FROM agents "
                     "WHERE agent_id = ?1",
     [STORE_ST_AGENT_INSERT] = "INSERT INTO agents(agent_id, name, endpoint, created_at, updated_at) "
@@ -350,6 +354,8 @@ void store_destroy(store_t **self_p)
     if (self->db)
         sqlite3_close(self->db); /* the last connection checkpoints the WAL */
     mem_free(self->path);
+    mem_free(self->hist);
+    mem_free(self->hist_off);
     mem_free(self);
     *self_p = NULL;
 }

@@ -145,7 +145,11 @@ int store_session_runs(store_t *self, const char *session_id, const char *before
 /* A run's input content. 0 with *content (the caller's, NUL-terminated) and
  * *len, 1 when the run is unknown. */
 int store_run_input(store_t *self, const char *run_id, char **content, size_t *len);
-/* The session's last `max` messages oldest first, for an agent's history. */
+/* The session's last `max` messages oldest first, for an agent's history.
+ * role and content point into the store's own buffer, valid until the next
+ * store_history call (so a reader keeps views, not copies); content is
+ * NUL-terminated too. The buffer is kept: no allocation once it is large
+ * enough. */
 int store_history(store_t *self, const char *session_id, size_t max,
                   int (*cb)(void *arg, const char *role, const char *content, size_t len),
                   void *arg);

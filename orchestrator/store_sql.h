@@ -21,6 +21,7 @@ typedef enum {
     STORE_ST_RUN_BY_REQUEST,
     STORE_ST_EVENTS_READ,
     STORE_ST_MESSAGES_READ,
+    STORE_ST_HISTORY,
     STORE_ST_AGENT_GET,
     STORE_ST_AGENT_INSERT,
     STORE_ST_AGENT_UPDATE,
@@ -41,6 +42,10 @@ struct store_t {
     char *path;
     sqlite3_stmt *stmts[STORE_ST_STMT_COUNT];
     int last_code;            /* extended code of the last failure */
+    char *hist;               /* store_history: the rows' bytes, kept from call to call */
+    size_t hist_cap;
+    size_t *hist_off;         /* per row: role at off, content after its NUL */
+    size_t hist_off_cap;
     char errmsg[512];
 };
 

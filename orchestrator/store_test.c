@@ -131,6 +131,22 @@ static int s_msg_cb(void *arg, const store_message_t *m)
     return 0;
 }
 
+typedef struct {
+    int count;
+    const char *role[16], *content[16];
+    size_t len[16];
+} s_hist_t;
+
+static int s_hist_cb(void *arg, const char *role, const char *content, size_t len)
+{
+    s_hist_t *h = arg;
+    assert(h->count < 16);
+    h->role[h->count] = role;
+    h->content[h->count] = content;
+    h->len[h->count++] = len;
+    return 0;
+}
+
 static void test_messages_newest_window_oldest_first(void)
 {
     store_t *st = s_open("c.db");
@@ -150,6 +166,26 @@ static void test_messages_newest_window_oldest_first(void)
     assert(store_messages_read(st, "s1", 0, s_msg_cb, &ms) == 0 && ms.count == 10);
     memset(&ms, 0, sizeof ms);
     assert(store_messages_read(st, "nobody", 10, s_msg_cb, &ms) == 0 && ms.count == 0);
+    /* The history: the same window, oldest first, roles with it; views
+     * that hold until the next history read, so a reader keeps pointers. */
+    s_hist_t h = {0};
+    assert(store_history(st, "s1", 3, s_hist_cb, &h) == 0 && h.count == 3);
+    for (int i = 0; i < 3; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "m%d", 7 + i);
+        assert(h.len[i] == strlen(want) && !memcmp(h.content[i], want, h.len[i]));
+        assert(h.content[i][h.len[i]] == 0);
+        assert(!strcmp(h.role[i], (7 + i) % 2 ? "assistant" : "user"));
+    }
+    memset(&h, 0, sizeof h);
+    assert(store_history(st, "s1", 100, s_hist_cb, &h) == 0 && h.count == 10);
+    assert(!memcmp(h.content[0], "m0", 2) && !memcmp(h.content[9], "m9", 2));
+    memset(&h, 0, sizeof h);
+    assert(store_history(st, "s2", 100, s_hist_cb, &h) == 0 && h.count == 1);
+    assert(h.len[0] == 5 && !memcmp(h.content[0], "other", 5));
+    memset(&h, 0, sizeof h);
+    assert(store_history(st, "s1", 0, s_hist_cb, &h) == 0 && h.count == 0);
+    assert(store_history(st, "nobody", 10, s_hist_cb, &h) == 0 && h.count == 0);
     store_destroy(&st);
 }
 
