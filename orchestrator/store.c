@@ -354,8 +354,7 @@ void store_destroy(store_t **self_p)
     if (self->db)
         sqlite3_close(self->db); /* the last connection checkpoints the WAL */
     mem_free(self->path);
-    mem_free(self->hist);
-    mem_free(self->hist_off);
+    store_hist_free(self);
     mem_free(self);
     *self_p = NULL;
 }
@@ -392,6 +391,7 @@ int store_commit(store_t *self)
 
 void store_rollback(store_t *self)
 {
+    store_hist_clear(self); /* the windows may hold messages rolled back */
     if (!sqlite3_get_autocommit(self->db))
         sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -476,7 +476,10 @@ int store_message_append(store_t *self, const char *session_id, const char *run_
     store_sql_text(st, 3, role);
     sqlite3_bind_text(st, 4, content, (int)content_len, SQLITE_STATIC);
     store_sql_text(st, 5, created_at);
-    return store_sql_done(self, st, "writing a message");
+    if (store_sql_done(self, st, "writing a message") != 0)
+        return -1;
+    store_hist_append(self, session_id, role, content, content_len);
+    return 0;
 }
 
 int store_runs_unfinished(store_t *self,

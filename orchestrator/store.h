@@ -146,10 +146,11 @@ int store_session_runs(store_t *self, const char *session_id, const char *before
  * *len, 1 when the run is unknown. */
 int store_run_input(store_t *self, const char *run_id, char **content, size_t *len);
 /* The session's last `max` messages oldest first, for an agent's history.
- * role and content point into the store's own buffer, valid until the next
- * store_history call (so a reader keeps views, not copies); content is
- * NUL-terminated too. The buffer is kept: no allocation once it is large
- * enough. */
+ * Served from a window kept in memory per session (store_hist.c: this
+ * store_t is the only writer; appends, rollbacks and pruning keep it
+ * right), read from SQLite when missing. role and content point into the
+ * store's own memory, valid until the next call into the store (a reader
+ * keeps views, not copies); content is NUL-terminated too. */
 int store_history(store_t *self, const char *session_id, size_t max,
                   int (*cb)(void *arg, const char *role, const char *content, size_t len),
                   void *arg);

@@ -218,68 +218,6 @@ int store_run_input(store_t *self, const char *run_id, char **content, size_t *l
     return rc == SQLITE_DONE ? 1 : store_sql_fail(self, "reading a run's input");
 }
 
-/* Grows the history buffer to hold need bytes. */
-static void s_hist_room(store_t *self, size_t need)
-{
-    if (need <= self->hist_cap)
-        return;
-    size_t cap = self->hist_cap ? self->hist_cap : 4096;
-    while (cap < need)
-        cap *= 2;
-    self->hist = mem_realloc(self->hist, cap);
-    self->hist_cap = cap;
-}
-
-int store_history(store_t *self, const char *session_id, size_t max,
-                  int (*cb)(void *arg, const char *role, const char *content, size_t len),
-                  void *arg)
-{
-    if (max == 0)
-        return 0;
-    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_HISTORY);
-    store_sql_text(st, 1, session_id);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
-    size_t n = 0, used = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *role = (const char *)sqlite3_column_text(st, 0);
-        size_t role_len = (size_t)sqlite3_column_bytes(st, 0);
-        const char *content = (const char *)sqlite3_column_text(st, 1);
-        size_t content_len = (size_t)sqlite3_column_bytes(st, 1);
-        if (n == self->hist_off_cap) {
-            self->hist_off_cap = self->hist_off_cap ? self->hist_off_cap * 2 : 64;
-            self->hist_off = mem_realloc(self->hist_off, self->hist_off_cap * sizeof *self->hist_off);
-        }
-        /* role NUL, then the content's length (a size_t) and content NUL */
-        size_t need = role_len + 1 + sizeof(size_t) + content_len + 1;
-        s_hist_room(self, used + need);
-        char *p = self->hist + used;
-        if (role_len)
-            memcpy(p, role, role_len);
-        p[role_len] = 0;
-        memcpy(p + role_len + 1, &content_len, sizeof content_len);
-        if (content_len)
-            memcpy(p + role_len + 1 + sizeof content_len, content, content_len);
-        p[need - 1] = 0;
-        self->hist_off[n++] = used;
-        used += need;
-    }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return store_sql_fail(self, "reading messages");
-    while (n-- > 0) { /* oldest first */
-        const char *role = self->hist + self->hist_off[n];
-        const char *q = role + strlen(role) + 1;
-        size_t content_len;
-        memcpy(&content_len, q, sizeof content_len);
-        if (cb(arg, role, q + sizeof content_len, content_len) < 0) {
-            snprintf(self->errmsg, sizeof self->errmsg, "reading messages: stopped by the reader");
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static void s_agent_row(sqlite3_stmt *st, store_agent_t *a)
 {
     store_sql_copy(a->agent_id, sizeof a->agent_id, st, 0);

@@ -189,6 +189,74 @@ static void test_messages_newest_window_oldest_first(void)
     store_destroy(&st);
 }
 
+/* The history kept in memory says what the store says: after appends (the
+ * window slides), rollbacks (their appends gone) and pruning (a session's
+ * old run gone), store_history equals store_messages_read's window. */
+static int s_same_window(store_t *st, const char *session, size_t max)
+{
+    s_hist_t h = {0};
+    s_msgs_t ms = {0};
+    assert(max <= 16);
+    assert(store_history(st, session, max, s_hist_cb, &h) == 0);
+    assert(store_messages_read(st, session, max, s_msg_cb, &ms) == 0);
+    if (h.count != ms.count)
+        return 0;
+    for (int i = 0; i < h.count; i++)
+        if (strlen(ms.contents[i]) != h.len[i] || memcmp(ms.contents[i], h.content[i], h.len[i]))
+            return 0;
+    return 1;
+}
+
+static void test_history_kept_in_memory_stays_right(void)
+{
+    store_t *st = s_open("h.db");
+    const char *old = "2026-11-01T10:00:00.000Z", *now = "2026-11-24T10:00:00.000Z";
+    assert(store_begin(st) == 0);
+    assert(store_session_ensure(st, "h1", old) == 0 && store_session_ensure(st, "h2", old) == 0);
+    assert(store_run_insert(st, "old_1", "h1", "echo", NULL, "user", "x", 1, old) == 0);
+    assert(store_message_append(st, "h1", "old_1", "user", "ancient", 7, old) == 0);
+    assert(store_run_set_status(st, "old_1", "done", old) == 0);
+    assert(store_commit(st) == 0);
+    assert(s_same_window(st, "h1", 4) && s_same_window(st, "h2", 4)); /* loaded */
+    unsigned seed = 7;
+    int n = 0;
+    for (int round = 0; round < 60; round++) {
+        seed = seed * 1103515245u + 12345u;
+        const char *session = (seed >> 8) % 2 ? "h1" : "h2";
+        int rollback = (seed >> 12) % 5 == 0;
+        assert(store_begin(st) == 0);
+        for (int k = 0; k < 2; k++) {
+            char c[16];
+            int len = snprintf(c, sizeof c, "n%d", n++);
+            assert(store_message_append(st, session, "run_x", k ? "assistant" : "user", c,
+                                        (size_t)len, now) == 0);
+        }
+        if (rollback)
+            store_rollback(st);
+        else
+            assert(store_commit(st) == 0);
+        assert(s_same_window(st, "h1", 4) && s_same_window(st, "h2", 4));
+    }
+    /* Another window size is read again, not cut from the kept one. */
+    assert(s_same_window(st, "h1", 9) && s_same_window(st, "h1", 4));
+    /* Pruning takes the old runs' messages: h3's kept window had its one. */
+    assert(store_begin(st) == 0);
+    assert(store_session_ensure(st, "h3", old) == 0);
+    assert(store_run_insert(st, "old_3", "h3", "echo", NULL, "user", "x", 1, old) == 0);
+    assert(store_message_append(st, "h3", "old_3", "user", "ancient", 7, old) == 0);
+    assert(store_run_set_status(st, "old_3", "done", old) == 0);
+    assert(store_commit(st) == 0);
+    s_hist_t h = {0};
+    assert(store_history(st, "h3", 16, s_hist_cb, &h) == 0 && h.count == 1);
+    assert(store_prune_prepare(st) == 0);
+    store_pruned_t p;
+    assert(store_prune(st, "2026-11-10T00:00:00.000Z", 100, &p) == 0 && p.messages == 2);
+    memset(&h, 0, sizeof h);
+    assert(store_history(st, "h3", 16, s_hist_cb, &h) == 0 && h.count == 0);
+    assert(s_same_window(st, "h1", 16) && s_same_window(st, "h3", 16));
+    store_destroy(&st);
+}
+
 static void test_agents_upsert(void)
 {
     store_t *st = s_open("d.db");
@@ -710,6 +778,7 @@ int main(void)
     test_round_trip_and_group_commit();
     test_rollback_leaves_nothing();
     test_messages_newest_window_oldest_first();
+    test_history_kept_in_memory_stays_right();
     test_agents_upsert();
     test_unfinished_runs();
     test_migrates_a_v1_database();
