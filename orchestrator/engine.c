@@ -309,6 +309,13 @@ static void s_turn_failed(engine_t *self)
     }
 }
 
+/* A session out of memory: its history window goes too (store_hist.c). */
+static void s_session_released(void *arg, const char *session_id)
+{
+    engine_t *self = arg;
+    store_history_forget(self->store, session_id);
+}
+
 /* Ends the turn: commit, then send (or undo what the turn did). */
 static int s_end_turn(engine_t *self)
 {
@@ -510,6 +517,7 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     self->runs = runs_new();
+    runs_on_release(self->runs, s_session_released, self);
     self->dispatch = dispatch_new(self->worker, self->store, CORE_BODY_MAX);
     self->agent_reqs = hmap_new(1000000);
     self->call_reqs = hmap_new(1000000);

@@ -154,6 +154,9 @@ int store_run_input(store_t *self, const char *run_id, char **content, size_t *l
 int store_history(store_t *self, const char *session_id, size_t max,
                   int (*cb)(void *arg, const char *role, const char *content, size_t len),
                   void *arg);
+/* Drops the session's window from memory (the engine: the session has no
+ * run and no watcher left); the next store_history reads it again. */
+void store_history_forget(store_t *self, const char *session_id);
 
 /* OUT created: 1 when the agent is new, 0 when it was updated. */
 int store_agent_upsert(store_t *self, const char *agent_id, const char *name,

@@ -15,7 +15,10 @@
  *     messages from;
  *   - a window read with another size than asked is read again.
  *
- * Bounds: at most S_ENTRIES sessions and S_BYTES bytes of windows; a load
+ * The engine drops a session's window when the session leaves its memory
+ * (no run, no watcher: store_history_forget), so windows are kept for the
+ * sessions in use, not for every session ever seen. Bounds besides: at
+ * most S_ENTRIES sessions and S_BYTES bytes of windows; a load
  * past either forgets every window first (then the cache fills again with
  * the sessions in use). A window larger than S_BYTES alone is not kept: it
  * is served from the read buffer. Keys are a 64-bit hash of the session
@@ -102,6 +105,11 @@ void store_hist_forget(store_t *self, const char *session_id)
     store_hist_t *e = hmap_del(self->hist_map, key);
     if (e)
         s_entry_free(self, e); /* a colliding id's entry goes too: only a miss */
+}
+
+void store_history_forget(store_t *self, const char *session_id)
+{
+    store_hist_forget(self, session_id);
 }
 
 /* Appends a copy as the newest message, the oldest out past max. */
