@@ -3,7 +3,10 @@
  * Re-watch after a loss: the timer probes with one session at a time
  * (100 ms doubling to 2 s); the first accepted watch proves the
  * orchestrator back and every other session without a watch is watched at
- * once, once per recovery (not once per accepted watch: O(sessions²)). */
+ * once, once per recovery (not once per accepted watch: O(sessions²)).
+ *
+ * A watch's STREAM may be a batch (the events of one orchestrator turn,
+ * proto/ORCHESTRATOR.md): each of its events is handled as a lone one. */
 #include "sessions.h"
 
 #include "seqtrack.h"
@@ -23,7 +26,13 @@ struct sessions_t {
     zhashx_t *map;           /* id → session_t */
     int64_t rewatch_at;      /* mono ms: next try for sessions without a watch; 0 none */
     long rewatch_ms;         /* the try's backoff */
+    sbuf_t wrap;             /* the socket message of an event, kept (no allocation per event) */
+    const char *wrap_of;     /* the event JSON wrap was built from, and its */
+    size_t wrap_len;         /* length; NULL: none to reuse */
+    int wrap_live;           /* one watch event is going to its sockets: reuse */
 };
+
+#define S_WRAP_KEEP (64u << 10) /* wrap's memory kept past one event at most */
 
 static void s_free_item(void **item)
 {
@@ -38,6 +47,7 @@ sessions_t *sessions_new(hub_t *h)
     self->map = zhashx_new();
     zhashx_set_destructor(self->map, s_free_item);
     self->rewatch_ms = S_REWATCH_MIN_MS;
+    sbuf_init(&self->wrap, (4u << 20) + 64); /* past any body (1 MiB) */
     return self;
 }
 
@@ -46,6 +56,7 @@ void sessions_destroy(sessions_t **self_p)
     if (!self_p || !*self_p)
         return;
     zhashx_destroy(&(*self_p)->map);
+    sbuf_free(&(*self_p)->wrap);
     mem_free(*self_p);
     *self_p = NULL;
 }
@@ -145,13 +156,20 @@ void sessions_untrack(conn_t *c, const char *run_id)
 
 int sessions_send_event(sessions_t *self, conn_t *c, const char *json, size_t len)
 {
-    sbuf_t j;
-    sbuf_init(&j, len + 64);
-    sbuf_cats(&j, "{\"type\":\"event\",\"event\":");
-    sbuf_cat(&j, json, len);
-    sbuf_cats(&j, "}");
-    int rc = j.overflow ? -1 : hub_push(self->h, c, j.data, j.len);
-    sbuf_free(&j);
+    sbuf_t *j = &self->wrap;
+    if (!self->wrap_live || self->wrap_of != json || self->wrap_len != len) {
+        sbuf_reset(j);
+        sbuf_cats(j, "{\"type\":\"event\",\"event\":");
+        sbuf_cat(j, json, len);
+        sbuf_cats(j, "}");
+        self->wrap_of = json;
+        self->wrap_len = len;
+    }
+    int rc = j->overflow ? -1 : hub_push(self->h, c, j->data, j->len);
+    if (!self->wrap_live && j->cap > S_WRAP_KEEP) {
+        sbuf_free(j);
+        sbuf_init(j, (4u << 20) + 64);
+    }
     if (rc == 0)
         self->h->m.events_sent++;
     return rc;
@@ -256,6 +274,26 @@ static void s_refill(sessions_t *self, session_t *s)
     }
 }
 
+/* One event to every socket of the session: its message is built at the
+ * first that sends it and reused by the others. Reuse only inside this
+ * loop (wrap_live), and wrap_of cleared first: a pointer from an earlier
+ * event that happens to match names other bytes. */
+static void s_watch_event(sessions_t *self, session_t *s, const orch_stream_t *ev)
+{
+    char run_id[129];
+    snprintf(run_id, sizeof run_id, "%.*s", (int)ev->run_id.len, ev->run_id.ptr);
+    self->wrap_of = NULL;
+    self->wrap_live = 1;
+    for (conn_t *c = s->conns; c; c = c->snext)
+        sessions_event(self, c, run_id, ev->seq, ev->terminal, ev->json.ptr, ev->json.len);
+    self->wrap_live = 0;
+    self->wrap_of = NULL;
+    if (self->wrap.cap > S_WRAP_KEEP) {
+        sbuf_free(&self->wrap);
+        sbuf_init(&self->wrap, (4u << 20) + 64);
+    }
+}
+
 void sessions_on_watch(sessions_t *self, pending_t *p, const orch_stream_t *ev)
 {
     session_t *s = p->session;
@@ -274,10 +312,13 @@ void sessions_on_watch(sessions_t *self, pending_t *p, const orch_stream_t *ev)
             s_refill(self, s);
         return;
     }
-    char run_id[129];
-    snprintf(run_id, sizeof run_id, "%.*s", (int)ev->run_id.len, ev->run_id.ptr);
-    for (conn_t *c = s->conns; c; c = c->snext)
-        sessions_event(self, c, run_id, ev->seq, ev->terminal, ev->json.ptr, ev->json.len);
+    if (!ev->batch) {
+        s_watch_event(self, s, ev);
+        return;
+    }
+    orch_stream_t batch = *ev, one;
+    while (orch_batch_next(&batch, &one))
+        s_watch_event(self, s, &one);
 }
 
 void sessions_watch_ended(sessions_t *self, pending_t *p)

@@ -43,6 +43,38 @@ static void s_live(session_t *s, const char *run, uint64_t seq, const char *type
     sessions_on_watch(H.sessions, w, &ev);
 }
 
+/* One batch body on session s's watch, decoded as the edge decodes it:
+ * event i of runs[i] with seqs[i], event term_at the terminal one. */
+static void s_live_batch(session_t *s, const char *const *runs, const uint64_t *seqs, size_t n,
+                         size_t term_at)
+{
+    mp_buf_t b, one;
+    mp_buf_init(&b, 1 << 20);
+    mp_buf_init(&one, 1 << 16);
+    CHECK(orch_batch_begin(&b) == 0);
+    for (size_t i = 0; i < n; i++) {
+        int term = i == term_at;
+        const char *type = seqs[i] == 1 ? "run_started" : term ? "run_done" : "agent_stream_delta";
+        char json[512];
+        s_event_json(json, sizeof json, runs[i], seqs[i], type);
+        orch_stream_t ev = {.json = {json, (uint32_t)strlen(json)},
+                            .run_id = {runs[i], (uint32_t)strlen(runs[i])},
+                            .session_id = {"s2", 2},
+                            .type = {type, (uint32_t)strlen(type)},
+                            .seq = seqs[i],
+                            .terminal = term};
+        mp_buf_reset(&one);
+        CHECK(orch_encode_event(&one, &ev) == 0);
+        CHECK(orch_batch_add(&b, one.data, one.len) == 0);
+    }
+    CHECK(orch_batch_end(&b, (uint32_t)n) == 0);
+    orch_stream_t got;
+    CHECK(orch_decode_stream(b.data, b.len, &got) == AGENT_OK && got.batch == n);
+    sessions_on_watch(H.sessions, pending_get(H.pending, s->watch), &got);
+    mp_buf_free(&one);
+    mp_buf_free(&b);
+}
+
 /* How many times "\"seq\":N," appears for run in text. */
 static int s_count(const char *text, uint64_t seq)
 {
@@ -215,6 +247,29 @@ int main(void)
         found += !strcmp(IO.req_op[k], "events") && !strcmp(IO.req_run[k], "r3") &&
                  IO.req_after[k] == 0;
     CHECK(found == 1);
+
+    /* A batch (one orchestrator turn): two runs interleaved, each event
+     * once and in its run's order; the terminal one ends its run. */
+    conn_t *c3 = s_sock(3, "s2");
+    session_t *s2 = sessions_find(H.sessions, "s2");
+    CHECK(s2 && s2->watch);
+    sessions_on_watch(H.sessions, pending_get(H.pending, s2->watch), &acc);
+    const char *bruns[] = {"r5", "r6", "r5", "r5", "r6", "r5"};
+    const uint64_t bseqs[] = {1, 1, 2, 3, 2, 3};
+    s_live_batch(s2, bruns, bseqs, 6, 3);
+    fake_drain(c3, &out);
+    CHECK(strstr(out.data, "\"run_id\":\"r5\",\"session_id\":\"s1\",\"seq\":3,"));
+    CHECK(strstr(out.data, "\"run_id\":\"r6\",\"session_id\":\"s1\",\"seq\":2,"));
+    int n5 = 0;
+    for (const char *q = out.data; (q = strstr(q, "\"run_id\":\"r5\"")); q++)
+        n5++;
+    CHECK(n5 == 3); /* the late copy of seq 3 dropped */
+    CHECK(strstr(out.data, "\"run_id\":\"r5\",\"session_id\":\"s1\",\"seq\":1,") <
+          strstr(out.data, "\"run_id\":\"r5\",\"session_id\":\"s1\",\"seq\":2,"));
+    CHECK(conn_has_ended(c3, "r5") && !conn_has_ended(c3, "r6"));
+    hub_drop_requests(&H, c3);
+    sessions_leave(H.sessions, c3);
+    conn_destroy(&c3);
 
     /* The last socket out frees the session and cancels its watch. */
     uint64_t watch = s->watch;

@@ -36,6 +36,14 @@
 #define CORE_OUT_MAX (256u << 20)     /* bytes the outbox holds */
 #define CORE_OUT_ENTRIES (1u << 20)   /* answers the outbox holds */
 
+/* The events one turn made for one watch: one STREAM batch body
+ * (proto/orch.h), pushed at the turn's end (reply.c). */
+typedef struct {
+    uint64_t req;
+    uint32_t count;
+    mp_buf_t body;             /* max 0: not yet initialised */
+} core_batch_t;
+
 struct engine_t {
     engine_config_t cfg;
     store_t *store;
@@ -66,6 +74,9 @@ struct engine_t {
     uint64_t dropped_frames;   /* agent frames for ended runs */
     hmap_t *call_reqs;         /* op call requests → their child's run id (calls.c) */
     uint64_t calls_done, calls_failed, calls_cancelled, calls_refused; /* since start */
+    core_batch_t *batches;     /* reply.c: this turn's watch batches, in first-event order */
+    size_t nbatches, batches_cap;
+    uint64_t batch_turn;       /* > 0; a watcher's batch_turn equal to it: batches[batch] */
 };
 
 /* engine.c: small helpers every module uses. */

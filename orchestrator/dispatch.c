@@ -23,6 +23,9 @@ struct dispatch_t {
     uint64_t asked;            /* SERVICES request out, 0 if none */
     int stale;                 /* a list newer than the one asked is wanted */
     int64_t next_refresh;
+    agent_msg_t *hist;         /* dispatch_invoke: views into the store's history */
+    uint32_t nhist, hist_cap;
+    mp_buf_t body;             /* dispatch_invoke: the invoke body, kept */
 };
 
 dispatch_t *dispatch_new(worker_t *worker, store_t *store, size_t body_max)
@@ -31,6 +34,7 @@ dispatch_t *dispatch_new(worker_t *worker, store_t *store, size_t body_max)
     self->worker = worker;
     self->store = store;
     self->body_max = body_max;
+    mp_buf_init(&self->body, body_max);
     self->native = zhashx_new();
     self->recorded = zhashx_new();
     return self;
@@ -43,6 +47,8 @@ void dispatch_destroy(dispatch_t **self_p)
     dispatch_t *self = *self_p;
     zhashx_destroy(&self->native);
     zhashx_destroy(&self->recorded);
+    mem_free(self->hist);
+    mp_buf_free(&self->body);
     mem_free(self);
     *self_p = NULL;
 }
@@ -136,22 +142,19 @@ dispatch_route_t dispatch_route(dispatch_t *self, const char *agent_id, char *bu
     return zhashx_lookup(self->native, agent_id) ? DISPATCH_NATIVE : DISPATCH_UNKNOWN;
 }
 
-typedef struct {
-    agent_msg_t *msgs;
-    uint32_t count, cap;
-} s_history_t;
-
+/* Views: the store keeps the bytes until its next history read, which
+ * comes after this invoke's body is encoded. */
 static int s_history_cb(void *arg, const char *role, const char *content, size_t content_len)
 {
-    s_history_t *h = arg;
-    if (h->count == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 16;
-        h->msgs = mem_realloc(h->msgs, h->cap * sizeof *h->msgs);
+    dispatch_t *self = arg;
+    if (self->nhist == self->hist_cap) {
+        self->hist_cap = self->hist_cap ? self->hist_cap * 2 : 64;
+        self->hist = mem_realloc(self->hist, self->hist_cap * sizeof *self->hist);
     }
-    agent_msg_t *m = &h->msgs[h->count++];
-    m->role.ptr = mem_strdup(role);
+    agent_msg_t *m = &self->hist[self->nhist++];
+    m->role.ptr = role;
     m->role.len = (uint32_t)strlen(role);
-    m->content.ptr = mem_strndup(content, content_len);
+    m->content.ptr = content;
     m->content.len = (uint32_t)content_len;
     return 0;
 }
@@ -166,29 +169,24 @@ uint64_t dispatch_invoke(dispatch_t *self, const agent_invoke_t *inv, dispatch_r
     else
         snprintf(service, sizeof service, AGENT_SERVICE_PREFIX "%.*s", (int)inv->agent_id.len,
                  inv->agent_id.ptr);
-    s_history_t h = {0};
-    if (session_id && store_history(self->store, session_id, history_max, s_history_cb, &h) != 0)
+    self->nhist = 0;
+    if (session_id && store_history(self->store, session_id, history_max, s_history_cb, self) != 0)
         *store_err = 1;
-    const agent_msg_t *msgs = session_id ? h.msgs : given;
-    uint32_t count = session_id ? h.count : ngiven;
-    mp_buf_t b;
-    mp_buf_init(&b, self->body_max);
+    const agent_msg_t *msgs = session_id ? self->hist : given;
+    uint32_t count = session_id ? self->nhist : ngiven;
+    mp_buf_t *b = &self->body;
+    mp_buf_reset(b);
     /* Too much history for one body: keep the newest messages that fit. */
     uint32_t skip = 0;
-    while (agent_encode_invoke(&b, inv, msgs ? msgs + skip : NULL, count - skip) != 0 &&
+    while (agent_encode_invoke(b, inv, msgs ? msgs + skip : NULL, count - skip) != 0 &&
            skip < count) {
-        mp_buf_reset(&b);
+        mp_buf_reset(b);
         skip = skip + (count - skip + 1) / 2;
     }
-    *too_large = b.overflow;
-    uint64_t req = b.overflow || !self->worker ? 0
-                                               : worker_request(self->worker, service, b.data, b.len);
-    mp_buf_free(&b);
-    for (uint32_t i = 0; i < h.count; i++) {
-        mem_free((void *)h.msgs[i].role.ptr);
-        mem_free((void *)h.msgs[i].content.ptr);
-    }
-    mem_free(h.msgs);
+    *too_large = b->overflow;
+    uint64_t req = b->overflow || !self->worker ? 0
+                                                : worker_request(self->worker, service, b->data, b->len);
+    self->nhist = 0;
     return req;
 }
 

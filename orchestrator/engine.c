@@ -309,9 +309,17 @@ static void s_turn_failed(engine_t *self)
     }
 }
 
+/* A session out of memory: its history window goes too (store_hist.c). */
+static void s_session_released(void *arg, const char *session_id)
+{
+    engine_t *self = arg;
+    store_history_forget(self->store, session_id);
+}
+
 /* Ends the turn: commit, then send (or undo what the turn did). */
 static int s_end_turn(engine_t *self)
 {
+    reply_batches_push(self); /* the watches' batches join the turn's answers */
     if (self->in_tx) {
         int rc = self->store_failed ? -1 : store_commit(self->store);
         self->in_tx = 0;
@@ -509,6 +517,7 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     self->runs = runs_new();
+    runs_on_release(self->runs, s_session_released, self);
     self->dispatch = dispatch_new(self->worker, self->store, CORE_BODY_MAX);
     self->agent_reqs = hmap_new(1000000);
     self->call_reqs = hmap_new(1000000);
@@ -518,6 +527,7 @@ engine_t *engine_new(const engine_config_t *cfg, char *err, size_t errlen)
     sbuf_init(&self->json, CORE_JSON_MAX);
     sbuf_init(&self->event, CORE_JSON_MAX);
     mp_buf_init(&self->mp, CORE_JSON_MAX + 4096);
+    self->batch_turn = 1; /* a new watcher's 0 names no turn */
     self->next_tick = clock_mono_ms() + S_TICK_MS;
     self->turn_budget_ms = cfg->heartbeat_ms / 4 < 10 ? 10 : cfg->heartbeat_ms / 4;
     return self;
@@ -548,6 +558,7 @@ void engine_destroy(engine_t **self_p)
     sbuf_free(&self->json);
     sbuf_free(&self->event);
     mp_buf_free(&self->mp);
+    reply_batches_free(self);
     mem_free(self->touched);
     mem_free(self->doomed);
     mem_free(self);

@@ -106,7 +106,7 @@ void flow_emit(engine_t *self, run_t *run, const char *type, const char *payload
         }
     }
     for (watcher_t *w = run->session->watchers; w; w = w->next)
-        reply_push(self, w->req, OUTBOX_STREAM, self->mp.data, self->mp.len);
+        reply_watch_event(self, w, self->mp.data, self->mp.len);
 }
 
 void flow_run_json(run_t *run, sbuf_t *j, const char *ended_at)

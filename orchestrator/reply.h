@@ -21,6 +21,16 @@ void reply_accepted(engine_t *self, uint64_t req, const char *json, size_t len,
                     const char *run_id, const char *run_status, const char *session_id);
 /* A final ERROR frame. */
 void reply_fail(engine_t *self, uint64_t req, const char *code, const char *message);
+/* One event body (orch_encode_event) for watcher w: added to w's batch of
+ * this turn, which goes to the outbox at reply_batches_push (or earlier,
+ * whole, when the next event would pass the body maximum). */
+void reply_watch_event(engine_t *self, watcher_t *w, const void *body, size_t len);
+/* Pushes every batch of the turn (in the order their first events came)
+ * and starts the next turn's. The engine calls it before it commits or
+ * rolls back the outbox, so batches share the fate of the turn's answers. */
+void reply_batches_push(engine_t *self);
+/* Frees the batch buffers (engine_destroy). */
+void reply_batches_free(engine_t *self);
 /* Sends what is committed (a send refused at the high-water mark waits for
  * the next call) and fails the refused requests. */
 void reply_flush(engine_t *self);

@@ -30,6 +30,8 @@ struct runs_t {
     hmap_t *follow_reqs;   /* follower request → run_t */
     hmap_t *watch_reqs;    /* watcher request → session_t */
     run_t *ended;          /* runs ended this turn */
+    void (*released)(void *arg, const char *session_id); /* runs_on_release */
+    void *released_arg;
 };
 
 runs_t *runs_new(void)
@@ -100,10 +102,18 @@ session_t *runs_session_add(runs_t *self, const char *id)
     return s;
 }
 
+void runs_on_release(runs_t *self, void (*fn)(void *arg, const char *session_id), void *arg)
+{
+    self->released = fn;
+    self->released_arg = arg;
+}
+
 void runs_session_release(runs_t *self, session_t *s)
 {
     if (s->runs || s->watchers)
         return;
+    if (self->released)
+        self->released(self->released_arg, s->id);
     zhashx_delete(self->sessions, s->id);
     mem_free(s->id);
     mem_free(s);

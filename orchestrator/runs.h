@@ -40,6 +40,8 @@ typedef struct follower_t {
 
 typedef struct watcher_t {
     uint64_t req;
+    uint64_t batch_turn;       /* reply.c: batches[batch] is ours in that turn */
+    size_t batch;
     struct watcher_t *next;
 } watcher_t;
 
@@ -104,6 +106,8 @@ session_t *runs_session(runs_t *self, const char *id);
 session_t *runs_session_add(runs_t *self, const char *id);
 /* Frees s if no run and no watcher refers to it any more. */
 void runs_session_release(runs_t *self, session_t *s);
+/* fn(arg, id) as a session is released (freed), before its id goes; NULL: none. */
+void runs_on_release(runs_t *self, void (*fn)(void *arg, const char *session_id), void *arg);
 
 /* A new queued run at the end of its session's queue (strings copied;
  * request_id NULL: none). content stays NULL (see run_t). */

@@ -148,8 +148,35 @@ static void test_children(void)
     runs_destroy(&r);
 }
 
+static char s_released[8][64];
+static int s_nreleased;
+
+static void s_on_release(void *arg, const char *session_id)
+{
+    (void)arg;
+    CHECK(s_nreleased < 8);
+    snprintf(s_released[s_nreleased++], 64, "%s", session_id);
+}
+
+/* The release hook hears of a session once, as it is freed: not while a
+ * watcher still holds it. */
+static void test_release_hook(void)
+{
+    runs_t *r = runs_new();
+    runs_on_release(r, s_on_release, NULL);
+    session_t *s = runs_session_add(r, "gone");
+    runs_add_watcher(r, s, 7);
+    runs_session_release(r, s);
+    CHECK(s_nreleased == 0 && runs_session(r, "gone") == s);
+    CHECK(runs_drop_req(r, 7) == 1);
+    CHECK(s_nreleased == 1 && !strcmp(s_released[0], "gone") && !runs_session(r, "gone"));
+    runs_destroy(&r);
+    CHECK(s_nreleased == 1);
+}
+
 int main(void)
 {
+    test_release_hook();
     test_children();
     test_queue_and_requests();
     test_followers_and_watchers();

@@ -66,6 +66,10 @@ static const char *s_sql[STORE_ST_STMT_COUNT] = {
     [STORE_ST_MESSAGES_READ] = "SELECT message_id, run_id, role, content, created_at FROM "
                         "(SELECT * FROM messages WHERE session_id = ?1 "
                         "ORDER BY message_id DESC LIMIT ?2) ORDER BY message_id",
+    /* Newest first straight off messages_session: no subquery to copy, no
+     * sort (store_history turns the rows around). */
+    [STORE_ST_HISTORY] = "SELECT role, content FROM messages WHERE session_id = ?1 "
+                         "ORDER BY message_id DESC LIMIT ?2",
     [STORE_ST_AGENT_GET] = "SELECT agent_id, name, endpoint, created_at, updated_at, kind FROM agents "
                     "WHERE agent_id = ?1",
     [STORE_ST_AGENT_INSERT] = "INSERT INTO agents(agent_id, name, endpoint, created_at, updated_at) "
@@ -350,6 +354,7 @@ void store_destroy(store_t **self_p)
     if (self->db)
         sqlite3_close(self->db); /* the last connection checkpoints the WAL */
     mem_free(self->path);
+    store_hist_free(self);
     mem_free(self);
     *self_p = NULL;
 }
@@ -386,6 +391,7 @@ int store_commit(store_t *self)
 
 void store_rollback(store_t *self)
 {
+    store_hist_clear(self); /* the windows may hold messages rolled back */
     if (!sqlite3_get_autocommit(self->db))
         sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
 }
@@ -470,7 +476,10 @@ int store_message_append(store_t *self, const char *session_id, const char *run_
     store_sql_text(st, 3, role);
     sqlite3_bind_text(st, 4, content, (int)content_len, SQLITE_STATIC);
     store_sql_text(st, 5, created_at);
-    return store_sql_done(self, st, "writing a message");
+    if (store_sql_done(self, st, "writing a message") != 0)
+        return -1;
+    store_hist_append(self, session_id, role, content, content_len);
+    return 0;
 }
 
 int store_runs_unfinished(store_t *self,

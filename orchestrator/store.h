@@ -145,10 +145,18 @@ int store_session_runs(store_t *self, const char *session_id, const char *before
 /* A run's input content. 0 with *content (the caller's, NUL-terminated) and
  * *len, 1 when the run is unknown. */
 int store_run_input(store_t *self, const char *run_id, char **content, size_t *len);
-/* The session's last `max` messages oldest first, for an agent's history. */
+/* The session's last `max` messages oldest first, for an agent's history.
+ * Served from a window kept in memory per session (store_hist.c: this
+ * store_t is the only writer; appends, rollbacks and pruning keep it
+ * right), read from SQLite when missing. role and content point into the
+ * store's own memory, valid until the next call into the store (a reader
+ * keeps views, not copies); content is NUL-terminated too. */
 int store_history(store_t *self, const char *session_id, size_t max,
                   int (*cb)(void *arg, const char *role, const char *content, size_t len),
                   void *arg);
+/* Drops the session's window from memory (the engine: the session has no
+ * run and no watcher left); the next store_history reads it again. */
+void store_history_forget(store_t *self, const char *session_id);
 
 /* OUT created: 1 when the agent is new, 0 when it was updated. */
 int store_agent_upsert(store_t *self, const char *agent_id, const char *name,

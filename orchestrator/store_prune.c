@@ -98,6 +98,8 @@ static int s_prune_runs(store_t *self, sqlite3_stmt **st, const s_prune_run_t *r
             s_prune_delete(self, st[S_PR_RUN], runs[i].run_id, 0, &run) != 0 ||
             s_prune_delete(self, st[S_PR_SESSION], runs[i].session_id, 0, &session) != 0)
             return -1;
+        if (msgs)
+            store_hist_forget(self, runs[i].session_id); /* its window changed */
         out->messages += msgs;
         out->runs += run;
         out->sessions += session;

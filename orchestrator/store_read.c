@@ -218,27 +218,6 @@ int store_run_input(store_t *self, const char *run_id, char **content, size_t *l
     return rc == SQLITE_DONE ? 1 : store_sql_fail(self, "reading a run's input");
 }
 
-typedef struct {
-    int (*cb)(void *arg, const char *role, const char *content, size_t len);
-    void *arg;
-} s_history_t;
-
-static int s_history_cb(void *arg, const store_message_t *m)
-{
-    s_history_t *h = arg;
-    return h->cb(h->arg, m->role, m->content, m->content_len);
-}
-
-int store_history(store_t *self, const char *session_id, size_t max,
-                  int (*cb)(void *arg, const char *role, const char *content, size_t len),
-                  void *arg)
-{
-    if (max == 0)
-        return 0;
-    s_history_t h = {cb, arg};
-    return store_messages_read(self, session_id, max, s_history_cb, &h);
-}
-
 static void s_agent_row(sqlite3_stmt *st, store_agent_t *a)
 {
     store_sql_copy(a->agent_id, sizeof a->agent_id, st, 0);

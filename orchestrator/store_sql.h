@@ -21,6 +21,7 @@ typedef enum {
     STORE_ST_RUN_BY_REQUEST,
     STORE_ST_EVENTS_READ,
     STORE_ST_MESSAGES_READ,
+    STORE_ST_HISTORY,
     STORE_ST_AGENT_GET,
     STORE_ST_AGENT_INSERT,
     STORE_ST_AGENT_UPDATE,
@@ -41,6 +42,12 @@ struct store_t {
     char *path;
     sqlite3_stmt *stmts[STORE_ST_STMT_COUNT];
     int last_code;            /* extended code of the last failure */
+    char *hist;               /* store_hist.c: the rows read, kept from call to call */
+    size_t hist_cap;
+    size_t *hist_off;         /* per row: role at off, content after its NUL */
+    size_t hist_off_cap;
+    struct hmap_t *hist_map;  /* session id hash → store_hist_t (the windows) */
+    size_t hist_bytes;        /* their bytes */
     char errmsg[512];
 };
 
@@ -58,6 +65,14 @@ void store_sql_copy(char *dst, size_t cap, sqlite3_stmt *st, int col);
 /* The call columns of a runs row, after its first seven. */
 #define STORE_SQL_CALL_COLS \
     "COALESCE(parent_run_id, ''), COALESCE(root_run_id, ''), depth, COALESCE(call_id, '')"
+/* store_hist.c: the history windows kept in memory (see there). */
+typedef struct store_hist_t store_hist_t;
+void store_hist_append(store_t *self, const char *session_id, const char *role,
+                       const char *content, size_t len);
+void store_hist_forget(store_t *self, const char *session_id);
+void store_hist_clear(store_t *self);
+void store_hist_free(store_t *self);
+
 /* A runs row (run_id, session_id, agent_id, status, request_id,
  * created_at, ended_at, then STORE_SQL_CALL_COLS) into out. */
 void store_sql_run_row(sqlite3_stmt *st, store_run_t *out);

@@ -131,6 +131,22 @@ static int s_msg_cb(void *arg, const store_message_t *m)
     return 0;
 }
 
+typedef struct {
+    int count;
+    const char *role[16], *content[16];
+    size_t len[16];
+} s_hist_t;
+
+static int s_hist_cb(void *arg, const char *role, const char *content, size_t len)
+{
+    s_hist_t *h = arg;
+    assert(h->count < 16);
+    h->role[h->count] = role;
+    h->content[h->count] = content;
+    h->len[h->count++] = len;
+    return 0;
+}
+
 static void test_messages_newest_window_oldest_first(void)
 {
     store_t *st = s_open("c.db");
@@ -150,6 +166,94 @@ static void test_messages_newest_window_oldest_first(void)
     assert(store_messages_read(st, "s1", 0, s_msg_cb, &ms) == 0 && ms.count == 10);
     memset(&ms, 0, sizeof ms);
     assert(store_messages_read(st, "nobody", 10, s_msg_cb, &ms) == 0 && ms.count == 0);
+    /* The history: the same window, oldest first, roles with it; views
+     * that hold until the next history read, so a reader keeps pointers. */
+    s_hist_t h = {0};
+    assert(store_history(st, "s1", 3, s_hist_cb, &h) == 0 && h.count == 3);
+    for (int i = 0; i < 3; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "m%d", 7 + i);
+        assert(h.len[i] == strlen(want) && !memcmp(h.content[i], want, h.len[i]));
+        assert(h.content[i][h.len[i]] == 0);
+        assert(!strcmp(h.role[i], (7 + i) % 2 ? "assistant" : "user"));
+    }
+    memset(&h, 0, sizeof h);
+    assert(store_history(st, "s1", 100, s_hist_cb, &h) == 0 && h.count == 10);
+    assert(!memcmp(h.content[0], "m0", 2) && !memcmp(h.content[9], "m9", 2));
+    memset(&h, 0, sizeof h);
+    assert(store_history(st, "s2", 100, s_hist_cb, &h) == 0 && h.count == 1);
+    assert(h.len[0] == 5 && !memcmp(h.content[0], "other", 5));
+    memset(&h, 0, sizeof h);
+    assert(store_history(st, "s1", 0, s_hist_cb, &h) == 0 && h.count == 0);
+    assert(store_history(st, "nobody", 10, s_hist_cb, &h) == 0 && h.count == 0);
+    store_destroy(&st);
+}
+
+/* The history kept in memory says what the store says: after appends (the
+ * window slides), rollbacks (their appends gone) and pruning (a session's
+ * old run gone), store_history equals store_messages_read's window. */
+static int s_same_window(store_t *st, const char *session, size_t max)
+{
+    s_hist_t h = {0};
+    s_msgs_t ms = {0};
+    assert(max <= 16);
+    assert(store_history(st, session, max, s_hist_cb, &h) == 0);
+    assert(store_messages_read(st, session, max, s_msg_cb, &ms) == 0);
+    if (h.count != ms.count)
+        return 0;
+    for (int i = 0; i < h.count; i++)
+        if (strlen(ms.contents[i]) != h.len[i] || memcmp(ms.contents[i], h.content[i], h.len[i]))
+            return 0;
+    return 1;
+}
+
+static void test_history_kept_in_memory_stays_right(void)
+{
+    store_t *st = s_open("h.db");
+    const char *old = "2026-11-01T10:00:00.000Z", *now = "2026-11-24T10:00:00.000Z";
+    assert(store_begin(st) == 0);
+    assert(store_session_ensure(st, "h1", old) == 0 && store_session_ensure(st, "h2", old) == 0);
+    assert(store_run_insert(st, "old_1", "h1", "echo", NULL, "user", "x", 1, old) == 0);
+    assert(store_message_append(st, "h1", "old_1", "user", "ancient", 7, old) == 0);
+    assert(store_run_set_status(st, "old_1", "done", old) == 0);
+    assert(store_commit(st) == 0);
+    assert(s_same_window(st, "h1", 4) && s_same_window(st, "h2", 4)); /* loaded */
+    unsigned seed = 7;
+    int n = 0;
+    for (int round = 0; round < 60; round++) {
+        seed = seed * 1103515245u + 12345u;
+        const char *session = (seed >> 8) % 2 ? "h1" : "h2";
+        int rollback = (seed >> 12) % 5 == 0;
+        assert(store_begin(st) == 0);
+        for (int k = 0; k < 2; k++) {
+            char c[16];
+            int len = snprintf(c, sizeof c, "n%d", n++);
+            assert(store_message_append(st, session, "run_x", k ? "assistant" : "user", c,
+                                        (size_t)len, now) == 0);
+        }
+        if (rollback)
+            store_rollback(st);
+        else
+            assert(store_commit(st) == 0);
+        assert(s_same_window(st, "h1", 4) && s_same_window(st, "h2", 4));
+    }
+    /* Another window size is read again, not cut from the kept one. */
+    assert(s_same_window(st, "h1", 9) && s_same_window(st, "h1", 4));
+    /* Pruning takes the old runs' messages: h3's kept window had its one. */
+    assert(store_begin(st) == 0);
+    assert(store_session_ensure(st, "h3", old) == 0);
+    assert(store_run_insert(st, "old_3", "h3", "echo", NULL, "user", "x", 1, old) == 0);
+    assert(store_message_append(st, "h3", "old_3", "user", "ancient", 7, old) == 0);
+    assert(store_run_set_status(st, "old_3", "done", old) == 0);
+    assert(store_commit(st) == 0);
+    s_hist_t h = {0};
+    assert(store_history(st, "h3", 16, s_hist_cb, &h) == 0 && h.count == 1);
+    assert(store_prune_prepare(st) == 0);
+    store_pruned_t p;
+    assert(store_prune(st, "2026-11-10T00:00:00.000Z", 100, &p) == 0 && p.messages == 2);
+    memset(&h, 0, sizeof h);
+    assert(store_history(st, "h3", 16, s_hist_cb, &h) == 0 && h.count == 0);
+    assert(s_same_window(st, "h1", 16) && s_same_window(st, "h3", 16));
     store_destroy(&st);
 }
 
@@ -674,6 +778,7 @@ int main(void)
     test_round_trip_and_group_commit();
     test_rollback_leaves_nothing();
     test_messages_newest_window_oldest_first();
+    test_history_kept_in_memory_stays_right();
     test_agents_upsert();
     test_unfinished_runs();
     test_migrates_a_v1_database();

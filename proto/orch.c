@@ -138,45 +138,45 @@ agent_err_t orch_decode_reply(const void *body, size_t len, orch_reply_t *out)
     return AGENT_OK;
 }
 
-agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out)
+/* One STREAM map (an accepted body or one event) from r; nested: inside a
+ * batch, where only event maps are allowed. */
+static agent_err_t s_stream_map(mp_reader_t *r, orch_stream_t *out, int nested)
 {
     static const char *const keys[] = {"accepted", "run_id",   "session_id", "seq",
                                        "type",     "terminal", "event",      "run_status"};
     enum { EVENT_KEYS = 0x7e, ACCEPTED_KEYS = 0x87 /* accepted, run_id, session_id, run_status */ };
-    mp_reader_t r;
-    mp_reader_init(&r, body, len);
     orch_stream_t s;
     memset(&s, 0, sizeof s);
     uint32_t n, seen = 0;
-    if (mp_read_map(&r, &n))
+    if (mp_read_map(r, &n))
         return AGENT_E_MALFORMED;
     for (uint32_t i = 0; i < n; i++) {
         agent_err_t err = AGENT_OK;
-        int k = agent_read_key(&r, keys, 8, &seen, &err);
+        int k = agent_read_key(r, keys, 8, &seen, &err);
         if (k < 0)
             return err;
         switch (k) {
-        case 0: err = s_str(&r, &s.json, UINT32_MAX); break;
-        case 1: err = s_run_field(&r, &s.run_id, 0); break;
-        case 2: err = s_run_field(&r, &s.session_id, 0); break;
+        case 0: err = s_str(r, &s.json, UINT32_MAX); break;
+        case 1: err = s_run_field(r, &s.run_id, 0); break;
+        case 2: err = s_run_field(r, &s.session_id, 0); break;
         case 3:
-            if (mp_read_uint(&r, &s.seq))
-                err = agent_err_of(&r);
+            if (mp_read_uint(r, &s.seq))
+                err = agent_err_of(r);
             break;
-        case 4: err = s_str(&r, &s.type, 64); break;
+        case 4: err = s_str(r, &s.type, 64); break;
         case 5:
-            if (mp_read_bool(&r, &s.terminal))
-                err = agent_err_of(&r);
+            if (mp_read_bool(r, &s.terminal))
+                err = agent_err_of(r);
             break;
-        case 6: err = s_str(&r, &s.json, UINT32_MAX); break;
-        case 7: err = s_run_field(&r, &s.run_status, 1); break;
+        case 6: err = s_str(r, &s.json, UINT32_MAX); break;
+        case 7: err = s_run_field(r, &s.run_status, 1); break;
         }
         if (err)
             return err;
     }
     if (seen & 1) {
-        if (seen & ~(uint32_t)ACCEPTED_KEYS)
-            return AGENT_E_KEY; /* an accepted body with event keys */
+        if (nested || (seen & ~(uint32_t)ACCEPTED_KEYS))
+            return AGENT_E_KEY; /* an accepted body with event keys, or in a batch */
         s.accepted = 1;
     } else if (seen & 0x80) {
         return AGENT_E_KEY; /* run_status belongs to accepted bodies */
@@ -185,10 +185,67 @@ agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out)
     } else if (s.seq == 0) {
         return AGENT_E_RANGE;
     }
+    *out = s;
+    return AGENT_OK;
+}
+
+/* {"events": [event map, ...]}: every element is checked here, so
+ * orch_batch_next only walks what is known good. */
+static agent_err_t s_stream_batch(mp_reader_t *r, orch_stream_t *out)
+{
+    static const char *const keys[] = {"events"};
+    uint32_t n, seen = 0, count;
+    agent_err_t err = AGENT_OK;
+    if (mp_read_map(r, &n) || n != 1)
+        return AGENT_E_MALFORMED;
+    if (agent_read_key(r, keys, 1, &seen, &err) < 0)
+        return err;
+    if (mp_read_array(r, &count))
+        return agent_err_of(r);
+    if (count == 0 || count > ORCH_BATCH_MAX)
+        return AGENT_E_RANGE;
+    const uint8_t *start = r->p;
+    for (uint32_t i = 0; i < count; i++) {
+        orch_stream_t ev;
+        if ((err = s_stream_map(r, &ev, 1)) != AGENT_OK)
+            return err;
+    }
+    memset(out, 0, sizeof *out);
+    out->batch = count;
+    out->events = start;
+    out->events_end = r->p;
+    return AGENT_OK;
+}
+
+agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out)
+{
+    mp_reader_t r;
+    mp_reader_init(&r, body, len);
+    /* A batch's map has one key, "events" (fixstr 6): look before reading. */
+    static const uint8_t batch_head[] = {0x81, 0xa6, 'e', 'v', 'e', 'n', 't', 's'};
+    int batch = len >= sizeof batch_head && memcmp(body, batch_head, sizeof batch_head) == 0;
+    orch_stream_t s;
+    agent_err_t err = batch ? s_stream_batch(&r, &s) : s_stream_map(&r, &s, 0);
+    if (err)
+        return err;
     if (mp_left(&r) != 0)
         return AGENT_E_MALFORMED;
     *out = s;
     return AGENT_OK;
+}
+
+int orch_batch_next(orch_stream_t *batch, orch_stream_t *ev)
+{
+    if (!batch->events || batch->events >= batch->events_end)
+        return 0;
+    mp_reader_t r;
+    mp_reader_init(&r, batch->events, (size_t)(batch->events_end - batch->events));
+    if (s_stream_map(&r, ev, 1) != AGENT_OK) {
+        batch->events = batch->events_end; /* not reached: decode checked them */
+        return 0;
+    }
+    batch->events = r.p;
+    return 1;
 }
 
 static void s_kv(mp_buf_t *b, const char *key, const agent_str_t *v)
@@ -289,4 +346,41 @@ int orch_encode_event(mp_buf_t *b, const orch_stream_t *ev)
         msgpack_pack_false(&b->pk);
     mp_pack_kv_str(b, "event", ev->json.ptr, ev->json.len);
     return b->overflow ? -1 : 0;
+}
+
+/* The header has a fixed size (array32), so the count is written at the
+ * end without moving the events. */
+#define S_BATCH_HEAD 13
+static const uint8_t s_batch_head[S_BATCH_HEAD] = {0x81, 0xa6, 'e', 'v', 'e', 'n', 't', 's',
+                                                   0xdd, 0, 0, 0, 0};
+
+int orch_batch_begin(mp_buf_t *b)
+{
+    mp_buf_reset(b);
+    msgpack_pack_str_body(&b->pk, s_batch_head, S_BATCH_HEAD);
+    return b->overflow ? -1 : 0;
+}
+
+int orch_batch_add(mp_buf_t *b, const void *event_body, size_t len)
+{
+    if (b->overflow || len > b->max - b->len)
+        return -1;
+    msgpack_pack_str_body(&b->pk, event_body, len);
+    return b->overflow ? -1 : 0;
+}
+
+int orch_batch_end(mp_buf_t *b, uint32_t count)
+{
+    if (b->overflow || b->len < S_BATCH_HEAD || count == 0 || count > ORCH_BATCH_MAX)
+        return -1;
+    b->data[9] = (uint8_t)(count >> 24);
+    b->data[10] = (uint8_t)(count >> 16);
+    b->data[11] = (uint8_t)(count >> 8);
+    b->data[12] = (uint8_t)count;
+    return 0;
+}
+
+size_t orch_batch_overhead(void)
+{
+    return S_BATCH_HEAD;
 }

@@ -9,6 +9,8 @@
  *                            "session_id": str}   (the last three optional) or
  *                           {"run_id": str, "session_id": str, "seq": uint,
  *                            "type": str, "terminal": bool, "event": str}
+ *                           or a batch (watch streams): {"events": [event, ...]},
+ *                           1..ORCH_BATCH_MAX event maps as above, in order
  *
  * The typed run fields repeat what the JSON says, so a reader (the edge)
  * never parses the JSON to route an answer. run_status is one of queued,
@@ -22,6 +24,7 @@
 
 #define ORCH_OP_MAX 16
 #define ORCH_LIMIT_MAX 10000
+#define ORCH_BATCH_MAX 100000 /* events in one batch body */
 
 typedef struct {
     agent_str_t op;          /* invoke, watch, follow, events, run, messages,
@@ -57,6 +60,10 @@ typedef struct {
     agent_str_t type;
     uint64_t seq;
     int terminal;
+    uint32_t batch;          /* > 0: a batch of that many events, every other
+                                field empty; read them with orch_batch_next */
+    const uint8_t *events;   /* batch: the next event's map */
+    const uint8_t *events_end;
 } orch_stream_t;
 
 typedef struct {
@@ -72,7 +79,11 @@ int orch_run_status_valid(const agent_str_t *s);
 
 agent_err_t orch_decode_request(const void *body, size_t len, orch_request_t *out);
 agent_err_t orch_decode_reply(const void *body, size_t len, orch_reply_t *out);
+/* Checks a batch whole (every event) before it returns AGENT_OK. */
 agent_err_t orch_decode_stream(const void *body, size_t len, orch_stream_t *out);
+/* The next event of a decoded batch into ev (a view into the body); 1, or 0
+ * once all were read. Advances batch->events. */
+int orch_batch_next(orch_stream_t *batch, orch_stream_t *ev);
 
 /* Encoders append to b (reset first). Return 0, or -1 on overflow. Fields of
  * the request with len 0 (and numbers 0, follow 0) are left out; "history"
@@ -87,5 +98,13 @@ int orch_encode_reply(mp_buf_t *b, const orch_reply_t *r);
 /* From acc: json, and run_id, session_id, run_status when len > 0. */
 int orch_encode_accepted(mp_buf_t *b, const orch_stream_t *acc);
 int orch_encode_event(mp_buf_t *b, const orch_stream_t *ev);
+/* A batch body in b: begin (resets b), add event bodies made by
+ * orch_encode_event (copied as they are), end with their count (1 to
+ * ORCH_BATCH_MAX). add returns -1, b unchanged, when the body would pass
+ * b's maximum: end and send what b holds, then begin again. */
+int orch_batch_begin(mp_buf_t *b);
+int orch_batch_add(mp_buf_t *b, const void *event_body, size_t len);
+int orch_batch_end(mp_buf_t *b, uint32_t count);
+size_t orch_batch_overhead(void); /* the bytes of a batch besides its events */
 
 #endif

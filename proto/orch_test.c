@@ -301,6 +301,68 @@ static void test_stream_errors(void)
     mp_buf_free(&b);
 }
 
+/* A batch carries its events in order, each decoded as one event body
+ * would be; a bad element refuses the whole body; the maximum holds. */
+static void test_stream_batch(void)
+{
+    mp_buf_t b, ev;
+    mp_buf_init(&b, 1 << 16);
+    mp_buf_init(&ev, 1 << 16);
+    CHECK(orch_batch_begin(&b) == 0);
+    const char *types[] = {"run_started", "delta", "run_done"};
+    for (int i = 0; i < 3; i++) {
+        orch_stream_t e = {.run_id = S("r"), .session_id = S("s"), .seq = (uint64_t)i + 1,
+                           .type = S(types[i]), .terminal = i == 2, .json = S("{\"x\":1}")};
+        mp_buf_reset(&ev);
+        CHECK(orch_encode_event(&ev, &e) == 0);
+        CHECK(orch_batch_add(&b, ev.data, ev.len) == 0);
+    }
+    CHECK(orch_batch_end(&b, 3) == 0);
+    orch_stream_t out, one;
+    CHECK(orch_decode_stream(b.data, b.len, &out) == AGENT_OK);
+    CHECK(out.batch == 3 && !out.accepted && out.json.len == 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK(orch_batch_next(&out, &one) == 1);
+        CHECK(one.seq == (uint64_t)i + 1 && s_eq(one.type, types[i]) && s_eq(one.run_id, "r"));
+        CHECK(s_eq(one.session_id, "s") && one.terminal == (i == 2) && s_eq(one.json, "{\"x\":1}"));
+        CHECK(one.batch == 0);
+    }
+    CHECK(orch_batch_next(&out, &one) == 0);
+    /* A count that says more or fewer than the body holds. */
+    CHECK(orch_batch_end(&b, 4) == 0);
+    CHECK(orch_decode_stream(b.data, b.len, &out) == AGENT_E_MALFORMED);
+    CHECK(orch_batch_end(&b, 2) == 0);
+    CHECK(orch_decode_stream(b.data, b.len, &out) == AGENT_E_MALFORMED);
+    CHECK(orch_batch_end(&b, 0) == -1);
+    /* An accepted body inside a batch. */
+    CHECK(orch_batch_begin(&b) == 0);
+    mp_buf_reset(&ev);
+    CHECK(orch_encode_accepted(&ev, &(orch_stream_t){.json = S("{}")}) == 0);
+    CHECK(orch_batch_add(&b, ev.data, ev.len) == 0);
+    CHECK(orch_batch_end(&b, 1) == 0);
+    CHECK(orch_decode_stream(b.data, b.len, &out) == AGENT_E_KEY);
+    /* An empty array, and a batch with a second key. */
+    CHECK(orch_decode_stream("\x81\xa6" "events\x90", 9, &out) == AGENT_E_RANGE);
+    CHECK(orch_decode_stream("\x82\xa6" "events\x90\xa3seq\x01", 14, &out) == AGENT_E_KEY);
+    /* The maximum: an add that would pass it is refused, b unchanged. */
+    orch_stream_t e = {.run_id = S("r"), .session_id = S("s"), .seq = 1, .type = S("delta"),
+                       .json = S("{}")};
+    mp_buf_reset(&ev);
+    CHECK(orch_encode_event(&ev, &e) == 0);
+    mp_buf_t small;
+    mp_buf_init(&small, orch_batch_overhead() + ev.len + 4);
+    CHECK(orch_batch_begin(&small) == 0);
+    CHECK(orch_batch_add(&small, ev.data, ev.len) == 0);
+    size_t held = small.len;
+    CHECK(orch_batch_add(&small, ev.data, ev.len) == -1);
+    CHECK(small.len == held && !small.overflow);
+    CHECK(orch_batch_end(&small, 1) == 0);
+    CHECK(orch_decode_stream(small.data, small.len, &out) == AGENT_OK && out.batch == 1);
+    mp_buf_free(&small);
+    mp_buf_free(&ev);
+    mp_buf_free(&b);
+}
+
 static void test_id_rule(void)
 {
     CHECK(id_valid("s1", 2));
@@ -326,6 +388,7 @@ int main(void)
     test_reply_errors();
     test_stream_round_trip();
     test_stream_errors();
+    test_stream_batch();
     test_id_rule();
     return 0;
 }

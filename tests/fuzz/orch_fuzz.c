@@ -1,6 +1,6 @@
 /* orch_fuzz: the orchestrator service's body decoders on any bytes; a
- * decoded request, reply or stream body re-encodes and decodes to the same
- * fields. */
+ * decoded request, reply or stream body (a batch too) re-encodes and
+ * decodes to the same fields. */
 #include "proto/orch.h"
 
 #include <stdlib.h>
@@ -50,7 +50,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         mp_buf_free(&b);
     }
     orch_stream_t s;
-    if (orch_decode_stream(data, size, &s) == AGENT_OK) {
+    if (orch_decode_stream(data, size, &s) == AGENT_OK && s.batch) {
+        /* A batch: its events walk out one by one, count as said, and
+         * re-encode to a batch that decodes to the same events. */
+        mp_buf_t b, one;
+        mp_buf_init(&b, 1 << 22);
+        mp_buf_init(&one, 1 << 22);
+        orch_stream_t it = s, ev;
+        uint32_t n = 0;
+        if (orch_batch_begin(&b) != 0)
+            abort();
+        while (orch_batch_next(&it, &ev)) {
+            n++;
+            mp_buf_reset(&one);
+            if (ev.accepted || ev.batch || ev.seq == 0 || orch_encode_event(&one, &ev) != 0 ||
+                orch_batch_add(&b, one.data, one.len) != 0)
+                abort();
+        }
+        orch_stream_t t;
+        if (n != s.batch || orch_batch_end(&b, n) != 0 ||
+            orch_decode_stream(b.data, b.len, &t) != AGENT_OK || t.batch != n)
+            abort();
+        orch_stream_t a = s, x, y;
+        while (orch_batch_next(&a, &x)) {
+            if (!orch_batch_next(&t, &y) || x.seq != y.seq || !s_same(&x.json, &y.json) ||
+                !s_same(&x.run_id, &y.run_id) || !s_same(&x.type, &y.type) ||
+                !!x.terminal != !!y.terminal)
+                abort();
+        }
+        mp_buf_free(&one);
+        mp_buf_free(&b);
+    } else if (orch_decode_stream(data, size, &s) == AGENT_OK) {
         mp_buf_t b;
         mp_buf_init(&b, 1 << 22);
         int rc = s.accepted ? orch_encode_accepted(&b, &s) : orch_encode_event(&b, &s);

@@ -893,3 +893,38 @@ def test_a_burst_of_large_invokes_keeps_the_broker_link():
         agent.stop = True
     finally:
         s.close()
+
+
+def test_a_watch_gets_every_event_in_order_as_stored():
+    """A watch's STREAMs (batches of one loop turn each, or lone events)
+    carry every event of the session's runs once, in seq order per run,
+    each exactly as the store gives it back, typed fields matching."""
+    s = Stack(echo_workers=2, echo_delay_ms=0)
+    try:
+        c = s.client()
+        s.wait_agent(c, "echo")
+        w = c.call("watch", session_id="wb")
+        words = " ".join("w%d" % i for i in range(40))
+        sent = [invoke(c, "wb", "echo", words) for _ in range(3)]
+        runs = [c.reply(rid)[1]["run_id"] for rid in sent]
+
+        def all_ended():
+            c.pump(5)
+            return sum(e["type"] in TERMINAL for e in c.events(w)) == 3
+        wait_until(all_ended, timeout=30, what="three runs to end on the watch")
+        kinds = [k for k, b in c.frames[w]]
+        assert all(k == STREAM for k in kinds)
+        for b in c.stream_bodies(w):
+            ev = json.loads(b["event"])
+            assert (b["run_id"], b["session_id"], b["seq"], b["type"]) == (
+                ev["run_id"], ev["session_id"], ev["seq"], ev["type"])
+            assert b["terminal"] == (ev["type"] in TERMINAL)
+        got = c.events(w)
+        for rid in runs:
+            mine = [e for e in got if e["run_id"] == rid]
+            check_run_events(mine, rid)
+            status, doc = c.reply(c.call("events", run_id=rid, limit=1000))
+            assert status == 200 and doc["events"] == mine
+        c.peer.cancel(w)
+    finally:
+        s.close()

@@ -224,10 +224,23 @@ class Orch:
         assert kind == REPLY, got
         return body["status"], json.loads(body["json"])
 
+    def stream_bodies(self, rid):
+        """STREAM event bodies for a request in order, a watch's batches
+        ({"events": [...]}, proto/ORCHESTRATOR.md) opened up."""
+        out = []
+        for k, b in self.frames.get(rid, []):
+            if k != STREAM:
+                continue
+            if "events" in b:
+                assert set(b) == {"events"} and b["events"], b
+                out.extend(b["events"])
+            elif "event" in b:
+                out.append(b)
+        return out
+
     def events(self, rid):
         """Event objects streamed for a request (accepted bodies left out)."""
-        return [json.loads(b["event"]) for k, b in self.frames.get(rid, [])
-                if k == STREAM and "event" in b]
+        return [json.loads(b["event"]) for b in self.stream_bodies(rid)]
 
     def accepted(self, rid):
         for k, b in self.frames.get(rid, []):
