@@ -47,6 +47,7 @@
 #define S_PEER_MAX 32    /* bytes of a peer's hex id kept */
 #define S_RUN_MAX 128    /* bytes of a run id */
 #define S_DEPTH 32       /* nesting rendered in a body */
+#define S_BATCH_RUNS 16  /* runs of one watch batch a line is matched against */
 #define S_FOLLOW 256     /* runs of the followed tree remembered (--run) */
 #define S_ID_MAX 128     /* bytes of an agent or call id shown */
 
@@ -200,6 +201,10 @@ typedef struct {
     char parent[S_RUN_MAX + 1]; /* platform's "parent_run_id" */
     char root[S_RUN_MAX + 1];   /* platform's "root_run_id" */
     uint64_t depth;             /* platform's "depth" */
+    /* A watch's batch ({"events":[...]}): the distinct runs of its events
+     * (the first S_BATCH_RUNS). */
+    char batch[S_BATCH_RUNS][S_RUN_MAX + 1];
+    size_t nbatch;
 } s_info_t;
 
 static int s_key(const char *k, uint32_t klen, const char *want)
@@ -264,6 +269,46 @@ static int s_platform(mp_reader_t *r, s_info_t *in)
     return 0;
 }
 
+/* A watch batch's events: each one's "run_id", once per run. */
+static int s_batch(mp_reader_t *r, s_info_t *in)
+{
+    uint32_t n;
+    if (mp_left(r) == 0 || ((*r->p & 0xf0) != 0x90 && *r->p != 0xdc && *r->p != 0xdd))
+        return mp_skip(r, S_DEPTH);
+    if (mp_read_array(r, &n))
+        return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t m;
+        if (mp_left(r) == 0 || ((*r->p & 0xf0) != 0x80 && *r->p != 0xde && *r->p != 0xdf)) {
+            if (mp_skip(r, S_DEPTH))
+                return -1;
+            continue;
+        }
+        if (mp_read_map(r, &m))
+            return -1;
+        for (uint32_t j = 0; j < m; j++) {
+            const char *k;
+            uint32_t klen;
+            if (mp_read_str(r, &k, &klen, 64))
+                return -1;
+            char run[S_RUN_MAX + 1];
+            if (!s_key(k, klen, "run_id")) {
+                if (mp_skip(r, S_DEPTH))
+                    return -1;
+                continue;
+            }
+            if (s_str_val(r, run, sizeof run))
+                return -1;
+            size_t b = 0;
+            while (b < in->nbatch && strcmp(in->batch[b], run) != 0)
+                b++;
+            if (run[0] && b == in->nbatch && in->nbatch < S_BATCH_RUNS)
+                memcpy(in->batch[in->nbatch++], run, sizeof run);
+        }
+    }
+    return 0;
+}
+
 /* Scans a body's top level into in (zeroed first); stops quietly at what
  * does not decode (the line says so from the full rendering). */
 static void s_scan(const uint8_t *body, size_t len, s_info_t *in)
@@ -294,6 +339,8 @@ static void s_scan(const uint8_t *body, size_t len, s_info_t *in)
             rc = s_str_val(&r, in->call_id, sizeof in->call_id);
         } else if (s_key(k, klen, "platform")) {
             rc = s_platform(&r, in);
+        } else if (s_key(k, klen, "events")) {
+            rc = s_batch(&r, in);
         } else {
             rc = mp_skip(&r, S_DEPTH);
         }
@@ -540,6 +587,12 @@ int tapfmt_line(tapfmt_t *self, const uint8_t *meta, size_t meta_len, const uint
     s_info_t info;
     s_scan(body, body_len, &info);
     char *run = info.run;
+    if (!run[0] && info.nbatch) { /* a watch batch: its first followed run, or its first */
+        size_t b = 0;
+        while (self->run_id && b < info.nbatch && !s_followed(self, info.batch[b]))
+            b++;
+        memcpy(run, info.batch[b < info.nbatch ? b : 0], sizeof info.batch[0]);
+    }
     int is_request = ferr == FRAME_OK && f.type == FRAME_REQUEST;
     if (is_request && self->run_id && info.has_platform &&
         (s_followed(self, info.parent) || s_followed(self, info.root)))

@@ -111,6 +111,47 @@ static void s_runs(sbuf_t *line)
     tapfmt_destroy(&t);
 }
 
+/* A watch's batch ({"events":[...]}, ORCHESTRATOR.md) names its runs only
+ * inside its events: --run shows a batch holding one of the followed run's
+ * events (named by that run), not one of other runs only. */
+static void s_batch_body(mp_buf_t *b, const char *run_a, const char *run_b)
+{
+    mp_buf_reset(b);
+    msgpack_pack_map(&b->pk, 1);
+    mp_pack_cstr(b, "events");
+    msgpack_pack_array(&b->pk, 3);
+    const char *runs[3] = {run_a, run_b, run_a};
+    for (int i = 0; i < 3; i++) {
+        msgpack_pack_map(&b->pk, 3);
+        mp_pack_kv_cstr(b, "run_id", runs[i]);
+        mp_pack_kv_cstr(b, "session_id", "s1");
+        mp_pack_cstr(b, "seq");
+        msgpack_pack_uint64(&b->pk, (uint64_t)i + 1);
+    }
+}
+
+static void s_watch_batches(sbuf_t *line)
+{
+    tapfmt_opts_t o = {.run_id = "run_9"};
+    tapfmt_t *t = tapfmt_new(&o);
+    uint8_t meta[256], hdr[FRAME_HEADER_MAX];
+    mp_buf_t b;
+    mp_buf_init(&b, 1024);
+    size_t ml = s_meta_of(meta, "out", "ee", "orchestrator", "");
+    size_t hl = frame_encode_id(FRAME_STREAM, 41, hdr, sizeof hdr);
+    s_batch_body(&b, "run_1", "run_9");
+    assert(tapfmt_line(t, meta, ml, hdr, hl, b.data, b.len, 1, line) == 1);
+    assert(strstr(sbuf_cstr(line), "run=run_9"));
+    s_batch_body(&b, "run_1", "run_2");
+    assert(tapfmt_line(t, meta, ml, hdr, hl, b.data, b.len, 1, line) == 0);
+    tapfmt_destroy(&t);
+    /* unfiltered: named by its first run */
+    tapfmt_opts_t all = {0};
+    assert(s_fmt(all, meta, ml, hdr, hl, b.data, b.len, 1, line) == 1);
+    assert(strstr(sbuf_cstr(line), "run=run_1"));
+    mp_buf_free(&b);
+}
+
 /* Bodies a peer may send: JSON lines stay valid JSON. */
 static void s_bodies(sbuf_t *line)
 {
@@ -426,6 +467,7 @@ int main(void)
     assert(strstr(l, "\"meta\":\"undecodable\"") && strstr(l, "\"meta_hex\":\"c1ff\""));
     assert(strstr(l, "\"body\":null,\"body_error\":\"") && strstr(l, "\"body_hex\":\"c1ff\""));
     s_runs(&line);
+    s_watch_batches(&line);
     s_bodies(&line);
     s_tree(&line);
     mp_buf_free(&body);
