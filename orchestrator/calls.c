@@ -294,18 +294,8 @@ static int s_admit(engine_t *self, uint64_t req, run_t *parent, const orch_reque
         reply_error(self, req, 409, "call_refused", "%s", reason);
         return -1;
     }
-    sbuf_reset(&self->json);
-    sbuf_cats(&self->json, "{\"message\":{\"role\":");
-    sbuf_json_str(&self->json, q->role.ptr, q->role.len);
-    sbuf_cats(&self->json, ",\"content\":");
-    sbuf_json_str(&self->json, q->content.ptr, q->content.len);
-    sbuf_cats(&self->json, "}}");
-    if (self->json.overflow || self->json.len > CORE_PAYLOAD_MAX) {
-        reply_error(self, req, 413, "too_large",
-                    "the input message is over the event maximum (%u bytes of JSON)",
-                    (unsigned)CORE_PAYLOAD_MAX);
+    if (flow_input_payload(self, req, &q->role, &q->content) != 0)
         return -1;
-    }
     if (runs_count(self->runs) >= (size_t)self->cfg.runs_max) {
         reply_error(self, req, 503, "unavailable", "too many runs in progress");
         return -1;

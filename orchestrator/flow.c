@@ -69,6 +69,24 @@ void flow_undoom(engine_t *self, run_t *run)
     }
 }
 
+int flow_input_payload(engine_t *self, uint64_t req, const agent_str_t *role,
+                       const agent_str_t *content)
+{
+    sbuf_reset(&self->json);
+    sbuf_cats(&self->json, "{\"message\":{\"role\":");
+    sbuf_json_str(&self->json, role->ptr, role->len);
+    sbuf_cats(&self->json, ",\"content\":");
+    sbuf_json_str(&self->json, content->ptr, content->len);
+    sbuf_cats(&self->json, "}}");
+    if (self->json.overflow || self->json.len > CORE_PAYLOAD_MAX) {
+        reply_error(self, req, 413, "too_large",
+                    "the input message is over the event maximum (%u bytes of JSON)",
+                    (unsigned)CORE_PAYLOAD_MAX);
+        return -1;
+    }
+    return 0;
+}
+
 void flow_emit(engine_t *self, run_t *run, const char *type, const char *payload)
 {
     char created_at[CLOCK_RFC3339_LEN];

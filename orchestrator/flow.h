@@ -16,6 +16,11 @@ void flow_touch(engine_t *self, run_t *run);
 void flow_doom(engine_t *self, run_t *run);
 void flow_undoom(engine_t *self, run_t *run);
 
+/* The user_input payload of an input message into self->json. 0, or -1
+ * after answering req 413 too_large: its event would not fit a page
+ * (SPEC §1 Limits). */
+int flow_input_payload(engine_t *self, uint64_t req, const agent_str_t *role,
+                       const agent_str_t *content);
 /* Writes one event (payload: JSON text) and queues it for the followers
  * and watchers. */
 void flow_emit(engine_t *self, run_t *run, const char *type, const char *payload);

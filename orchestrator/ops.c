@@ -75,18 +75,8 @@ static int s_invoke_valid(engine_t *self, uint64_t req, const orch_request_t *q,
         return -1;
     }
     /* Its user_input event must fit a page like any event (SPEC §1 Limits). */
-    sbuf_reset(&self->json);
-    sbuf_cats(&self->json, "{\"message\":{\"role\":");
-    sbuf_json_str(&self->json, q->role.ptr, q->role.len);
-    sbuf_cats(&self->json, ",\"content\":");
-    sbuf_json_str(&self->json, q->content.ptr, q->content.len);
-    sbuf_cats(&self->json, "}}");
-    if (self->json.overflow || self->json.len > CORE_PAYLOAD_MAX) {
-        reply_error(self, req, 413, "too_large",
-                    "the input message is over the event maximum (%u bytes of JSON)",
-                    (unsigned)CORE_PAYLOAD_MAX);
+    if (flow_input_payload(self, req, &q->role, &q->content) != 0)
         return -1;
-    }
     *reject = 0;
     if (q->if_busy.len) {
         if (q->if_busy.len == 6 && memcmp(q->if_busy.ptr, "reject", 6) == 0)

@@ -65,11 +65,11 @@ int store_run_by_call(store_t *self, const char *parent_run_id, const char *call
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : store_sql_fail(self, "reading a run by call");
 }
 
-int store_run_calls(store_t *self, const char *run_id,
-                    int (*cb)(void *arg, const store_run_t *run), void *arg)
+/* Steps st (bound) over run rows, handing each to cb (0 go on, 1 stop, -1
+ * fail); what names the read in errors. */
+static int s_each_run(store_t *self, sqlite3_stmt *st, int (*cb)(void *arg, const store_run_t *run),
+                      void *arg, const char *what)
 {
-    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_RUN_CALLS);
-    store_sql_text(st, 1, run_id);
     int rc;
     store_run_t row;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -79,12 +79,24 @@ int store_run_calls(store_t *self, const char *run_id,
             break;
         if (stop < 0) {
             sqlite3_reset(st);
-            snprintf(self->errmsg, sizeof self->errmsg, "reading calls: stopped by the reader");
+            snprintf(self->errmsg, sizeof self->errmsg, "reading %s: stopped by the reader", what);
             return -1;
         }
     }
     sqlite3_reset(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : store_sql_fail(self, "reading a run's calls");
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+        return 0;
+    char msg[64];
+    snprintf(msg, sizeof msg, "reading %s", what);
+    return store_sql_fail(self, msg);
+}
+
+int store_run_calls(store_t *self, const char *run_id,
+                    int (*cb)(void *arg, const store_run_t *run), void *arg)
+{
+    sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_RUN_CALLS);
+    store_sql_text(st, 1, run_id);
+    return s_each_run(self, st, cb, arg, "a run's calls");
 }
 
 int store_run_last_seq(store_t *self, const char *run_id, uint64_t *seq)
@@ -185,21 +197,7 @@ int store_session_runs(store_t *self, const char *session_id, const char *before
     sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
     if (before)
         store_sql_text(st, 3, before);
-    int rc;
-    store_run_t row;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        store_sql_run_row(st, &row);
-        int stop = cb(arg, &row);
-        if (stop > 0)
-            break;
-        if (stop < 0) {
-            sqlite3_reset(st);
-            snprintf(self->errmsg, sizeof self->errmsg, "reading runs: stopped by the reader");
-            return -1;
-        }
-    }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : store_sql_fail(self, "reading a session's runs");
+    return s_each_run(self, st, cb, arg, "a session's runs");
 }
 
 int store_run_input(store_t *self, const char *run_id, char **content, size_t *len)
