@@ -22,6 +22,10 @@
  * after the platform, and prints the ratio of each figure from this run
  * (--peer-pid: its ingress, for the idle RSS).
  *
+ * --tap ENDPOINT binds the broker's tap there (none by default: it costs
+ * the broker a copy of every frame), so `map-tap --json` or any SUB reader
+ * can take a timeline of the runs: the tap's meta has microsecond times.
+ *
  * The clients run on libuv (epoll), as the edge does: a poll() over 10,000
  * descriptors in the bench itself would be measured as the edge's delay.
  *
@@ -612,7 +616,7 @@ int main(int argc, char **argv)
 {
     long conns = 50, runs = 20, words = 100, lat_runs = 300, idle = 10000, workers = 2;
     long storm = 10000, storm_after = 10, peer_pid = 0;
-    const char *bindir = MAP_BIN_DIR, *peer_url = "";
+    const char *bindir = MAP_BIN_DIR, *peer_url = "", *tap = "";
     flag_t table[] = {
         {"conns", NULL, FLAG_INT, &conns, 1, 10000, "connections in the throughput phase"},
         {"runs", NULL, FLAG_INT, &runs, 1, 100000, "runs per connection (throughput)"},
@@ -624,6 +628,7 @@ int main(int argc, char **argv)
         {"workers", NULL, FLAG_INT, &workers, 1, 64, "echo worker processes"},
         {"bin-dir", NULL, FLAG_STR, &bindir, 0, 0, "build directory holding the binaries"},
         {"peer-url", NULL, FLAG_STR, &peer_url, 0, 0, "ws://host:port/path: the same load against it, ratios"},
+        {"tap", NULL, FLAG_STR, &tap, 0, 0, "the broker's tap endpoint (empty: none), for map-tap timelines"},
         {"peer-pid", NULL, FLAG_INT, &peer_pid, 0, 1L << 22, "the peer's ingress process (its idle RSS)"},
     };
     char err[256];
@@ -656,7 +661,7 @@ int main(int argc, char **argv)
         snprintf(bin[i], sizeof bin[i], "%s/%s", bindir, names[i]);
     pid_t pids[70];
     int np = 0;
-    char *b1[] = {bin[0], "--endpoint", ep, "--tap", "", "--log-level", "warn", NULL};
+    char *b1[] = {bin[0], "--endpoint", ep, "--tap", (char *)tap, "--log-level", "warn", NULL};
     pids[np++] = s_spawn(b1, log);
     char *b2[] = {bin[1], "--broker", ep, "--db", db, "--log-level", "warn", NULL};
     pids[np++] = s_spawn(b2, log);
