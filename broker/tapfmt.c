@@ -16,7 +16,7 @@
  * the broker's id, out to the requester under the requester's id.
  *
  * Call trees (proto/ORCHESTRATOR.md, op "call"): a REQUEST body's top level
- * is scanned once (s_scan) for "run_id", "op", "agent_id", "call_id" and the
+ * is scanned once (tapscan.c) for "run_id", "op", "agent_id", "call_id" and the
  * invoke's "platform" map {parent_run_id, root_run_id, depth}. A call shows
  * as "call <parent> → <agent> (<call_id>)", an agent's REQUEST as
  * "parent=... root=... depth=N". --run ID follows the tree under ID: the set
@@ -33,6 +33,8 @@
  * bug reports, a live token must not. */
 #include "tapfmt.h"
 
+#include "tapscan.h"
+
 #include "common/clock.h"
 #include "common/mem.h"
 #include "proto/frame.h"
@@ -45,11 +47,9 @@
 
 #define S_SLOTS 4096     /* requests whose run is remembered (a cache) */
 #define S_PEER_MAX 32    /* bytes of a peer's hex id kept */
-#define S_RUN_MAX 128    /* bytes of a run id */
+#define S_RUN_MAX TAPSCAN_RUN_MAX
 #define S_DEPTH 32       /* nesting rendered in a body */
-#define S_BATCH_RUNS 16  /* runs of one watch batch a line is matched against */
 #define S_FOLLOW 256     /* runs of the followed tree remembered (--run) */
-#define S_ID_MAX 128     /* bytes of an agent or call id shown */
 
 typedef struct {
     char peer[S_PEER_MAX + 1]; /* "" = free slot */
@@ -191,164 +191,6 @@ static int s_is_str(uint8_t t)
     return (t & 0xe0) == 0xa0 || (t >= 0xd9 && t <= 0xdb);
 }
 
-/* What a REQUEST body says about runs and calls: its top-level keys. */
-typedef struct {
-    char run[S_RUN_MAX + 1];    /* "run_id" */
-    int is_call;                /* "op" is "call" */
-    char agent[S_ID_MAX + 1];   /* "agent_id" */
-    char call_id[S_ID_MAX + 1]; /* "call_id" */
-    int has_platform;           /* "platform" is a map */
-    char parent[S_RUN_MAX + 1]; /* platform's "parent_run_id" */
-    char root[S_RUN_MAX + 1];   /* platform's "root_run_id" */
-    uint64_t depth;             /* platform's "depth" */
-    /* A watch's batch ({"events":[...]}): the distinct runs of its events
-     * (the first S_BATCH_RUNS). */
-    char batch[S_BATCH_RUNS][S_RUN_MAX + 1];
-    size_t nbatch;
-} s_info_t;
-
-static int s_key(const char *k, uint32_t klen, const char *want)
-{
-    return klen == strlen(want) && memcmp(k, want, klen) == 0;
-}
-
-/* A string value into out (cap bytes), or "" when it is none or too long
- * to be an id (skipped: the rendered body shows it). */
-static int s_str_val(mp_reader_t *r, char *out, size_t cap)
-{
-    out[0] = '\0';
-    const uint8_t *at = r->p;
-    const char *v;
-    uint32_t vlen;
-    if (mp_read_str(r, &v, &vlen, (uint32_t)cap - 1) == 0) {
-        s_copy(out, cap, v, vlen);
-        return 0;
-    }
-    r->p = at;
-    r->err = MP_OK;
-    return mp_skip(r, S_DEPTH);
-}
-
-/* An unsigned value, or 0 when it is another type (skipped). */
-static int s_uint_val(mp_reader_t *r, uint64_t *out)
-{
-    const uint8_t *at = r->p;
-    if (mp_read_uint(r, out) == 0)
-        return 0;
-    *out = 0;
-    r->p = at;
-    r->err = MP_OK;
-    return mp_skip(r, S_DEPTH);
-}
-
-static int s_platform(mp_reader_t *r, s_info_t *in)
-{
-    uint32_t n;
-    if (mp_left(r) == 0 || ((*r->p & 0xf0) != 0x80 && *r->p != 0xde && *r->p != 0xdf))
-        return mp_skip(r, S_DEPTH);
-    if (mp_read_map(r, &n))
-        return -1;
-    in->has_platform = 1;
-    for (uint32_t i = 0; i < n; i++) {
-        const char *k;
-        uint32_t klen;
-        if (mp_read_str(r, &k, &klen, 64))
-            return -1;
-        int rc;
-        if (s_key(k, klen, "parent_run_id"))
-            rc = s_str_val(r, in->parent, sizeof in->parent);
-        else if (s_key(k, klen, "root_run_id"))
-            rc = s_str_val(r, in->root, sizeof in->root);
-        else if (s_key(k, klen, "depth"))
-            rc = s_uint_val(r, &in->depth);
-        else
-            rc = mp_skip(r, S_DEPTH);
-        if (rc)
-            return -1;
-    }
-    return 0;
-}
-
-/* A watch batch's events: each one's "run_id", once per run. */
-static int s_batch(mp_reader_t *r, s_info_t *in)
-{
-    uint32_t n;
-    if (mp_left(r) == 0 || ((*r->p & 0xf0) != 0x90 && *r->p != 0xdc && *r->p != 0xdd))
-        return mp_skip(r, S_DEPTH);
-    if (mp_read_array(r, &n))
-        return -1;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t m;
-        if (mp_left(r) == 0 || ((*r->p & 0xf0) != 0x80 && *r->p != 0xde && *r->p != 0xdf)) {
-            if (mp_skip(r, S_DEPTH))
-                return -1;
-            continue;
-        }
-        if (mp_read_map(r, &m))
-            return -1;
-        for (uint32_t j = 0; j < m; j++) {
-            const char *k;
-            uint32_t klen;
-            if (mp_read_str(r, &k, &klen, 64))
-                return -1;
-            char run[S_RUN_MAX + 1];
-            if (!s_key(k, klen, "run_id")) {
-                if (mp_skip(r, S_DEPTH))
-                    return -1;
-                continue;
-            }
-            if (s_str_val(r, run, sizeof run))
-                return -1;
-            size_t b = 0;
-            while (b < in->nbatch && strcmp(in->batch[b], run) != 0)
-                b++;
-            if (run[0] && b == in->nbatch && in->nbatch < S_BATCH_RUNS)
-                memcpy(in->batch[in->nbatch++], run, sizeof run);
-        }
-    }
-    return 0;
-}
-
-/* Scans a body's top level into in (zeroed first); stops quietly at what
- * does not decode (the line says so from the full rendering). */
-static void s_scan(const uint8_t *body, size_t len, s_info_t *in)
-{
-    memset(in, 0, sizeof *in);
-    if (!body)
-        return;
-    mp_reader_t r;
-    mp_reader_init(&r, body, len);
-    uint32_t n;
-    if (mp_read_map(&r, &n))
-        return;
-    char op[16];
-    for (uint32_t i = 0; i < n; i++) {
-        const char *k;
-        uint32_t klen;
-        if (mp_read_str(&r, &k, &klen, 64))
-            return;
-        int rc;
-        if (s_key(k, klen, "run_id")) {
-            rc = s_str_val(&r, in->run, sizeof in->run);
-        } else if (s_key(k, klen, "op")) {
-            rc = s_str_val(&r, op, sizeof op);
-            in->is_call = rc == 0 && strcmp(op, "call") == 0;
-        } else if (s_key(k, klen, "agent_id")) {
-            rc = s_str_val(&r, in->agent, sizeof in->agent);
-        } else if (s_key(k, klen, "call_id")) {
-            rc = s_str_val(&r, in->call_id, sizeof in->call_id);
-        } else if (s_key(k, klen, "platform")) {
-            rc = s_platform(&r, in);
-        } else if (s_key(k, klen, "events")) {
-            rc = s_batch(&r, in);
-        } else {
-            rc = mp_skip(&r, S_DEPTH);
-        }
-        if (rc)
-            return;
-    }
-}
-
 /* ---- the followed tree (--run) ------------------------------------------ */
 
 static int s_followed(const tapfmt_t *self, const char *run)
@@ -477,7 +319,7 @@ static int s_json(tapfmt_t *self, mp_reader_t *r, sbuf_t *out, size_t limit, int
                 if (mp_read_str(r, &k, &klen, UINT32_MAX))
                     return -1;
                 sbuf_json_str(out, k, klen);
-                secret = s_key(k, klen, "token");
+                secret = tapscan_key(k, klen, "token");
             } else {
                 /* JSON keys are strings: show the key's JSON as one. Rare,
                  * so a small bounded buffer of its own (keys nest). */
@@ -584,8 +426,8 @@ int tapfmt_line(tapfmt_t *self, const uint8_t *meta, size_t meta_len, const uint
     const char *type = ferr == FRAME_OK ? frame_type_name(f.type) : "UNDECODABLE";
 
     /* The run: named by the body, else remembered from the REQUEST. */
-    s_info_t info;
-    s_scan(body, body_len, &info);
+    tapscan_t info;
+    tapscan(body, body_len, &info);
     char *run = info.run;
     if (!run[0] && info.nbatch) { /* a watch batch: its first followed run, or its first */
         size_t b = 0;
