@@ -36,6 +36,7 @@
  * send), or with a ping or close due, waits for WRITEABLE instead. */
 #include "edge.h"
 
+#include "answers.h"
 #include "http.h"
 #include "hub.h"
 #include "keepalive.h"
@@ -147,88 +148,19 @@ int64_t io_now_ms(io_t *io)
 static void s_on_stream(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
 {
     (void)w;
-    edge_t *self = arg;
-    pending_t *p = pending_get(self->hub.pending, req);
-    orch_stream_t ev;
-    if (!p || orch_decode_stream(body, len, &ev) != AGENT_OK)
-        return;
-    if (p->kind == P_WATCH)
-        sessions_on_watch(self->hub.sessions, p, &ev);
-    else if (p->kind == P_HTTP)
-        http_on_stream(&self->hub, p, &ev);
-    else
-        ws_on_stream(&self->hub, p, &ev); /* may free p */
-}
-
-/* A fill's answer is handled after its request is gone: it may ask again. */
-static void s_fill_answer(edge_t *self, pending_t *p, unsigned status, const char *json,
-                          size_t len)
-{
-    conn_t *c = p->conn;
-    pending_kind_t kind = p->kind;
-    char run_id[sizeof p->run_id];
-    memcpy(run_id, p->run_id, sizeof run_id);
-    pending_free(self->hub.pending, p);
-    if (kind == P_HTTP_FILL)
-        ssefeed_on_fill(&self->hub, c, status, json, len);
-    else
-        sessions_on_fill(self->hub.sessions, c, run_id, status, json, len);
+    answers_stream(&((edge_t *)arg)->hub, req, body, len);
 }
 
 static void s_on_reply(worker_t *w, uint64_t req, const uint8_t *body, size_t len, void *arg)
 {
     (void)w;
-    edge_t *self = arg;
-    pending_t *p = pending_get(self->hub.pending, req);
-    if (!p)
-        return;
-    hub_reply_t r;
-    hub_decode_reply(body, len, &r);
-    switch (p->kind) {
-    case P_HTTP:
-    case P_HEALTH:
-    case P_METRICS:
-        http_on_reply(&self->hub, p, &r);
-        break;
-    case P_WATCH:
-        sessions_watch_ended(self->hub.sessions, p);
-        break;
-    case P_WS_FILL:
-    case P_HTTP_FILL:
-        s_fill_answer(self, p, r.status, r.json, r.json_len);
-        return;
-    default:
-        ws_on_reply(&self->hub, p, &r);
-        break;
-    }
-    pending_free(self->hub.pending, p);
+    answers_reply(&((edge_t *)arg)->hub, req, body, len);
 }
 
 static void s_on_error(worker_t *w, uint64_t req, const char *code, const char *message, void *arg)
 {
     (void)w;
-    edge_t *self = arg;
-    pending_t *p = pending_get(self->hub.pending, req);
-    if (!p)
-        return;
-    switch (p->kind) {
-    case P_HTTP:
-    case P_HEALTH:
-    case P_METRICS:
-        http_on_error(&self->hub, p, code, message);
-        break;
-    case P_WATCH:
-        sessions_watch_ended(self->hub.sessions, p);
-        break;
-    case P_WS_FILL:
-    case P_HTTP_FILL:
-        s_fill_answer(self, p, 0, NULL, 0);
-        return;
-    default:
-        ws_on_error(&self->hub, p, code, message);
-        break;
-    }
-    pending_free(self->hub.pending, p);
+    answers_error(&((edge_t *)arg)->hub, req, code, message);
 }
 
 static void s_on_link(worker_t *w, int up, void *arg)
@@ -249,45 +181,6 @@ static void s_pump(edge_t *self)
 }
 
 /* ---- writes ---------------------------------------------------------------- */
-
-static int s_http_writeable(edge_t *self, conn_t *c)
-{
-    struct lws *wsi = c->wsi;
-    http_txn_t *t = &c->http;
-    if (c->closing)
-        return -1; /* too slow a reader: cut */
-    if (t->state != HTTP_RESPOND)
-        return 0;
-    if (!t->headers_sent) {
-        if (lwshttp_headers(wsi, t, c->q.bytes))
-            return -1;
-        t->headers_sent = 1;
-        if (t->sse) /* a stream lasts as long as its run: no idle timeout */
-            lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-        if (t->head_only) /* the body is not sent (RFC 9110 §9.3.2) */
-            outq_clear(&c->q);
-        lws_callback_on_writable(wsi);
-        return 0;
-    }
-    ssefeed_drained(&self->hub, c); /* a stream behind asks for its next page */
-    outq_msg_t *o = outq_take(&c->q);
-    if (o) {
-        int last = !c->q.head && t->finish;
-        int rc = lws_write(wsi, outq_data(&c->q, o), o->len, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
-        outq_msg_free(o);
-        if (rc < 0)
-            return -1;
-        if (!last) {
-            lws_callback_on_writable(wsi);
-            return 0;
-        }
-    } else if (!t->finish) {
-        return 0; /* more will come */
-    }
-    if (!http_done(&self->hub, c))
-        return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
-}
 
 /* The frames at the head of c's queue: those that fit in one batch as one
  * write, or a head larger than a batch alone (lws frames it). Returns
@@ -444,7 +337,7 @@ static int s_handle(edge_t *self, struct lws *wsi, enum lws_callback_reasons rea
             http_body_done(&self->hub, c);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
-        return c ? s_http_writeable(self, c) : 0;
+        return c ? lwshttp_writeable(&self->hub, c) : 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         int forbidden;
         int rc = lwshttp_confirm_upgrade(wsi, &self->hub.policy, &forbidden);
@@ -517,7 +410,7 @@ static void s_tick(lws_sorted_usec_list_t *sul)
     for (size_t i = 0; i < n; i++) {
         uint64_t req = expired[i]->req;
         worker_cancel(self->worker, req);
-        s_on_error(self->worker, req, "timeout", "no answer in time", self);
+        answers_error(&self->hub, req, "timeout", "no answer in time");
     }
     sessions_tick(self->hub.sessions, now);
     s_flush(self);

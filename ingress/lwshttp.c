@@ -2,6 +2,7 @@
  * present but unusable: a bad Origin or Host is refused, not skipped. */
 #include "lwshttp.h"
 
+#include "ssefeed.h"
 #include "ui.h"
 
 #include <errno.h>
@@ -160,4 +161,43 @@ int lwshttp_confirm_upgrade(struct lws *wsi, const policy_t *pol, int *forbidden
     if (lws_write(wsi, out + LWS_PRE, bl, LWS_WRITE_HTTP_FINAL) < 0)
         return -1;
     return 1;
+}
+
+int lwshttp_writeable(hub_t *h, conn_t *c)
+{
+    struct lws *wsi = c->wsi;
+    http_txn_t *t = &c->http;
+    if (c->closing)
+        return -1; /* too slow a reader: cut */
+    if (t->state != HTTP_RESPOND)
+        return 0;
+    if (!t->headers_sent) {
+        if (lwshttp_headers(wsi, t, c->q.bytes))
+            return -1;
+        t->headers_sent = 1;
+        if (t->sse) /* a stream lasts as long as its run: no idle timeout */
+            lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+        if (t->head_only) /* the body is not sent (RFC 9110 §9.3.2) */
+            outq_clear(&c->q);
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    ssefeed_drained(h, c); /* a stream behind asks for its next page */
+    outq_msg_t *o = outq_take(&c->q);
+    if (o) {
+        int last = !c->q.head && t->finish;
+        int rc = lws_write(wsi, outq_data(&c->q, o), o->len, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+        outq_msg_free(o);
+        if (rc < 0)
+            return -1;
+        if (!last) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+    } else if (!t->finish) {
+        return 0; /* more will come */
+    }
+    if (!http_done(h, c))
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
