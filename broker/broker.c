@@ -31,6 +31,7 @@
 #include "common/clock.h"
 #include "common/hmap.h"
 #include "common/log.h"
+#include "common/ratelog.h"
 #include "common/mem.h"
 #include "proto/frame.h"
 #include "proto/mp.h"
@@ -46,7 +47,6 @@
 #define S_PEERS_MAX 100000   /* peers known at once */
 #define S_REQUESTS_MAX 1000000 /* requests routed at once */
 #define S_ID_MAX 255         /* bytes of a ZeroMQ routing id */
-#define S_REJECT_LOGS 10     /* reject lines per second before summarising */
 
 typedef struct service_t service_t;
 typedef struct request_t request_t;
@@ -102,9 +102,7 @@ struct broker_t {
     peer_t *dead;            /* released peers to free at the end of the turn */
     peer_t *unreachable;     /* peers to release at the end of the turn */
     int64_t next_heartbeat;
-    int64_t reject_window;   /* second of the reject-log flood control */
-    unsigned rejects_logged;
-    unsigned rejects_quiet;
+    ratelog_t rejects;       /* reject lines: flood control */
     broker_stats_t stats;
 };
 
@@ -489,18 +487,12 @@ static void s_reject(broker_t *self, const uint8_t *id, size_t id_len, const cha
         memcpy(shown.hex, hex, sizeof hex);
         s_tap(self, "in", &shown, "", hdr, hdr_len, body, note);
     }
-    int64_t now_s = clock_mono_ms() / 1000;
-    if (now_s != self->reject_window) {
-        if (self->rejects_quiet)
-            LOGW("frame.reject", "suppressed=%u (last second)", self->rejects_quiet);
-        self->reject_window = now_s;
-        self->rejects_logged = 0;
-        self->rejects_quiet = 0;
-    }
-    if (self->rejects_logged++ < S_REJECT_LOGS)
+    unsigned held;
+    int show = ratelog_allow(&self->rejects, clock_mono_ms(), &held);
+    if (held)
+        LOGW("frame.reject", "suppressed=%u (last second)", held);
+    if (show)
         LOGW("frame.reject", "peer=%s reason=%s size=%zu", hex, reason, hdr_len);
-    else
-        self->rejects_quiet++;
 }
 
 static void s_on_ready(broker_t *self, peer_t *peer, const frame_t *f, const uint8_t *id,

@@ -51,10 +51,12 @@
  * worker_process call. Nothing is allocated per frame. */
 #include "worker.h"
 
+#include "dealer.h"
 #include "common/clock.h"
 #include "common/hmap.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/ratelog.h"
 #include "proto/frame.h"
 
 #include <errno.h>
@@ -65,11 +67,7 @@
 
 #define S_BATCH 1000              /* messages handled per worker_process */
 #define S_HWM 100000              /* messages queued each way */
-#define S_HEARTBEAT_DEFAULT 1000  /* ms */
-#define S_LIVENESS_DEFAULT 3
-#define S_REQUESTS_DEFAULT 100000
 #define S_READY_RETRY_MIN 10      /* ms, first retry of an unsent READY */
-#define S_REJECT_LOGS 10          /* reject lines per second before counting */
 #define S_PROBE_BIT (1ULL << 63)  /* in the ids of SERVICES probes, never in ours */
 #define S_CLOSE_LINGER 200        /* ms the last frames may take to leave at destroy */
 
@@ -103,9 +101,7 @@ struct worker_t {
     int64_t expiry;               /* mono ms: silence deadline (see top) */
     int unchecked;                /* sent since ZMQ_EVENTS was last read */
     int readable;                 /* a message may be waiting: do not block */
-    int64_t reject_window;        /* second of the reject flood control */
-    unsigned rejects_logged;
-    unsigned rejects_quiet;
+    ratelog_t rejects;            /* reject lines: flood control */
 };
 
 /* ---- sending ------------------------------------------------------------- */
@@ -218,18 +214,12 @@ static void s_up(worker_t *w, int64_t now)
 
 static void s_reject(worker_t *w, const char *reason, size_t size, int64_t now)
 {
-    int64_t second = now / 1000;
-    if (second != w->reject_window) {
-        if (w->rejects_quiet)
-            LOGW("frame.reject", "reason=flood count=%u", w->rejects_quiet);
-        w->reject_window = second;
-        w->rejects_logged = 0;
-        w->rejects_quiet = 0;
-    }
-    if (w->rejects_logged++ < S_REJECT_LOGS)
+    unsigned held;
+    int show = ratelog_allow(&w->rejects, now, &held);
+    if (held)
+        LOGW("frame.reject", "reason=flood count=%u", held);
+    if (show)
         LOGW("frame.reject", "endpoint=%s reason=%s size=%zu", w->endpoint, reason, size);
-    else
-        w->rejects_quiet++;
 }
 
 static void s_on_request(worker_t *w, const frame_t *f, const uint8_t *body, size_t len)
@@ -537,87 +527,29 @@ size_t worker_pending(const worker_t *w)
 
 /* ---- lifecycle -------------------------------------------------------------------- */
 
-static int s_setopt_int(void *sock, int option, int value)
-{
-    return zmq_setsockopt(sock, option, &value, sizeof value);
-}
-
-worker_t *worker_new(const worker_config_t *cfg, const worker_handlers_t *handlers, void *arg,
+worker_t *worker_new(const worker_config_t *cfg_in, const worker_handlers_t *handlers, void *arg,
                      char *err, size_t errlen)
 {
-    if (!cfg || !cfg->endpoint || !*cfg->endpoint) {
-        snprintf(err, errlen, "the broker endpoint is empty");
+    worker_config_t checked;
+    if (dealer_config(cfg_in, &checked, err, errlen) != 0)
         return NULL;
-    }
-    size_t service_len = cfg->service ? strlen(cfg->service) : 0;
-    if (service_len == 0 || service_len > FRAME_SERVICE_MAX) {
-        snprintf(err, errlen, "the service name must have 1 to %d bytes", FRAME_SERVICE_MAX);
-        return NULL;
-    }
-    if (cfg->capacity > FRAME_CAPACITY_MAX) {
-        snprintf(err, errlen, "capacity %u is over the maximum %d", cfg->capacity,
-                 FRAME_CAPACITY_MAX);
-        return NULL;
-    }
-    if (cfg->heartbeat_ms < 0 || cfg->liveness < 0) {
-        snprintf(err, errlen, "heartbeat and liveness must not be negative");
-        return NULL;
-    }
-    /* CURVE keys the program did not set come from the environment, so
-     * every peer (agents, bridge, orchestrator, edge) can use them. */
-    worker_config_t env_cfg = *cfg;
-    if (!env_cfg.curve_server_key && getenv("MAP_CURVE_SERVER_KEY") &&
-        *getenv("MAP_CURVE_SERVER_KEY")) {
-        env_cfg.curve_server_key = getenv("MAP_CURVE_SERVER_KEY");
-        env_cfg.curve_public_key = getenv("MAP_CURVE_PUBLIC_KEY");
-        env_cfg.curve_secret_key = getenv("MAP_CURVE_SECRET_KEY");
-    }
-    cfg = &env_cfg;
-    if (cfg->curve_server_key && (!cfg->curve_public_key || !cfg->curve_secret_key)) {
-        snprintf(err, errlen, "a CURVE server key needs our public and secret keys too "
-                              "(MAP_CURVE_PUBLIC_KEY, MAP_CURVE_SECRET_KEY)");
-        return NULL;
-    }
+    const worker_config_t *cfg = &checked;
     worker_t *w = mem_alloc(sizeof *w);
     if (handlers)
         w->h = *handlers;
     w->arg = arg;
     snprintf(w->endpoint, sizeof w->endpoint, "%s", cfg->endpoint);
-    memcpy(w->service, cfg->service, service_len);
-    w->service_len = (uint32_t)service_len;
+    w->service_len = (uint32_t)strlen(cfg->service); /* checked: 1 to FRAME_SERVICE_MAX */
+    memcpy(w->service, cfg->service, w->service_len);
     w->capacity = cfg->capacity;
-    w->heartbeat_ms = cfg->heartbeat_ms ? cfg->heartbeat_ms : S_HEARTBEAT_DEFAULT;
-    w->liveness = cfg->liveness ? cfg->liveness : S_LIVENESS_DEFAULT;
-    w->body_max = cfg->body_max ? cfg->body_max : FRAME_BODY_MAX_DEFAULT;
-    w->requests_max = cfg->requests_max ? cfg->requests_max : S_REQUESTS_DEFAULT;
+    w->heartbeat_ms = cfg->heartbeat_ms; /* defaults filled by dealer_config */
+    w->liveness = cfg->liveness;
+    w->body_max = cfg->body_max;
+    w->requests_max = cfg->requests_max;
     w->ctx = zmq_ctx_new();
-    w->sock = zmq_socket(w->ctx, ZMQ_DEALER);
-    if (!w->sock) {
-        snprintf(err, errlen, "cannot create a DEALER socket: %s", zmq_strerror(errno));
+    w->sock = dealer_open(w->ctx, cfg, S_HWM, err, errlen);
+    if (!w->sock)
         goto fail;
-    }
-    if (s_setopt_int(w->sock, ZMQ_LINGER, 0) || s_setopt_int(w->sock, ZMQ_SNDHWM, S_HWM) ||
-        s_setopt_int(w->sock, ZMQ_RCVHWM, S_HWM) || s_setopt_int(w->sock, ZMQ_IMMEDIATE, 1)) {
-        snprintf(err, errlen, "cannot set socket options: %s", zmq_strerror(errno));
-        goto fail;
-    }
-    if (cfg->curve_server_key) {
-        if (zmq_setsockopt(w->sock, ZMQ_CURVE_SERVERKEY, cfg->curve_server_key,
-                           strlen(cfg->curve_server_key)) ||
-            zmq_setsockopt(w->sock, ZMQ_CURVE_PUBLICKEY, cfg->curve_public_key,
-                           strlen(cfg->curve_public_key)) ||
-            zmq_setsockopt(w->sock, ZMQ_CURVE_SECRETKEY, cfg->curve_secret_key,
-                           strlen(cfg->curve_secret_key))) {
-            snprintf(err, errlen, "invalid CURVE key (40 z85 characters expected): %s",
-                     zmq_strerror(errno));
-            goto fail;
-        }
-    }
-    if (zmq_connect(w->sock, cfg->endpoint) != 0) {
-        snprintf(err, errlen, "cannot connect to broker endpoint '%s': %s", cfg->endpoint,
-                 zmq_strerror(errno));
-        goto fail;
-    }
     size_t fd_size = sizeof w->fd;
     zmq_getsockopt(w->sock, ZMQ_FD, &w->fd, &fd_size);
     w->asked = hmap_new(w->requests_max);
@@ -644,8 +576,7 @@ void worker_destroy(worker_t **self_p)
         s_send_id(w, FRAME_DISCONNECT, 0);
     /* A short linger lets the last answers (and DISCONNECT) leave; with no
      * connection nothing was queued (ZMQ_IMMEDIATE), so this never hangs long. */
-    s_setopt_int(w->sock, ZMQ_LINGER, S_CLOSE_LINGER);
-    zmq_close(w->sock);
+    dealer_close(w->sock, S_CLOSE_LINGER);
     zmq_ctx_term(w->ctx);
     hmap_destroy(&w->asked);
     hmap_destroy(&w->serving);
