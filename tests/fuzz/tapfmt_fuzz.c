@@ -76,11 +76,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (shown && i == 1 && !line.overflow) {
                 json_error_t err;
                 json_t *doc = json_loadb(line.data, line.len, JSON_ALLOW_NUL, &err);
-                if (!doc && strstr(err.text, "NUL") == NULL) {
+                /* Valid JSON jansson cannot load: a NUL in a key, an
+                 * integer past int64 (a msgpack uint64 is shown as is). */
+                int jansson_limit = !doc && (strstr(err.text, "NUL") || strstr(err.text, "too big integer"));
+                if (!doc && !jansson_limit) {
                     fprintf(stderr, "not JSON (%s): %.*s\n", err.text, (int)line.len, line.data);
                     abort();
                 }
-                if (!doc) /* jansson takes no NUL in a key: valid JSON it cannot load */
+                if (!doc)
                     continue;
                 s_no_token(doc, 0);
                 json_decref(doc);
