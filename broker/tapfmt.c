@@ -28,7 +28,7 @@
  * bounded (a ring of S_FOLLOW runs; past it the oldest child is forgotten,
  * never ID).
  *
- * A string under a "token" key (the run's call token, a bearer secret) is
+ * Any value under a "token" key (the run's call token, a bearer secret) is
  * shown as "<token>" in every line: a tap's output ends up in terminals and
  * bug reports, a live token must not. */
 #include "tapfmt.h"
@@ -335,8 +335,8 @@ static int s_json(tapfmt_t *self, mp_reader_t *r, sbuf_t *out, size_t limit, int
                     return -1;
             }
             sbuf_cats(out, ":");
-            if (secret && mp_left(r) && s_is_str(*r->p)) {
-                if (mp_skip(r, 0))
+            if (secret && mp_left(r)) { /* whatever its type: never shown */
+                if (mp_skip(r, S_DEPTH))
                     return -1;
                 sbuf_cats(out, "\"<token>\""); /* a live bearer secret */
                 continue;
