@@ -37,10 +37,15 @@ def test_supervisord_starts_py_echo():
                 return False
             return r.status_code == 200 and "py-echo" in [a["agent_id"] for a in r.json()["agents"]]
         wait_until(listed, timeout=40, step=0.2, what="py-echo to register")
-        status = subprocess.run(["supervisorctl", "-c", conf, "status"], env=env,
-                                capture_output=True, text=True, timeout=20).stdout
-        rows = [l.split() for l in status.splitlines() if l.startswith("py-echo:")]
-        assert [r[1] for r in rows] == ["RUNNING", "RUNNING"], status
+        # a program is STARTING until it has been up for startsecs (1 s):
+        # it may register with the broker before supervisord calls it RUNNING
+        def py_echo_rows():
+            status = subprocess.run(["supervisorctl", "-c", conf, "status"], env=env,
+                                    capture_output=True, text=True, timeout=20).stdout
+            return [l.split() for l in status.splitlines() if l.startswith("py-echo:")]
+        wait_until(lambda: [r[1] for r in py_echo_rows()] == ["RUNNING", "RUNNING"],
+                   timeout=20, step=0.2, what="both py-echo processes RUNNING")
+        rows = py_echo_rows()
         pids = [int(r[3].rstrip(",")) for r in rows]
         r = client.post("/internal/invoke", json={
             "session_id": "pd1", "agent_id": "py-echo",
