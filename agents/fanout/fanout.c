@@ -280,6 +280,7 @@ void fanout_on_cancel(fanout_t *self, uint64_t id)
     if (!job)
         return;
     self->stats.cancelled++;
+    LOGD("fanout.cancelled", "id=%llu", (unsigned long long)id);
     s_close(self, job);
 }
 

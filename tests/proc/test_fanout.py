@@ -27,9 +27,9 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
-def start_fanout(stack, target="echo"):
+def start_fanout(stack, target="echo", log_level="info"):
     return stack.procs.start("map-fanout", "--broker", stack.endpoint, "--target", target,
-                             "--heartbeat-ms", stack.heartbeat_ms)
+                             "--heartbeat-ms", stack.heartbeat_ms, "--log-level", log_level)
 
 
 def start_slow_echo(stack, agent, delay_ms):
@@ -119,7 +119,7 @@ def wait_calls_started(c, rid, n):
 
 
 def test_kill_of_the_calling_worker_cancels_its_children(stack):
-    fan = start_fanout(stack, target="slowecho")
+    fan = start_fanout(stack, target="slowecho", log_level="debug")
     start_slow_echo(stack, "slowecho", 300)
     c = stack.client()
     stack.wait_agent(c, "fanout")
@@ -169,7 +169,7 @@ def test_kill_of_a_child_worker_fails_the_call_and_fanout_answers(stack):
 
 
 def test_cancel_of_the_fanout_run_cancels_its_calls(stack):
-    fan = start_fanout(stack, target="slowecho")
+    fan = start_fanout(stack, target="slowecho", log_level="debug")
     start_slow_echo(stack, "slowecho", 300)
     c = stack.client()
     stack.wait_agent(c, "fanout")
@@ -185,7 +185,12 @@ def test_cancel_of_the_fanout_run_cancels_its_calls(stack):
     check_log(events)
     assert [k for k, _ in calls_by_type(events, "agent_call_cancelled")] == ["c1", "c2"]
     assert all(k["status"] == "cancelled" for k in children(c, parent))
-    # The fanout saw its invoke cancelled and dropped the job with its calls.
+    # The fanout saw its invoke cancelled and dropped the job with its calls
+    # (the cancel reaches it after the run's reply: wait for it).
+    def fanout_cancelled():
+        with open(fan.log) as f:
+            return "fanout.cancelled" in f.read()
+    wait_until(fanout_cancelled, timeout=10, step=0.05, what="the fanout to see the cancel")
     stack.procs.kill(fan, signal.SIGTERM)
     with open(fan.log) as f:
         text = f.read()
