@@ -96,6 +96,9 @@ static const char *s_sql[STORE_ST_STMT_COUNT] = {
                               "(SELECT created_at, run_id FROM runs WHERE run_id = ?3 AND "
                               "session_id = ?1) ORDER BY created_at DESC, run_id DESC LIMIT ?2",
     [STORE_ST_RUN_INPUT] = "SELECT input_content FROM runs WHERE run_id = ?1",
+    [STORE_ST_BEGIN] = "BEGIN IMMEDIATE",
+    [STORE_ST_COMMIT] = "COMMIT",
+    [STORE_ST_ROLLBACK] = "ROLLBACK",
 };
 
 /* Migration i brings a database from version i to i + 1. */
@@ -364,7 +367,7 @@ void store_destroy(store_t **self_p)
 int store_begin(store_t *self)
 {
     self->last_code = 0;
-    return store_sql_exec(self, "BEGIN IMMEDIATE", "beginning a transaction");
+    return store_sql_done(self, store_sql_stmt(self, STORE_ST_BEGIN), "beginning a transaction");
 }
 
 int store_busy(const store_t *self)
@@ -383,7 +386,7 @@ void store_set_busy_ms(store_t *self, int ms)
  * turn is gone whole and the next store_begin starts clean. */
 int store_commit(store_t *self)
 {
-    if (store_sql_exec(self, "COMMIT", "committing") == 0)
+    if (store_sql_done(self, store_sql_stmt(self, STORE_ST_COMMIT), "committing") == 0)
         return 0;
     store_rollback(self);
     return -1;
@@ -392,8 +395,11 @@ int store_commit(store_t *self)
 void store_rollback(store_t *self)
 {
     store_hist_clear(self); /* the windows may hold messages rolled back */
-    if (!sqlite3_get_autocommit(self->db))
-        sqlite3_exec(self->db, "ROLLBACK", NULL, NULL, NULL);
+    if (!sqlite3_get_autocommit(self->db)) {
+        sqlite3_stmt *st = store_sql_stmt(self, STORE_ST_ROLLBACK);
+        sqlite3_step(st);
+        sqlite3_reset(st);
+    }
 }
 
 int store_session_ensure(store_t *self, const char *session_id, const char *created_at)

@@ -34,6 +34,9 @@ typedef enum {
     STORE_ST_RUN_BY_CALL,
     STORE_ST_RUN_CALLS,
     STORE_ST_RUN_LAST_SEQ,
+    STORE_ST_BEGIN,      /* the transaction statements: a turn runs two, */
+    STORE_ST_COMMIT,     /* and sqlite3_exec would parse them each time */
+    STORE_ST_ROLLBACK,
     STORE_ST_STMT_COUNT
 } store_stmt_id_t;
 
