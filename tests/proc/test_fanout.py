@@ -119,7 +119,7 @@ def wait_calls_started(c, rid, n):
 
 
 def test_kill_of_the_calling_worker_cancels_its_children(stack):
-    fan = start_fanout(stack, target="slowecho", log_level="debug")
+    fan = start_fanout(stack, target="slowecho")
     start_slow_echo(stack, "slowecho", 300)
     c = stack.client()
     stack.wait_agent(c, "fanout")
