@@ -389,7 +389,7 @@ int engine_turn(engine_t *self, long wait_ms)
     /* The turn sent requests (agent invokes): their socket's I/O thread was
      * woken on this core and would wait for the commit. One yield lets it
      * send them first, so the agents work while the turn commits (A/B at one
-     * connection: run p50 -5%). */
+     * connection: run p50 -4%, README Benchmarks). */
     if (worker_pending(self->worker) > pending_before)
         sched_yield();
     now = clock_mono_ms();
