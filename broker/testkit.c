@@ -106,8 +106,7 @@ static void s_router_heard(testkit_t *kit, const char *id)
     }
 }
 
-peer_t *testkit_join(testkit_t *kit, const char *id, const char *service, uint32_t capacity,
-                     void **sock)
+void *testkit_dealer(testkit_t *kit, const char *id)
 {
     CHECK(kit->nsocks < TESTKIT_SOCKS_MAX);
     void *s = zmq_socket(kit->ctx, ZMQ_DEALER);
@@ -117,6 +116,13 @@ peer_t *testkit_join(testkit_t *kit, const char *id, const char *service, uint32
     CHECK(zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) == 0);
     CHECK(zmq_setsockopt(s, ZMQ_ROUTING_ID, id, strlen(id)) == 0);
     CHECK(zmq_connect(s, kit->endpoint) == 0);
+    return s;
+}
+
+peer_t *testkit_join(testkit_t *kit, const char *id, const char *service, uint32_t capacity,
+                     void **sock)
+{
+    void *s = testkit_dealer(kit, id);
     uint8_t hdr[16];
     size_t n = frame_encode_id(FRAME_HEARTBEAT, 0, hdr, sizeof hdr);
     CHECK(zmq_send(s, hdr, n, 0) == (int)n);

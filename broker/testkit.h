@@ -1,7 +1,8 @@
 /* testkit: what the broker's unit tests share. A broker on ipc:// endpoints
  * in a temp dir (its loop not running: the test calls the modules), raw
  * DEALERs with routing ids of the test's choosing that the broker knows as
- * peers, and reading what reaches them with proto/frame.h.
+ * peers, and reading what reaches them with proto/frame.h. (broker_test
+ * runs the loop in a thread of its own and only speaks frames.)
  *
  * Every wait polls until a deadline (TESTKIT_WAIT_MS); a failed check exits
  * the test (tests/support/check.h). */
@@ -28,6 +29,8 @@ void testkit_start(testkit_t *kit, long queue_max, int tap);
 /* Destroys the broker, closes the sockets, removes the temp dir. */
 void testkit_stop(testkit_t *kit);
 
+/* Connects a DEALER (the kit's) with routing id id to the broker. */
+void *testkit_dealer(testkit_t *kit, const char *id);
 /* Connects a DEALER with routing id id, waits until the broker's ROUTER
  * has a message from it (so sends to id reach it), then registers it as
  * READY would: a peer named service with capacity, attached to service
