@@ -5,7 +5,6 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import msgpack
 
@@ -30,7 +29,9 @@ def test_tap_shows_a_request_in_order_and_rejected_frames():
         wait_until(lambda: b"tap.subscribers topics=1" in open(broker.log, "rb").read(),
                    what="the tap to subscribe")
         client = Peer(endpoint, "tap-test", 0)
-        time.sleep(0.3)  # the echo worker announces itself
+        # The echo worker announces itself (a request before that is unknown_service).
+        wait_until(lambda: b"service.new service=agent.echo" in open(broker.log, "rb").read(),
+                   what="the echo worker to register")
         inv = {"run_id": "run_tapped", "session_id": "s1", "agent_id": "echo",
                "input": {"role": "user", "content": "hello tap"}, "history": []}
         client.request("agent.echo", inv)
@@ -97,7 +98,10 @@ def test_tap_follows_a_call_tree():
         orch = Peer(endpoint, "orchestrator", 8)
         client = Peer(endpoint, "tap-tree", 0)
         peers += [agent, orch, client]
-        time.sleep(0.3)  # the workers' READY reach the broker first
+        # The workers' READY reach the broker first.
+        wait_until(lambda: b"service.new service=agent.tt" in open(broker.log, "rb").read() and
+                   b"service.new service=orchestrator" in open(broker.log, "rb").read(),
+                   what="the workers to register")
 
         def invoke(run, parent=None, root=None, depth=0):
             platform = {"token": TOKEN, "depth": depth, "root_run_id": root or run}
