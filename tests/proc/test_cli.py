@@ -1,12 +1,13 @@
 """SPEC §1: every process accepts --help, and prints one clear line and
 exits non-zero on a bad flag, an invalid endpoint or an unusable database."""
 import os
+import socket
 import subprocess
 import tempfile
 
 import pytest
 
-from mapclient import binary, free_port
+from mapclient import binary, free_port, wait_until
 
 PROGRAMS = ["map-broker", "map-echo", "map-orchestrator", "map-tap"]
 
@@ -41,8 +42,13 @@ def test_broker_refuses_a_bad_or_taken_endpoint():
     first = subprocess.Popen([binary("map-broker"), "--endpoint", "tcp://127.0.0.1:%d" % port,
                               "--tap", ""], stderr=subprocess.DEVNULL)
     try:
-        import time
-        time.sleep(0.3)
+        def bound():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(bound, what="the first broker to bind")
         r = run(binary("map-broker"), "--endpoint", "tcp://127.0.0.1:%d" % port, "--tap", "")
         assert r.returncode != 0 and "Address already in use" in r.stderr
     finally:
