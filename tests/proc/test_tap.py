@@ -11,6 +11,27 @@ import msgpack
 from mapclient import ERROR, REPLY, REQUEST, STREAM, Orch, Peer, Procs, binary, free_port, wait_until
 
 
+def broker_logged(broker, *lines):
+    """Waits until the broker's log has every one of lines (bytes)."""
+    def logged():
+        with open(broker.log, "rb") as f:
+            text = f.read()
+        return all(l in text for l in lines)
+    wait_until(logged, what="the broker to log %r" % (lines,))
+
+
+def start_tap(procs, broker, tap, *args):
+    """Starts map-tap with args, its output in a file; returns that file's
+    path once the broker has logged the tap's subscription."""
+    out_path = os.path.join(procs.dir, "tap.out")
+    out = open(out_path, "wb")
+    tapper = subprocess.Popen([binary("map-tap"), "--tap", tap, *args], stdout=out,
+                              stderr=subprocess.STDOUT)
+    procs.procs.append(tapper)
+    tapper.log = out_path
+    broker_logged(broker, b"tap.subscribers topics=1")
+    return out_path
+
 def test_tap_shows_a_request_in_order_and_rejected_frames():
     procs = Procs()
     try:
@@ -19,19 +40,10 @@ def test_tap_shows_a_request_in_order_and_rejected_frames():
         broker = procs.start("map-broker", "--endpoint", endpoint, "--tap", tap,
                              "--heartbeat-ms", 1000, "--log-level", "info")
         procs.start("map-echo", "--broker", endpoint, "--delay-ms", 0)
-        out_path = os.path.join(procs.dir, "tap.out")
-        out = open(out_path, "wb")
-        tapper = subprocess.Popen([binary("map-tap"), "--tap", tap, "--json"], stdout=out,
-                                  stderr=subprocess.STDOUT)
-        procs.procs.append(tapper)
-        tapper.log = out_path
-        # The broker logs when the tap's subscription reaches it.
-        wait_until(lambda: b"tap.subscribers topics=1" in open(broker.log, "rb").read(),
-                   what="the tap to subscribe")
+        out_path = start_tap(procs, broker, tap, "--json")
         client = Peer(endpoint, "tap-test", 0)
         # The echo worker announces itself (a request before that is unknown_service).
-        wait_until(lambda: b"service.new service=agent.echo" in open(broker.log, "rb").read(),
-                   what="the echo worker to register")
+        broker_logged(broker, b"service.new service=agent.echo")
         inv = {"run_id": "run_tapped", "session_id": "s1", "agent_id": "echo",
                "input": {"role": "user", "content": "hello tap"}, "history": []}
         client.request("agent.echo", inv)
@@ -86,22 +98,13 @@ def test_tap_follows_a_call_tree():
         tap = "tcp://127.0.0.1:%d" % free_port()
         broker = procs.start("map-broker", "--endpoint", endpoint, "--tap", tap,
                              "--heartbeat-ms", 1000, "--log-level", "info")
-        out_path = os.path.join(procs.dir, "tap.out")
-        out = open(out_path, "wb")
-        tapper = subprocess.Popen([binary("map-tap"), "--tap", tap, "--run", "run_P"], stdout=out,
-                                  stderr=subprocess.STDOUT)
-        procs.procs.append(tapper)
-        tapper.log = out_path
-        wait_until(lambda: b"tap.subscribers topics=1" in open(broker.log, "rb").read(),
-                   what="the tap to subscribe")
+        out_path = start_tap(procs, broker, tap, "--run", "run_P")
         agent = Peer(endpoint, "agent.tt", 8)
         orch = Peer(endpoint, "orchestrator", 8)
         client = Peer(endpoint, "tap-tree", 0)
         peers += [agent, orch, client]
         # The workers' READY reach the broker first.
-        wait_until(lambda: b"service.new service=agent.tt" in open(broker.log, "rb").read() and
-                   b"service.new service=orchestrator" in open(broker.log, "rb").read(),
-                   what="the workers to register")
+        broker_logged(broker, b"service.new service=agent.tt", b"service.new service=orchestrator")
 
         def invoke(run, parent=None, root=None, depth=0):
             platform = {"token": TOKEN, "depth": depth, "root_run_id": root or run}
@@ -196,14 +199,7 @@ def test_tap_follows_a_real_call():
         accepted = wait_until(lambda: client.pump(10) is not None and client.accepted(rid),
                               timeout=15, what="the parent run accepted")
         parent = accepted["run_id"]
-        out_path = os.path.join(procs.dir, "tap.out")
-        out = open(out_path, "wb")
-        tapper = subprocess.Popen([binary("map-tap"), "--tap", tap, "--run", parent],
-                                  stdout=out, stderr=subprocess.STDOUT)
-        procs.procs.append(tapper)
-        tapper.log = out_path
-        wait_until(lambda: b"tap.subscribers topics=1" in open(broker.log, "rb").read(),
-                   what="the tap to subscribe")
+        out_path = start_tap(procs, broker, tap, "--run", parent)
         other = client.call("invoke", session_id="elsewhere", agent_id="echo", role="user",
                             content="not in the tree", follow=True)
         client.wait_final(other)
